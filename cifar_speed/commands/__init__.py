@@ -1,0 +1,1 @@
+"""Subcommands of `cifar-speed`, one module each (discovered by cifar_speed.cli)."""

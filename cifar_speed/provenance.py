@@ -1,0 +1,134 @@
+"""Where a number came from: machine, processor features, library versions, commit, load.
+
+Every results file and checkpoint sidecar embeds `provenance()` so a figure can be traced back.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import re
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """CPU model name and the vector / matrix features that decide which precisions are fast."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            model = m.group(1).strip()
+        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+            flags = set(m.group(1).split())
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_fp16"]
+    return {
+        "model": model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "features": [f for f in wanted if f in flags],
+    }
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU has native bf16 arithmetic (AMX or AVX512-BF16): bf16 is then worth it."""
+    feats = set(cpu_info()["features"])
+    return bool(feats & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_has_fast_int8() -> bool:
+    feats = set(cpu_info()["features"])
+    return bool(feats & {"amx_int8", "avx512_vnni"})
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_info() -> dict | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    info = {"name": props.name, "capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            info["driver"] = out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def versions() -> dict:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "onnx": _version("onnx"),
+        "onnxscript": _version("onnxscript"),
+        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "torch_tensorrt": _version("torch-tensorrt") or _version("torch_tensorrt"),
+        "tensorrt": _version("tensorrt"),
+        "cifar_speed": _version("cifar-speed"),
+    }
+
+
+def provenance() -> dict:
+    """Everything needed to judge a measurement: who, where, with what, under which load."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "machine": machine_slug(),
+        "platform": platform.platform(),
+        "cpu": cpu_info(),
+        "gpu": gpu_info(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(load) if load else None,
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def machine_slug() -> str:
+    """A folder name for results: the GPU name where there is one, else the CPU model and core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+    else:
+        info = cpu_info()
+        name = f"{info['model']}-{info['usable_cpus']}c"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
