@@ -1,0 +1,154 @@
+"""Compiled artifacts on disk (`cifar-speed compile`): the file, a JSON sidecar, and a cache key.
+
+    <out>/<checkpoint>.<backend>-<precision>-<device>.<ext>        the artifact (.onnx / .pt2 / .ep)
+    <out>/<checkpoint>.<backend>-<precision>-<device>.<ext>.json   what it is and where it came from
+
+The key hashes everything the artifact depends on: the checkpoint's weights hash and model, backend,
+precision, batch profile, device (GPU or CPU model), backend options and library versions. A second
+compile with the same key and an intact artifact (sha256 matches the sidecar) is free; a changed
+input, a corrupt artifact or a foreign sidecar rebuilds. Loading refuses anything whose sidecar or
+hash does not check out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import backends
+from .checkpoint import load_checkpoint, paths_for, read_sidecar
+from .errors import CifarSpeedError
+from .fileio import atomic_path, atomic_write_json, sha256_file
+from .provenance import cpu_info, gpu_info, machine_slug, provenance, versions
+
+FORMAT = "cifar-speed-artifact/1"
+# Versions an artifact can depend on; python / cifar-speed changes alone do not invalidate it.
+KEY_VERSIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "torch_tensorrt", "tensorrt")
+
+
+def default_out_dir() -> Path:
+    base = os.environ.get("CIFAR_SPEED_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cifar-speed")
+    return Path(base) / "artifacts" / machine_slug()
+
+
+def device_description(device: str) -> str:
+    if device == "cuda":
+        g = gpu_info()
+        return f"cuda:{g['name']} (sm {g['capability']})" if g else "cuda:unavailable"
+    c = cpu_info()
+    return f"cpu:{c['model']} [{' '.join(c['features'])}]"
+
+
+def cache_key(*, weights_sha256: str, model: str, backend: str, precision: str, profile: dict,
+              device: str, options: dict | None = None, lib_versions: dict | None = None) -> str:
+    lib_versions = lib_versions if lib_versions is not None else versions()
+    material = {
+        "format": FORMAT, "weights_sha256": weights_sha256, "model": model, "backend": backend,
+        "precision": precision, "profile": profile, "device": device,
+        "options": options or {}, "versions": {k: lib_versions.get(k) for k in KEY_VERSIONS},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str) -> Path:
+    module = backends.get_backend(backend)
+    stem = paths_for(checkpoint)[0].with_suffix("").name
+    return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{module.EXTENSION}"
+
+
+def sidecar_path(artifact: str | os.PathLike) -> Path:
+    a = Path(artifact)
+    return a.with_name(a.name + ".json")
+
+
+def read_artifact_sidecar(artifact) -> dict | None:
+    """The sidecar as a dict, or None when it is missing, unreadable or not ours."""
+    s = sidecar_path(artifact)
+    try:
+        meta = json.loads(s.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+@dataclass
+class CompileResult:
+    artifact: Path
+    sidecar: Path
+    cache_hit: bool
+    key: str
+    seconds: float
+    note: str = ""
+
+
+def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | None = None,
+                       batch_sizes=(32, 64, 128), out_dir=None, options: dict | None = None,
+                       force: bool = False) -> CompileResult:
+    """Build (or reuse) the artifact for one checkpoint x backend x precision on this machine."""
+    module = backends.get_backend(backend)
+    backends.check_precision(precision)
+    device = backends.check_device(device or backends.default_device())
+    if not hasattr(module, "save"):
+        raise CifarSpeedError(f"backend {backend!r} has no saved artifact; compile one of: "
+                              + ", ".join(b for b in backends.BACKENDS if hasattr(backends.get_backend(b), "save")))
+    ok, reason = module.availability(precision, device)
+    if not ok:
+        raise backends.UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
+    meta = read_sidecar(checkpoint)
+    profile = backends.batch_profile(batch_sizes)
+    options = dict(options or {})
+    key = cache_key(weights_sha256=meta.get("weights_sha256", ""), model=meta["model"], backend=backend,
+                    precision=precision, profile=profile, device=device_description(device), options=options)
+    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device)
+    t0 = time.perf_counter()
+
+    note = ""
+    old = read_artifact_sidecar(out)
+    if old is not None and not force:
+        if old.get("cache_key") == key and out.is_file() and sha256_file(out) == old.get("artifact_sha256"):
+            return CompileResult(out, sidecar_path(out), True, key, time.perf_counter() - t0, "cache hit")
+        note = ("rebuilt: artifact corrupt (sha256 mismatch)" if old.get("cache_key") == key
+                else "rebuilt: inputs changed")
+    elif out.exists() or sidecar_path(out).exists():
+        note = "rebuilt: previous file was not a cifar-speed artifact" if not force else "rebuilt: --force"
+
+    model, meta = load_checkpoint(checkpoint)
+    with atomic_path(out, suffix=module.EXTENSION) as tmp:
+        extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options)
+    sidecar = {
+        "format": FORMAT, "cache_key": key, "artifact": out.name, "artifact_sha256": sha256_file(out),
+        "backend": backend, "precision": precision, "device": device,
+        "device_description": device_description(device), "batch_profile": profile, "options": options,
+        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
+                       "weights_sha256": meta.get("weights_sha256"), "normalize": meta.get("normalize"),
+                       "test_accuracy": meta.get("test_accuracy")},
+        "build_seconds": round(time.perf_counter() - t0, 2), **extra,
+        "provenance": provenance(),
+    }
+    atomic_write_json(sidecar_path(out), sidecar)
+    return CompileResult(out, sidecar_path(out), False, key, time.perf_counter() - t0, note or "built")
+
+
+def load_artifact(path, device: str | None = None) -> tuple[backends.Runner, dict]:
+    """Load a compiled artifact after checking its sidecar and hash; refuse anything else."""
+    path = Path(path)
+    if path.name.endswith(".json") and path.with_suffix("").exists():
+        path = path.with_suffix("")
+    if not path.is_file():
+        raise CifarSpeedError(f"artifact {path} not found")
+    meta = read_artifact_sidecar(path)
+    if meta is None:
+        raise CifarSpeedError(f"{path} has no cifar-speed artifact sidecar ({sidecar_path(path).name}): "
+                              "refusing a foreign artifact; build it with `cifar-speed compile`")
+    if sha256_file(path) != meta.get("artifact_sha256"):
+        raise CifarSpeedError(f"{path} does not match the sha256 in its sidecar (corrupt or replaced): "
+                              "rebuild it with `cifar-speed compile --force`")
+    device = device or meta["device"]
+    if device != meta["device"]:
+        raise CifarSpeedError(f"{path} was built for {meta['device']}, not {device}")
+    module = backends.get_backend(meta["backend"])
+    return module.load(path, meta, device), meta

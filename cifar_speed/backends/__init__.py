@@ -1,0 +1,152 @@
+"""Inference backends behind one small interface: eager, torch.compile, ONNX Runtime, Torch-TensorRT.
+
+Each backend module exposes
+
+    availability(precision, device) -> (ok, reason)          can this machine run it, and if not why
+    build(model, meta, precision, device, batch_sizes, cache_dir=None, **options) -> Runner
+
+and, where the backend has a saved artifact (`cifar-speed compile`),
+
+    EXTENSION = ".onnx" | ".pt2" | ".ep"
+    save(model, meta, precision, device, batch_sizes, path, **options) -> dict   (extra sidecar facts)
+    load(path, sidecar, device) -> Runner
+
+A Runner takes a float32, normalised NCHW batch already on its device and returns float32 logits
+on that device. A combination a backend or machine cannot run raises UnavailableError with the
+reason: nothing is ever silently run in another precision.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+from ..errors import CifarSpeedError, UnavailableError
+from ..provenance import cpu_has_fast_bf16
+
+# Later issues add "int8" here (and a backend module handles it); everything else reads this tuple.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# name on the command line -> module in this package ("compile" would shadow the builtin).
+BACKENDS: dict[str, str] = {"eager": "eager", "compile": "torch_compile", "onnxrt": "onnxrt", "trt": "trt"}
+
+
+@dataclass
+class Runner:
+    """A compiled model: call it on a device batch, get fp32 logits back on the same device."""
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    backend: str
+    precision: str
+    device: str
+    info: dict = field(default_factory=dict)   # what was built: memory format, provider, mode, artifact ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+
+def get_backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise CifarSpeedError(f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    return importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise CifarSpeedError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> str:
+    if device not in ("cpu", "cuda"):
+        raise CifarSpeedError(f"unknown device {device!r}; valid devices: cpu, cuda")
+    return device
+
+
+def precision_on_device(precision: str, device: str) -> tuple[bool, str]:
+    """The machine-level rule shared by every backend: which precisions this device runs natively."""
+    check_precision(precision)
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU visible to torch"
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            return False, f"bf16 needs a GPU with native bf16 ({torch.cuda.get_device_name(0)} has none)"
+        return True, ""
+    if precision == "fp16":
+        return False, "fp16 needs CUDA (CPUs here have no fast fp16 arithmetic)"
+    if precision == "bf16" and not cpu_has_fast_bf16():
+        return False, "bf16 on CPU needs AMX or AVX512-BF16 (this CPU has neither)"
+    return True, ""
+
+
+def availability(backend: str, precision: str, device: str) -> tuple[bool, str]:
+    check_precision(precision)
+    check_device(device)
+    return get_backend(backend).availability(precision, device)
+
+
+def build(backend: str, model, meta: dict, precision: str, device: str, batch_sizes, cache_dir=None,
+          **options) -> Runner:
+    """Check availability (raise UnavailableError with the reason) then build the backend's runner."""
+    ok, reason = availability(backend, precision, device)
+    if not ok:
+        raise UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
+    return get_backend(backend).build(model, meta, precision, device, list(batch_sizes),
+                                      Path(cache_dir) if cache_dir else None, **options)
+
+
+def batch_profile(batch_sizes) -> dict:
+    """The min / opt / max batch a dynamic-shape engine is built for, covering every size in the sweep.
+
+    min is 1 so batch-1 latency (DAWNBench) and short tail batches run on the same engine; opt is the
+    largest batch of the sweep (the throughput case). TensorRT rejects opt == min (Torch-TensorRT
+    #4103), so a sweep of batch 1 only gets opt = max = 2.
+    """
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or any(b < 1 for b in sizes):
+        raise CifarSpeedError(f"batch sizes must be positive integers, got {batch_sizes!r}")
+    opt = max(sizes)
+    if opt == 1:
+        opt = 2
+    return {"min": 1, "opt": opt, "max": opt}
+
+
+def parse_batches(text: str) -> list[int]:
+    """'32,64,128' -> [32, 64, 128]; anything that is not a positive integer is one clear error."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1 or str(value) != part.lstrip("+"):
+            raise CifarSpeedError(f"batch size {part!r} is not a positive integer (use e.g. --batch 32,64,128)")
+        out.append(value)
+    return out
+
+
+def parse_choices(text: str | None, valid, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    for t in items:
+        if t not in valid:
+            raise CifarSpeedError(f"unknown {what} {t!r}; valid {what}s: {', '.join(valid)}")
+    return items
+
+
+def to_float_logits(y: torch.Tensor) -> torch.Tensor:
+    return y if y.dtype == torch.float32 else y.float()

@@ -1,0 +1,235 @@
+"""`onnxrt`: export to ONNX (torch.onnx dynamo exporter, dynamic batch), check it, run it in ONNX Runtime.
+
+Execution providers, whichever the installed build offers: CPU; CUDA with IO binding (the input is
+bound at its device address and the output written into a preallocated torch tensor, so no host
+copy is timed); TensorRT (fp16 through the EP's own `trt_fp16_enable`, engines cached on disk).
+
+Precision is in the graph, not in a flag: an fp16 / bf16 cell exports the model converted to that
+dtype with casts at the boundary (fp32 in, fp32 logits out). Whether ONNX Runtime's CPU provider
+has bf16 kernels for the graph is probed by building a tiny bf16 Conv + MatMul session: if it cannot,
+the cell is unavailable with ORT's own reason, never run in fp32 under a bf16 label.
+
+`export_onnx` is reused by the Triton model-repository export (a later issue).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import TORCH_DTYPES, Runner, precision_on_device
+from ..errors import CifarSpeedError
+from ..fileio import atomic_path
+
+EXTENSION = ".onnx"
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+class _Cast(nn.Module):
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x):
+        return self.model(x.to(self.dtype)).float()
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "fp32",
+                opset: int | None = None, max_batch: int = 1024, example_batch: int = 2) -> Path:
+    """Export `model` (normalised fp32 NCHW in, fp32 logits out) to one self-contained .onnx file.
+
+    The batch dimension is dynamic (named "batch"); weights are embedded (external_data=False), the
+    result passes `onnx.checker.check_model`, and the file appears atomically.
+    """
+    import onnx
+
+    path = Path(path)
+    dtype = TORCH_DTYPES[precision]
+    model = model.cpu().eval()
+    wrapped = _Cast(model.to(dtype) if precision != "fp32" else model, dtype).eval()
+    example = torch.randn(example_batch, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        try:
+            with torch.no_grad():
+                torch.onnx.export(wrapped, (example,), str(tmp), dynamo=True, external_data=False,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+        except Exception as e:
+            raise CifarSpeedError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return path
+
+
+# -- availability --------------------------------------------------------------------------------------
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort
+
+
+def providers_for(precision: str, device: str) -> list | None:
+    """Execution providers for a cell, best first, or None when this build has none for the device."""
+    ort = _ort()
+    have = ort.get_available_providers() if ort else []
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "TensorrtExecutionProvider" in have and os.environ.get("CIFAR_SPEED_ORT_TRT", "1") != "0":
+        return None  # chosen in _session so its options can point at the engine cache
+    if "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider"]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bf16_probe() -> tuple[bool, str]:
+    """Can the CPU provider run a bf16 Conv and MatMul?  Built from onnx.helper, no torch export."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    ort = _ort()
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
+    m = numpy_helper.from_array(np.zeros((4 * 30 * 30, 10), np.float32), "m")
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Cast", ["w"], ["wb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Conv", ["xb", "wb"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("Cast", ["m"], ["mb"], to=TensorProto.BFLOAT16),
+        helper.make_node("MatMul", ["f", "mb"], ["yb"]),
+        helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(nodes, "bf16_probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, m])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess.run(None, {"x": np.zeros((1, 3, 32, 32), np.float32)})
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "NOT_IMPLEMENTED" in first or "Could not find an implementation" in first:
+            op = "Conv" if "Conv" in first else "MatMul" if "MatMul" in first else "bf16 operators"
+            return False, (f"onnxruntime {ort.__version__} CPUExecutionProvider has no bf16 {op} kernel "
+                           "(running the graph in fp32 instead would mislabel the cell)")
+        return False, f"onnxruntime CPU bf16 probe failed: {first[:200]}"
+    return True, ""
+
+
+def availability(precision: str, device: str) -> tuple[bool, str]:
+    ort = _ort()
+    if ort is None:
+        return False, "onnxrt needs the onnxruntime package (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        return False, "onnxrt export needs the onnxscript package"
+    ok, reason = precision_on_device(precision, device)
+    if not ok:
+        return ok, reason
+    have = ort.get_available_providers()
+    if device == "cuda":
+        if not ({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(have)):
+            return False, (f"onnxrt on CUDA needs onnxruntime-gpu (installed build offers {', '.join(have)})")
+        return True, ""
+    if precision == "bf16":
+        return _cpu_bf16_probe()
+    return True, ""
+
+
+# -- sessions and runners --------------------------------------------------------------------------
+
+def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | None):
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if device == "cpu":
+        so.intra_op_num_threads = torch.get_num_threads()
+        return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"]), "CPUExecutionProvider"
+    have = ort.get_available_providers()
+    providers: list = []
+    if "TensorrtExecutionProvider" in have and os.environ.get("CIFAR_SPEED_ORT_TRT", "1") != "0":
+        engine_dir = str((cache_dir or onnx_path.parent) / "ort-trt-engines")
+        os.makedirs(engine_dir, exist_ok=True)
+        providers.append(("TensorrtExecutionProvider", {
+            "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": engine_dir, "device_id": torch.cuda.current_device()}))
+    if "CUDAExecutionProvider" in have:
+        # HEURISTIC, not EXHAUSTIVE (the default): the first run would otherwise try every algorithm.
+        providers.append(("CUDAExecutionProvider", {"device_id": torch.cuda.current_device(),
+                                                    "cudnn_conv_algo_search": "HEURISTIC"}))
+    sess = ort.InferenceSession(str(onnx_path), so, providers=providers)
+    return sess, sess.get_providers()[0]
+
+
+def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None) -> Runner:
+    sess, provider = _session(Path(onnx_path), precision, device, cache_dir)
+    info = {"provider": provider, "onnx": str(onnx_path), **(info or {})}
+    if device == "cpu":
+        def run(x: torch.Tensor) -> torch.Tensor:
+            # .numpy() shares the tensor's memory: no copy on the way in or out.
+            (y,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
+            return torch.from_numpy(y)
+        return Runner(run, "onnxrt", precision, device, info)
+
+    import numpy as np
+    binding = sess.io_binding()
+    outputs: dict[int, torch.Tensor] = {}
+    dev_id = torch.cuda.current_device()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        n = x.shape[0]
+        if n not in outputs:
+            outputs[n] = torch.empty((n, 10), dtype=torch.float32, device=x.device)
+        y = outputs[n]
+        binding.bind_input(INPUT_NAME, "cuda", dev_id, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_output(OUTPUT_NAME, "cuda", dev_id, np.float32, tuple(y.shape), y.data_ptr())
+        # ORT launches on its own stream; make it wait for the producer of x, and us for it.
+        torch.cuda.current_stream().synchronize()
+        sess.run_with_iobinding(binding)
+        return y.clone()
+
+    info["io_binding"] = True
+    return Runner(run, "onnxrt", precision, device, info)
+
+
+def build(model, meta, precision, device, batch_sizes, cache_dir=None, **_):
+    import tempfile
+
+    from . import batch_profile
+    profile = batch_profile(batch_sizes)
+    folder = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="cifar-speed-onnx-"))
+    path = folder / f"{getattr(model, 'model_name', 'model')}-{precision}-{id(model):x}.onnx"
+    export_onnx(model, path, precision=precision, max_batch=max(1024, profile["max"]))
+    return runner_for(path, precision, device, cache_dir)
+
+
+# -- saved artifact ------------------------------------------------------------------------------------
+
+def save(model, meta, precision, device, batch_sizes, path, profile=None, **_) -> dict:
+    from . import batch_profile
+    profile = profile or batch_profile(batch_sizes)
+    export_onnx(model, path, precision=precision, max_batch=max(1024, profile["max"]))
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    return {"format": "onnx", "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
+            "dynamic_batch": True}
+
+
+def load(path, sidecar: dict, device: str) -> Runner:
+    try:
+        import onnx
+        onnx.checker.check_model(str(path))
+    except Exception as e:
+        raise CifarSpeedError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return runner_for(Path(path), sidecar["precision"], device, Path(path).parent, {"artifact": str(path)})
