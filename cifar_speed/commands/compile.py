@@ -1,0 +1,28 @@
+"""`cifar-speed compile CKPT --backend B --precision P`: write a compiled artifact and its sidecar (cached)."""
+from __future__ import annotations
+
+from rich.console import Console
+
+from .. import artifacts, backends
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compile", help="compile a checkpoint into a saved artifact (ONNX, AOTInductor .pt2, TensorRT)")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint sidecar or stem")
+    p.add_argument("--backend", required=True, help="compile (AOTInductor .pt2), onnxrt (.onnx) or trt (Torch-TensorRT .ep)")
+    p.add_argument("--precision", default="fp32", help=f"one of {', '.join(backends.PRECISIONS)} (default fp32)")
+    p.add_argument("--batch", default="32,64,128", help="batch sizes the artifact must serve (sets the min/opt/max profile)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--out", help="output folder (default: ~/.cache/cifar-speed/artifacts/<machine>)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cache holds a matching artifact")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    backends.get_backend(args.backend)
+    backends.check_precision(args.precision)
+    batches = backends.parse_batches(args.batch)
+    res = artifacts.compile_checkpoint(args.checkpoint, args.backend, args.precision, args.device,
+                                       batches, args.out, force=args.force)
+    Console().print(f"{res.note}: {res.artifact} ({res.seconds:.1f} s; sidecar {res.sidecar.name}; key {res.key[:12]})")
+    return 0

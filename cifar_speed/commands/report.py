@@ -1,0 +1,24 @@
+"""`cifar-speed report RESULTS...`: Markdown tables and PNG plots from bench results files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import report
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="render Markdown tables and PNG plots from bench results")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results JSON files from `cifar-speed bench`")
+    p.add_argument("--out", help="output folder (default: beside the first results file, <name>-report/)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    first = Path(args.results[0])
+    out = Path(args.out) if args.out else first.with_name(first.stem + "-report")
+    md_path, pngs = report.write_report(args.results, out)
+    print(md_path.read_text(), end="")
+    Console(stderr=True).print(f"wrote {md_path} and {len(pngs)} plot(s) in {out}")
+    return 0
