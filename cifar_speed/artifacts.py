@@ -120,13 +120,14 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     with atomic_path(out, suffix=module.EXTENSION) as tmp:
         extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options)
     sidecar = {
+        **extra,
         "format": FORMAT, "cache_key": key, "artifact": out.name, "artifact_sha256": sha256_file(out),
         "backend": backend, "precision": precision, "device": device,
         "device_description": device_description(device), "batch_profile": profile, "options": options,
         "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
                        "weights_sha256": meta.get("weights_sha256"), "normalize": meta.get("normalize"),
                        "test_accuracy": meta.get("test_accuracy")},
-        "build_seconds": round(time.perf_counter() - t0, 2), **extra,
+        "build_seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),
     }
     atomic_write_json(sidecar_path(out), sidecar)

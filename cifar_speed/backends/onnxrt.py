@@ -222,7 +222,7 @@ def save(model, meta, precision, device, batch_sizes, path, profile=None, **_) -
     export_onnx(model, path, precision=precision, max_batch=max(1024, profile["max"]))
     import onnx
     m = onnx.load(str(path), load_external_data=False)
-    return {"format": "onnx", "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
+    return {"artifact_format": "onnx", "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
             "dynamic_batch": True}
 
 

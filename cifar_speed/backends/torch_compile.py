@@ -101,7 +101,7 @@ def save(model, meta, precision, device, batch_sizes, path, profile=None, **_) -
         ep = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
         options = {"freezing": True} if device == "cpu" else {}
         torch._inductor.aoti_compile_and_package(ep, package_path=str(path), inductor_configs=options)
-    return {"format": "aoti-pt2", "dynamic_batch": profile}
+    return {"artifact_format": "aoti-pt2", "dynamic_batch": profile}
 
 
 def load(path, sidecar: dict, device: str) -> Runner:
@@ -114,4 +114,4 @@ def load(path, sidecar: dict, device: str) -> Runner:
         with torch.inference_mode():
             return compiled(x)
 
-    return Runner(run, "compile", sidecar["precision"], device, {"artifact": str(path), "format": "aoti-pt2"})
+    return Runner(run, "compile", sidecar["precision"], device, {"artifact": str(path), "artifact_format": "aoti-pt2"})

@@ -98,7 +98,7 @@ def save(model, meta, precision, device, batch_sizes, path, profile=None, cache_
     gm = _compile(model, precision, profile, engines)
     example = torch.randn(profile["opt"], 3, 32, 32, device="cuda")
     torch_tensorrt.save(gm, str(path), output_format="exported_program", arg_inputs=[example])
-    return {"format": "torch-tensorrt-exported-program", "profile": profile, "engine_cache": str(engines)}
+    return {"artifact_format": "torch-tensorrt-exported-program", "profile": profile, "engine_cache": str(engines)}
 
 
 def load(path, sidecar: dict, device: str) -> Runner:

@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--compile-mode", default="default", help="torch.compile mode: default, max-autotune, reduce-overhead (CUDA)")
     p.add_argument("--min-time", type=float, default=harness.Settings.min_time_s, help="seconds timed per cell (default %(default)s)")
     p.add_argument("--min-reps", type=int, default=harness.Settings.min_reps, help="calls timed per cell, at least (default %(default)s)")
+    p.add_argument("--max-warmup", type=float, default=harness.Settings.warmup_max_s,
+                   help="seconds to wait for stable timings before measuring anyway (recorded; default %(default)s)")
     p.add_argument("--tolerance", type=float, default=sweep.DEFAULT_TOLERANCE,
                    help="flag a cell whose top-1 is this far (fraction) below eager fp32 (default %(default)s)")
     p.add_argument("--peak-gflops", type=float, help="peak GFLOP/s for peak_fraction (default: measured at the start of the run)")
@@ -49,8 +51,8 @@ def run(args) -> int:
     batches = backends.parse_batches(args.batch)
     names = backends.parse_choices(_joined(args.backend), list(backends.BACKENDS), "backend")
     precisions = backends.parse_choices(_joined(args.precision), list(backends.PRECISIONS), "precision")
-    if args.min_time <= 0 or args.min_reps < 1:
-        raise CifarSpeedError("--min-time must be positive and --min-reps a positive integer")
+    if args.min_time <= 0 or args.min_reps < 1 or args.max_warmup <= 0:
+        raise CifarSpeedError("--min-time and --max-warmup must be positive, --min-reps a positive integer")
     if not 0 <= args.tolerance < 1:
         raise CifarSpeedError("--tolerance is a fraction of top-1 in [0, 1)")
     if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
@@ -62,7 +64,7 @@ def run(args) -> int:
         if not torch.cuda.is_available():
             raise CifarSpeedError("--device cuda: no CUDA GPU visible to torch")
     out = Path(args.out) if args.out else sweep.default_results_path(args.name)
-    settings = harness.Settings(min_time_s=args.min_time, min_reps=args.min_reps)
+    settings = harness.Settings(min_time_s=args.min_time, min_reps=args.min_reps, warmup_max_s=args.max_warmup)
     cfg = sweep.SweepConfig(
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
         data_dir=args.data_dir, settings=settings, cache_dir=args.cache_dir, tolerance=args.tolerance,

@@ -1,0 +1,24 @@
+"""Helpers for the inference-toolkit tests: tiny checkpoints and a small in-memory test split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cifar_speed.checkpoint import save_checkpoint
+from cifar_speed.data import CIFAR_MEAN, CIFAR_STD, Split
+from cifar_speed.models import create_model
+
+
+def make_checkpoint(folder: Path, name: str = "lightnn", seed: int = 0, stem: str | None = None) -> Path:
+    torch.manual_seed(seed)
+    model = create_model(name).eval()
+    meta = {"model": name, "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}, "test_accuracy": 0.1}
+    return save_checkpoint(Path(folder) / (stem or name), model, meta)
+
+
+def fake_split(n: int = 40, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 10
+    return Split(images, labels)
