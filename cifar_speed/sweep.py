@@ -141,10 +141,10 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     # The reference for agreement and speed-up is always measured, and first.
     pairs = [BASELINE] + [p for p in pairs if p != BASELINE]
     modes = cfg.modes or (["device", "host"] if device == "cuda" else ["device"])
+    # Validate every checkpoint, then the data, before any time is spent.
+    loaded = [(ck, *load_checkpoint(ck)) for ck in cfg.checkpoints]
     split = cfg.test_split if cfg.test_split is not None else load_split("test", cfg.data_dir)
     n_eval = min(len(split), cfg.eval_limit or len(split))
-    # Validate every checkpoint before any time is spent.
-    loaded = [(ck, *load_checkpoint(ck)) for ck in cfg.checkpoints]
 
     peak = ({"bf16_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops)"}
             if cfg.peak_gflops else measure_peak(device))

@@ -1,0 +1,214 @@
+"""Sweep: planning and unavailability, per-cell records, accuracy and agreement, files, table."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import pytest
+import torch
+from rich.console import Console
+
+from cifar_speed import backends, harness, sweep
+from cifar_speed.errors import CifarSpeedError, UnavailableError
+
+from _infer_util import fake_split, make_checkpoint
+
+
+def cfg(tmp_path, **kw):
+    base = dict(checkpoints=[make_checkpoint(tmp_path)], backends=["eager", "onnxrt"], precisions=None,
+                batches=[8, 16], device="cpu", settings=harness.QUICK, cache_dir=str(tmp_path / "cache"),
+                peak_gflops=1000.0, test_split=fake_split(40))
+    base.update(kw)
+    return sweep.SweepConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return sweep.run_sweep(cfg(tmp_path_factory.mktemp("sweep")), progress=False)
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only planning")
+def test_plan_explicit_unavailable_backend_is_an_error():
+    with pytest.raises(UnavailableError, match="trt needs torch-tensorrt and a CUDA GPU"):
+        sweep.plan(["trt"], None, "cpu")
+
+
+def test_plan_explicit_unavailable_precision_is_an_error():
+    with pytest.raises(UnavailableError, match="fp16 needs CUDA"):
+        sweep.plan(["eager"], ["fp16"], "cpu")
+
+
+def test_plan_default_skips_and_lists():
+    run, skipped = sweep.plan(None, None, "cpu")
+    assert ("eager", "fp32") in run
+    listed = {(s["backend"], s["precision"]) for s in skipped}
+    assert ("eager", "fp16") in listed and all(s["reason"] for s in skipped)
+    assert not set(run) & listed
+
+
+def test_plan_unknown_names():
+    with pytest.raises(CifarSpeedError, match="valid backends"):
+        sweep.plan(["tvm"], None, "cpu")
+    with pytest.raises(CifarSpeedError, match="valid precisions"):
+        sweep.plan(None, ["int4"], "cpu")
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+def test_results_schema(results):
+    assert results["schema"] == sweep.SCHEMA
+    prov = results["provenance"]
+    for key in ("cpu", "gpu", "versions", "torch_threads", "git_commit", "date", "machine"):
+        assert key in prov
+    assert "features" in prov["cpu"] and "onnxruntime" in prov["versions"]
+    h = results["harness"]
+    assert h["min_time_s"] == harness.QUICK.min_time_s and h["modes"] == ["device"] and h["accuracy_images"] == 40
+    assert results["peak"]["denominator_gflops"] == 1000.0 and "command line" in results["peak"]["source"]
+    m = results["models"]["lightnn"]
+    assert m["flops_per_image"] > 0 and m["params"] > 0 and "eager_fp32_top1" in m
+    assert {s["precision"] for s in results["skipped"]} >= {"fp16"}
+
+
+def test_cells(results):
+    ok = [c for c in results["cells"] if c["status"] == "ok"]
+    combos = {(c["backend"], c["precision"]) for c in ok}
+    assert ("eager", "fp32") in combos and ("onnxrt", "fp32") in combos
+    assert {c["batch_size"] for c in ok} == {8, 16}
+    flops = results["models"]["lightnn"]["flops_per_image"]
+    for c in ok:
+        lat = c["latency"]
+        assert lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert c["images_per_s"] == pytest.approx(c["batch_size"] / lat["median_ms"] * 1e3)
+        assert c["gflops"] == pytest.approx(flops * c["images_per_s"] / 1e9)
+        assert c["peak_fraction"] == pytest.approx(c["gflops"] / 1000.0)
+        assert c["accuracy"]["images"] == 40 and 0 <= c["accuracy"]["top1"] <= 1
+        assert isinstance(c["disturbed"], bool)
+        if (c["backend"], c["precision"]) == ("eager", "fp32"):
+            assert c["speedup_vs_eager_fp32"] == pytest.approx(1.0) and c["baseline"]
+            assert c["accuracy"]["agreement"] == 1.0 and c["accuracy"]["max_logit_diff"] == 0.0
+        else:
+            assert c["speedup_vs_eager_fp32"] > 0
+        if (c["backend"], c["precision"]) == ("onnxrt", "fp32"):
+            assert c["accuracy"]["agreement"] == 1.0 and c["accuracy"]["max_logit_diff"] < 1e-4
+            assert not c["accuracy_flagged"]
+
+
+def test_accuracy_drop_is_flagged(tmp_path, monkeypatch):
+    real_build = backends.build
+
+    def broken(backend, model, meta, precision, *a, **kw):
+        r = real_build(backend, model, meta, precision, *a, **kw)
+        if backend == "onnxrt":
+            fn = r.fn
+            r.fn = lambda x: -fn(x) * 1000    # a "compiled" model that gets the classes wrong
+        return r
+
+    # Labels = the model's own eager predictions, so eager fp32 scores 100 % and a broken build cannot.
+    from cifar_speed.checkpoint import load_checkpoint
+    from cifar_speed.data import Split, normalize
+    ckpt = make_checkpoint(tmp_path)
+    model, meta = load_checkpoint(ckpt)
+    split = fake_split(40)
+    with torch.no_grad():
+        labels = model(normalize(split.images, meta["normalize"]["mean"], meta["normalize"]["std"])).argmax(1)
+    monkeypatch.setattr(backends, "build", broken)
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[ckpt], batches=[8], precisions=["fp32"],
+                              test_split=Split(split.images, labels)), progress=False)
+    by = {c["backend"]: c for c in res["cells"]}
+    assert by["onnxrt"]["accuracy_flagged"] and by["onnxrt"]["accuracy"]["agreement"] < 0.5
+    assert not by["eager"]["accuracy_flagged"]
+
+
+def test_failed_backend_is_recorded_not_fatal(tmp_path, monkeypatch):
+    real_build = backends.build
+
+    def failing(backend, *a, **kw):
+        if backend == "onnxrt":
+            raise RuntimeError("exporter exploded\nsecond line")
+        return real_build(backend, *a, **kw)
+
+    monkeypatch.setattr(backends, "build", failing)
+    res = sweep.run_sweep(cfg(tmp_path, batches=[8], precisions=["fp32"]), progress=False)
+    failed = [c for c in res["cells"] if c["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["reason"] == "RuntimeError: exporter exploded"
+
+
+def test_predict_pads_the_tail_batch():
+    shapes = []
+
+    def fn(x):
+        shapes.append(x.shape[0])
+        return x.flatten(1)[:, :10]
+
+    from cifar_speed.backends import Runner
+    images = torch.randn(21, 3, 32, 32)
+    out = sweep.predict(Runner(fn, "t", "fp32", "cpu"), images, 8)
+    assert shapes == [8, 8, 8] and out.shape == (21, 10)
+    torch.testing.assert_close(out, images.flatten(1)[:, :10])
+
+
+def test_accuracy_and_agreement():
+    labels = torch.tensor([0, 1, 2, 3])
+    ref = torch.nn.functional.one_hot(labels, 10).float()
+    logits = ref.clone()
+    logits[3] = torch.nn.functional.one_hot(torch.tensor(5), 10).float() * 2
+    a = sweep.accuracy(logits, labels, ref)
+    assert a["top1"] == 0.75 and a["agreement"] == 0.75 and a["max_logit_diff"] == pytest.approx(2.0)
+
+
+def test_bad_batches_and_no_checkpoints(tmp_path):
+    with pytest.raises(CifarSpeedError, match="positive integers"):
+        sweep.run_sweep(cfg(tmp_path, batches=[0]), progress=False)
+    with pytest.raises(CifarSpeedError, match="no checkpoints"):
+        sweep.run_sweep(cfg(tmp_path, checkpoints=[]), progress=False)
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+def test_write_results_json_and_csv(results, tmp_path):
+    j, c = sweep.write_results(results, tmp_path / "r" / "run1.json")
+    back = sweep.validate_results(json.loads(j.read_text()))
+    assert back["cells"] == json.loads(json.dumps(results["cells"], default=str))
+    rows = list(csv.DictReader(io.StringIO(c.read_text())))
+    assert len(rows) == len(results["cells"]) + len(results["skipped"])
+    assert set(sweep.CSV_COLUMNS) == set(rows[0])
+    assert [p.name for p in j.parent.iterdir()] and not list(j.parent.glob(".*tmp"))
+
+
+def test_write_results_is_atomic(results, tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    target.write_text("previous")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        sweep.write_results(results, target)
+    assert target.read_text() == "previous"
+    assert not target.with_suffix(".csv").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]   # no temporary left behind
+
+
+def test_default_results_path_is_per_machine():
+    from cifar_speed.provenance import machine_slug
+    p = sweep.default_results_path("x")
+    assert p.parent.name == machine_slug() and p.parent.parent.name == "results" and p.name == "x.json"
+
+
+def test_validate_rejects_foreign():
+    with pytest.raises(CifarSpeedError, match="not a cifar-speed results file"):
+        sweep.validate_results({"schema": "other", "cells": []})
+
+
+def test_table_marks_fastest(results):
+    console = Console(record=True, width=200)
+    console.print(sweep.table(results))
+    text = console.export_text()
+    assert "★" in text and "lightnn" in text and "onnxrt fp32" in text and "b16 img/s" in text
+    best = sweep.fastest(results)
+    assert set(best) == {("lightnn", 8, "device"), ("lightnn", 16, "device")}
