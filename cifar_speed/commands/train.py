@@ -31,14 +31,7 @@ def run(args) -> int:
     if args.nproc < 1:
         raise CifarSpeedError("--nproc must be a positive integer")
     if args.nproc > 1 and "RANK" not in os.environ:
-        # Re-launch under torchrun, which sets up the process group and restarts nothing by itself.
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-                    "-m", "cifar_speed"]
-        argv = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
-        if "--nproc" in sys.argv:
-            i = sys.argv.index("--nproc")
-            argv = [a for j, a in enumerate(sys.argv[1:], 1) if j not in (i, i + 1)]
-        return subprocess.call(torchrun + argv)
+        return _launch_torchrun(args)
     recipe = load_recipe(args.recipe)
     if args.seed is not None:
         recipe.seed = args.seed
@@ -56,4 +49,39 @@ def run(args) -> int:
         if "test_accuracy_tta" in meta:
             line += f" (with TTA {meta['test_accuracy_tta']:.4f})"
         Console().print(f"{line}; {meta['train_seconds']:.0f} s training; checkpoint {sidecar}")
+    return 0
+
+
+def _launch_torchrun(args) -> int:
+    """Re-launch this command under torchrun (one machine, N processes), after checking the inputs
+    here so a bad recipe or data folder is one line, not N failing workers and torchrun's report."""
+    import torch
+
+    from .. import data as D
+    from ..errors import CifarSpeedError
+    from ..train import load_recipe
+    from ..train.loop import resolve_device
+
+    if not torch.distributed.is_available():
+        raise CifarSpeedError("--nproc needs a PyTorch build with torch.distributed")
+    load_recipe(args.recipe)
+    dev = resolve_device(args.device)
+    if dev.type == "cuda" and args.nproc > torch.cuda.device_count():
+        raise CifarSpeedError(f"--nproc {args.nproc} with --device cuda needs {args.nproc} GPUs; "
+                              f"{torch.cuda.device_count()} visible")
+    if args.epochs is not None and args.epochs <= 0:
+        raise CifarSpeedError("--epochs must be positive")
+    D.resolve_data_dir(args.data_dir)
+    # Rebuilt from the parsed arguments, not sys.argv: main(argv) may be called from Python.
+    argv = ["train", args.recipe, "--device", args.device, "--out", str(args.out)]
+    for flag, value in (("--epochs", args.epochs), ("--data-dir", args.data_dir), ("--seed", args.seed),
+                        ("--name", args.name)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--resume"] * bool(args.resume) + ["--no-progress"] * bool(args.no_progress)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                "-m", "cifar_speed"]
+    rc = subprocess.call(torchrun + argv)
+    if rc != 0:
+        raise CifarSpeedError(f"distributed training failed: torchrun exited with status {rc} (see the worker output above)")
     return 0

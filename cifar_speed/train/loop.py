@@ -96,11 +96,28 @@ def init_distributed(device: torch.device) -> Dist:
     """Join the process group torchrun set up (RANK / WORLD_SIZE in the environment), if any."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
+    if device.type == "cuda":  # before the NCCL group forms, so each rank binds its own GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+class _StudentStep(nn.Module):
+    """The forward pass the loss needs (logits; logits + hidden; logits + regressed map) as one module,
+    so DDP sees every trained parameter (the regressor's too) and all-reduces its gradient."""
+
+    def __init__(self, model: nn.Module, kind: str, regressor: nn.Module | None):
+        super().__init__()
+        self.model, self.kind, self.regressor = model, kind, regressor
+
+    def forward(self, x):
+        if self.kind == "cosine":
+            return self.model.forward_features(x)
+        if self.kind == "regressor":
+            logits, fmap = self.model.forward_feature_map(x)
+            return logits, self.regressor(fmap)
+        return self.model(x)
 
 
 # -- optimiser and schedule -------------------------------------------------------------------------
@@ -275,7 +292,9 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
     lookahead = Lookahead(model) if recipe.train.lookahead_every else None
     alpha_schedule = 0.95**5 * (torch.arange(total_steps + 1) / total_steps) ** 3
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    train_model = nn.parallel.DistributedDataParallel(model) if ddp.world_size > 1 else model
+    train_model = _StudentStep(model, kind, regressor) if kind in ("cosine", "regressor") else model
+    if ddp.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(train_model)
 
     gen = torch.Generator().manual_seed(recipe.seed)
     flip_base = torch.rand(len(train_split), generator=gen) < 0.5  # alternating flip's first-epoch mask
@@ -326,9 +345,9 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(dev, dtype):
                     if kind == "cosine":
-                        logits, hidden = model.forward_features(x)
+                        logits, hidden = train_model(x)
                     elif kind == "regressor":
-                        logits, fmap = model.forward_feature_map(x)
+                        logits, regressed = train_model(x)
                     else:
                         logits = train_model(x)
                     logits = logits.float()
@@ -341,7 +360,7 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                     elif kind == "cosine":
                         loss = distill.cosine_loss(logits, hidden.float(), t_out, y, d.soft_weight, d.ce_weight)
                     elif kind == "regressor":
-                        loss = distill.regressor_loss(logits, regressor(fmap).float(), t_out, y, d.soft_weight, d.ce_weight)
+                        loss = distill.regressor_loss(logits, regressed.float(), t_out, y, d.soft_weight, d.ce_weight)
                     else:
                         loss = F.cross_entropy(logits, y, label_smoothing=recipe.train.label_smoothing,
                                                reduction=recipe.train.loss_reduction)
