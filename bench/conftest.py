@@ -1,0 +1,29 @@
+"""pytest-benchmark suites: collected with the tests, run only with `pytest --benchmark-only`.
+
+Plain `pytest` skips every item under bench/ (timings are not tests); `--benchmark-json` output gets
+the same provenance as `cifar-speed bench` results (machine, CPU flags, GPU, versions, threads,
+commit, load) under "cifar_speed".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("benchmark_only", default=False):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with `pytest bench --benchmark-only`")
+    for item in items:
+        if BENCH_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    from cifar_speed.provenance import provenance
+
+    output_json["cifar_speed"] = {"provenance": provenance(),
+                                  "timer": "perf_counter around a call that ends in torch.cuda.synchronize() on CUDA"}

@@ -1,0 +1,69 @@
+"""Inference benchmarks: shipped checkpoints x backends / precisions available here x batch sizes.
+
+    pytest bench --benchmark-only [--benchmark-json out.json]
+    CIFAR_SPEED_BENCH_BATCHES=128 pytest bench --benchmark-only -k "cnn and compile"
+
+Each case rotates among four input batches already on the device. On CUDA the timed call ends with
+torch.cuda.synchronize(), so pytest-benchmark's wall-clock timer sees the kernels, not their launch.
+`cifar-speed bench` is the full harness (warm-up until stable, accuracy, the disturbed flag); this
+suite is the pytest-benchmark view of the same runners.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from cifar_speed import backends
+from cifar_speed.checkpoint import load_checkpoint, shipped_checkpoints
+from cifar_speed.models import flops_per_image
+
+DEVICE = backends.default_device()
+BATCHES = [int(b) for b in os.environ.get("CIFAR_SPEED_BENCH_BATCHES", "32,64,128").split(",")]
+CHECKPOINTS = shipped_checkpoints()
+COMBOS = [(b, p) for b in backends.BACKENDS for p in backends.PRECISIONS
+          if backends.availability(b, p, DEVICE)[0]]
+
+_runners: dict = {}
+
+
+def _runner(ckpt, backend, precision):
+    key = (str(ckpt), backend, precision)
+    if key not in _runners:
+        _runners.clear()   # one compiled program alive at a time
+        model, meta = load_checkpoint(ckpt)
+        _runners[key] = (backends.build(backend, model, meta, precision, DEVICE, BATCHES), flops_per_image(model))
+    return _runners[key]
+
+
+cases = [pytest.param(c, b, p, n, id=f"{c.stem}-{b}-{p}-b{n}")
+         for c in CHECKPOINTS for (b, p) in COMBOS for n in BATCHES]
+if not cases:
+    cases = [pytest.param(None, None, None, None, marks=pytest.mark.skip(
+        reason="no shipped checkpoints in results/checkpoints/ (train them first)"), id="no-checkpoints")]
+
+
+@pytest.mark.parametrize("ckpt,backend,precision,batch", cases)
+def test_inference(benchmark, ckpt, backend, precision, batch):
+    runner, flops = _runner(ckpt, backend, precision)
+    g = torch.Generator().manual_seed(0)
+    inputs = itertools.cycle([torch.randn(batch, 3, 32, 32, generator=g).to(DEVICE) for _ in range(4)])
+    if DEVICE == "cuda":
+        def call():
+            y = runner(next(inputs))
+            torch.cuda.synchronize()
+            return y
+    else:
+        def call():
+            return runner(next(inputs))
+    for _ in range(5):      # compile / autotune outside the timed rounds
+        call()
+    benchmark.extra_info.update({"model": ckpt.stem, "backend": backend, "precision": precision,
+                                 "batch_size": batch, "device": DEVICE, "runner": runner.info,
+                                 "flops_per_image": flops})
+    benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=5)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["images_per_s_median"] = batch / median
+    benchmark.extra_info["gflops_median"] = flops * batch / median / 1e9
