@@ -254,6 +254,21 @@ def test_foreign_artifact_is_refused(tmp_path):
         artifacts.load_artifact(foreign)
 
 
+@pytest.mark.slow
+def test_aoti_package_roundtrip_with_dynamic_batch(tmp_path):
+    from cifar_speed.checkpoint import load_checkpoint
+
+    ckpt = make_checkpoint(tmp_path)
+    res = artifacts.compile_checkpoint(ckpt, "compile", "fp32", "cpu", [8], tmp_path / "a")
+    assert res.artifact.suffix == ".pt2" and not list((tmp_path / "a").glob(".*"))
+    runner, meta = artifacts.load_artifact(res.artifact)
+    assert meta["artifact_format"] == "aoti-pt2"
+    model, _ = load_checkpoint(ckpt)
+    for n in (3, 8):
+        x = torch.randn(n, 3, 32, 32)
+        torch.testing.assert_close(runner(x), model(x).detach(), atol=1e-4, rtol=1e-4)
+
+
 def test_eager_has_no_artifact(tmp_path):
     ckpt = make_checkpoint(tmp_path)
     with pytest.raises(CifarSpeedError, match="no saved artifact"):

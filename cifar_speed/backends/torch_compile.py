@@ -5,12 +5,15 @@ before the next replay overwrites them). On CPU the graph is compiled with Induc
 which folds the weights into constants so oneDNN can pre-pack them and fold BatchNorm into the
 convolutions: the inference case Inductor documents for CPUs.
 
-bf16 converts the weights to bf16 and casts the input inside the compiled function (its cost is
-timed); logits come back as fp32. channels_last for every precision: Inductor's CPU and CUDA conv
-paths prefer it.
+fp16 / bf16 compile the same function eager runs: torch.autocast around a channels_last model, so
+the numerics match eager at that precision, and with freezing the Conv-BN folding happens in fp32
+before the folded weights are cast (converting the weights to bf16 first would fold in bf16).
+Logits come back as fp32. channels_last for every precision: Inductor's CPU and CUDA conv paths
+prefer it; the input conversion happens inside the compiled function, so its cost is timed.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -40,23 +43,26 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
 
 
 class _Cast(nn.Module):
-    """Input fp32 NCHW -> precision and channels_last, logits back to fp32: the function every
-    compiled artifact exposes, so its callers never need to know the precision."""
+    """Input fp32 NCHW -> channels_last under autocast at `dtype`, logits back to fp32: the function
+    every compiled artifact exposes, so its callers never need to know the precision."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device_type: str):
         super().__init__()
-        self.model, self.dtype = model, dtype
+        self.model, self.dtype, self.device_type = model, dtype, device_type
 
     def forward(self, x):
-        return self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last)).float()
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            return self.model(x)
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            return self.model(x).float()
 
 
 def _prepare(model: nn.Module, precision: str, device: str) -> nn.Module:
-    dtype = TORCH_DTYPES[precision]
-    model = model.to(device).eval().to(dtype=dtype, memory_format=torch.channels_last)
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
-    return _Cast(model, dtype).eval()
+    return _Cast(model, TORCH_DTYPES[precision], device).eval()
 
 
 def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str = "default", **_):
@@ -100,7 +106,13 @@ def save(model, meta, precision, device, batch_sizes, path, profile=None, **_) -
     with torch.no_grad():
         ep = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
         options = {"freezing": True} if device == "cpu" else {}
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(path), inductor_configs=options)
+        # AOTInductor insists on a name ending in .pt2; `path` may be a temporary name (atomic write).
+        staging = Path(str(path) + ".pt2")
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(staging), inductor_configs=options)
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
     return {"artifact_format": "aoti-pt2", "dynamic_batch": profile}
 
 
