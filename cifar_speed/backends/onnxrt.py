@@ -158,7 +158,7 @@ def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | Non
     have = ort.get_available_providers()
     providers: list = []
     if "TensorrtExecutionProvider" in have and os.environ.get("CIFAR_SPEED_ORT_TRT", "1") != "0":
-        engine_dir = str((cache_dir or onnx_path.parent) / "ort-trt-engines")
+        engine_dir = str((cache_dir or Path.home() / ".cache" / "cifar-speed") / "ort-trt-engines")
         os.makedirs(engine_dir, exist_ok=True)
         providers.append(("TensorrtExecutionProvider", {
             "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
@@ -173,7 +173,8 @@ def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | Non
 
 def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None) -> Runner:
     sess, provider = _session(Path(onnx_path), precision, device, cache_dir)
-    info = {"provider": provider, "onnx": str(onnx_path), **(info or {})}
+    info = {"provider": provider, "onnx": str(onnx_path), "threads": torch.get_num_threads() if device == "cpu" else None,
+            **(info or {})}
     if device == "cpu":
         def run(x: torch.Tensor) -> torch.Tensor:
             # .numpy() shares the tensor's memory: no copy on the way in or out.
@@ -204,14 +205,19 @@ def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | N
 
 
 def build(model, meta, precision, device, batch_sizes, cache_dir=None, **_):
+    """Export (into `cache_dir`, kept for inspection, or a temporary folder removed once the session
+    holds the graph) and open an ONNX Runtime session."""
     import tempfile
 
     from . import batch_profile
     profile = batch_profile(batch_sizes)
-    folder = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="cifar-speed-onnx-"))
-    path = folder / f"{getattr(model, 'model_name', 'model')}-{precision}-{id(model):x}.onnx"
-    export_onnx(model, path, precision=precision, max_batch=max(1024, profile["max"]))
-    return runner_for(path, precision, device, cache_dir)
+    name = f"{getattr(model, 'model_name', 'model')}-{precision}.onnx"
+    if cache_dir:
+        path = export_onnx(model, Path(cache_dir) / name, precision=precision, max_batch=max(1024, profile["max"]))
+        return runner_for(path, precision, device, Path(cache_dir))
+    with tempfile.TemporaryDirectory(prefix="cifar-speed-onnx-") as tmp:
+        path = export_onnx(model, Path(tmp) / name, precision=precision, max_batch=max(1024, profile["max"]))
+        return runner_for(path, precision, device, None, {"onnx": "(temporary export)"})
 
 
 # -- saved artifact ------------------------------------------------------------------------------------
