@@ -86,6 +86,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles the bytes inside an array (protocol 2); only encodes a str
     }
 
     def find_class(self, module: str, name: str):
@@ -164,6 +165,8 @@ def verify(data_dir: str | os.PathLike | None = None) -> dict:
 
 def holdout(train: Split, n_val: int, seed: int) -> tuple[Split, Split]:
     """A seeded validation hold-out from the training images (for recipes that early-stop)."""
+    if not 0 < n_val < len(train):
+        raise CifarSpeedError(f"validation hold-out of {n_val} images needs 0 < n < {len(train)} training images")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(perm[n_val:]), train.subset(perm[:n_val])
 

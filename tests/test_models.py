@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from cifar_speed.errors import CifarSpeedError
+from cifar_speed.models import count_params, create_model, flops_per_image, list_models
+
+# The report's and the tutorial's figures (trainable parameters).
+EXPECTED_PARAMS = {"cnn": 2_169_770, "deepnn": 1_186_986, "lightnn": 267_738, "mlp": 3_840_650}
+
+
+def test_registry_lists_every_model_of_the_report():
+    assert {"mlp", "cnn", "mobilenetv3_small", "deepnn", "lightnn", "fast"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name,params", EXPECTED_PARAMS.items())
+def test_parameter_counts_match_the_report(name, params):
+    assert count_params(create_model(name)) == params
+
+
+def test_fast_is_airbench94_sized():
+    m = create_model("fast")
+    assert count_params(m, trainable_only=False) == 1_972_792  # airbench94's published total
+    assert 0.2e9 < flops_per_image(m) < 0.3e9
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_output_shape_and_flops(name):
+    m = create_model(name).eval()
+    with torch.no_grad():
+        out = m(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 10)
+    assert flops_per_image(m) > 0
+
+
+def test_mobilenet_keeps_a_4x4_feature_map():
+    m = create_model("mobilenetv3_small").eval()
+    with torch.no_grad():
+        fmap = m.features(torch.randn(1, 3, 32, 32))
+    assert fmap.shape[-2:] == (4, 4)
+
+
+def test_kd_feature_variants():
+    t, s = create_model("deepnn").eval(), create_model("lightnn").eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert t.forward_features(x)[1].shape == s.forward_features(x)[1].shape == (2, 1024)
+    assert t.forward_feature_map(x)[1].shape == (2, 32, 8, 8)
+    assert s.forward_feature_map(x)[1].shape == (2, 16, 8, 8)
+    assert torch.equal(t.forward_features(x)[0], t(x))
+
+
+def test_fast_tta_shares_weights_and_averages():
+    torch.manual_seed(0)
+    plain, tta = create_model("fast").eval(), create_model("fast_tta").eval()
+    tta.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        mirror = 0.5 * plain(x) + 0.5 * plain(x.flip(-1))
+        plain.tta_level = 1
+        assert torch.allclose(plain(x), mirror, atol=1e-6)
+        assert tta(x).shape == (2, 10)
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(CifarSpeedError, match="available: cnn, deepnn"):
+        create_model("resnet50")

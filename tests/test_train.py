@@ -1,0 +1,173 @@
+"""Training end to end on a small fake data set (real on-disk format), recipes and resume."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_speed.checkpoint import load_checkpoint
+from cifar_speed.cli import main
+from cifar_speed.errors import CifarSpeedError
+from cifar_speed.train import load_recipe, parse_recipe
+from cifar_speed.train.loop import train
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = sorted(p.stem for p in (REPO / "train").glob("*.toml"))
+
+
+def test_a_recipe_for_every_result_of_the_report():
+    assert {"mlp", "cnn", "mobilenetv3_small", "deepnn", "lightnn", "lightnn_kd", "lightnn_cosine",
+            "lightnn_regressor", "fast"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_parse(name):
+    r = load_recipe(REPO / "train" / f"{name}.toml")
+    assert r.name == name
+
+
+def test_tutorial_hyperparameters_are_kept():
+    kd = load_recipe(REPO / "train" / "lightnn_kd.toml")
+    assert (kd.distill.temperature, kd.distill.soft_weight, kd.distill.ce_weight) == (2.0, 0.25, 0.75)
+    assert (kd.optim.name, kd.optim.lr, kd.data.batch_size, kd.train.epochs, kd.seed) == ("adam", 1e-3, 128, 10, 42)
+    cnn = load_recipe(REPO / "train" / "cnn.toml")
+    assert (cnn.data.split, cnn.train.early_stopping_patience, cnn.schedule.factor) == ("report", 10, 0.25)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('model = "cnn"\nlearning_rate = 1', "unknown key"),
+    ('model = "resnet"', "available: cnn"),
+    ('model = "cnn"\n[optim]\nlr = "fast"', "must be a number"),
+    ('model = "cnn"\n[optim]\nname = "lion"', "is not one of"),
+    ('model = "cnn"\n[train]\nearly_stopping_patience = 3', "never the official test set"),
+    ('model = "lightnn"\n[distill]\nkind = "kd"', "needs a teacher"),
+    ('model = "cnn"\n[data]\nbatch = 3', "valid: split"),
+    ("model = ", "not valid TOML"),
+])
+def test_bad_recipes_are_refused(text, message):
+    with pytest.raises(CifarSpeedError, match=message):
+        parse_recipe(text)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, _fake_cifar_folder):
+    """One short deepnn teacher shared by the distillation tests (trained on the fake data)."""
+    from cifar_speed import data as D
+
+    root, sums = _fake_cifar_folder
+    saved = D.SHA256
+    D.SHA256 = sums
+    D._load.cache_clear()
+    try:
+        out = tmp_path_factory.mktemp("teacher")
+        train(load_recipe(REPO / "train" / "deepnn.toml"), data_dir=root, out_dir=out, epochs=0.1, show_progress=False)
+    finally:
+        D.SHA256 = saved
+        D._load.cache_clear()
+    return out
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
+    recipe = load_recipe(REPO / "train" / f"{name}.toml")
+    if recipe.distill.kind:
+        for f in teacher_dir.glob("deepnn.*"):
+            if f.is_file():
+                (tmp_path / f.name).write_bytes(f.read_bytes())
+    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path, epochs=0.1, show_progress=False)
+    model, meta = load_checkpoint(sidecar)
+    assert meta["name"] == name and 0 <= meta["test_accuracy"] <= 1
+    assert meta["provenance"]["versions"]["torch"] == torch.__version__
+    assert meta["recipe"]["model"] == meta["model"]
+    if recipe.distill.kind:
+        assert meta["teacher"]["name"] == "deepnn"
+
+
+def test_missing_teacher_is_trained_first(fake_data, tmp_path):
+    text = (REPO / "train" / "lightnn_kd.toml").read_text()
+    sidecar = train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
+    assert (tmp_path / "deepnn.json").is_file()
+    assert json.loads(sidecar.read_text())["teacher"]["name"] == "deepnn"
+
+
+def test_missing_teacher_without_recipe_is_an_error(fake_data, tmp_path):
+    text = (REPO / "train" / "lightnn_kd.toml").read_text().replace('teacher_recipe = "train/deepnn.toml"', "")
+    with pytest.raises(CifarSpeedError, match="teacher checkpoint 'deepnn' not found"):
+        train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
+
+
+def test_training_is_deterministic_and_resume_matches(fake_data, tmp_path):
+    recipe = REPO / "train" / "lightnn.toml"
+    full = train(load_recipe(recipe), data_dir=fake_data, out_dir=tmp_path / "a", epochs=2, show_progress=False)
+    again = train(load_recipe(recipe), data_dir=fake_data, out_dir=tmp_path / "b", epochs=2, show_progress=False)
+    # interrupted after one epoch, then resumed for the second
+    train(load_recipe(recipe), data_dir=fake_data, out_dir=tmp_path / "c", epochs=1, show_progress=False)
+    resumed = train(load_recipe(recipe), data_dir=fake_data, out_dir=tmp_path / "c", epochs=2, resume=True,
+                    show_progress=False)
+    ref = load_checkpoint(full)[0].state_dict()
+    for other in (again, resumed):
+        for k, v in load_checkpoint(other)[0].state_dict().items():
+            assert torch.equal(v, ref[k]), k
+    meta = json.loads(resumed.read_text())
+    assert meta["epochs_run"] == 2 and len(meta["history"]) == 2
+
+
+def test_early_stopping_restores_best(fake_data, tmp_path):
+    # lr 1.0 makes the validation loss jump after the first epoch, so patience 1 stops at epoch 2
+    text = ('model = "lightnn"\n[data]\nsplit = "report"\n[optim]\nlr = 1.0\n'
+            '[train]\nepochs = 6\nearly_stopping_patience = 1\n')
+    meta = json.loads(train(parse_recipe(text, name="es"), data_dir=fake_data, out_dir=tmp_path, show_progress=False).read_text())
+    assert meta["early_stopped"] and meta["epochs_run"] < 6
+    assert meta["best_epoch"] == meta["epochs_run"] - 1
+    assert meta["best_val_loss"] == min(h["val_loss"] for h in meta["history"])
+    assert "report_split_test_accuracy" in meta
+
+
+# -- the command line: bad input gives one line and exit status 2, nothing written ---------------
+
+def run_cli(capsys, *argv):
+    rc = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def test_cli_train_and_eval(fake_data, tmp_path, capsys):
+    rc, _ = run_cli(capsys, "train", str(REPO / "train" / "lightnn.toml"), "--epochs", "0.2", "--data-dir", str(fake_data),
+                    "--out", str(tmp_path), "--no-progress")
+    assert rc == 0
+    rc = main(["eval", str(tmp_path / "lightnn.json"), "--data-dir", str(fake_data), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["images"] == 500 and sum(map(sum, out["confusion_matrix"])) == 500
+    assert out["accuracy"] == pytest.approx(out["recorded_accuracy"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "train/cnn.toml", "--data-dir", "/nonexistent"], "CIFAR-10 not found"),
+    (["train", "train/cnn.toml", "--device", "cuda"], "no CUDA GPU"),
+    (["train", "train/cnn.toml", "--device", "tpu"], "unknown device"),
+    (["train", "train/nothing.toml"], "recipe train/nothing.toml not found"),
+    (["train", "train/cnn.toml", "--epochs", "-1"], "--epochs must be positive"),
+    (["eval", "missing.json"], "not found"),
+])
+def test_cli_bad_input(args, message, capsys, tmp_path, monkeypatch):
+    if torch.cuda.is_available() and "cuda" in args:
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(REPO)
+    rc, err = run_cli(capsys, *args, "--out" if args[0] == "train" else "--device", str(tmp_path) if args[0] == "train" else "cpu")
+    assert rc == 2
+    assert err.startswith("cifar-speed: error:") and message in err and "\n" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_corrupt_data_and_foreign_checkpoint(fake_data, tmp_path, capsys):
+    bad = tmp_path / "data" / "cifar-10-batches-py"
+    bad.mkdir(parents=True)
+    for f in (fake_data / "cifar-10-batches-py").iterdir():
+        (bad / f.name).write_bytes(f.read_bytes()[:1000])
+    rc, err = run_cli(capsys, "train", str(REPO / "train" / "lightnn.toml"), "--data-dir", str(bad.parent),
+                      "--out", str(tmp_path / "out"))
+    assert rc == 2 and "truncated" in err and not (tmp_path / "out" / "lightnn.json").exists()
+    run_cli(capsys, "train", str(REPO / "train" / "lightnn.toml"), "--epochs", "0.1", "--data-dir", str(fake_data),
+            "--out", str(tmp_path), "--no-progress")
+    rc, err = run_cli(capsys, "eval", str(tmp_path / "lightnn.json"), "--model", "cnn", "--data-dir", str(fake_data))
+    assert rc == 2 and "is a 'lightnn' checkpoint, not 'cnn'" in err
