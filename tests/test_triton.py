@@ -302,3 +302,17 @@ def test_trt_plan_export_with_the_builder_api(tmp_path, monkeypatch, fake_export
     assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert [i.name for i in cfg.input] == ["input"] and list(cfg.output[0].dims) == [10]
+
+
+@pytest.mark.gpu
+def test_trt_plan_builds_and_deserializes_on_a_gpu(tmp_path):
+    """Where TensorRT is installed: a real plan whose I/O matches config.pbtxt."""
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed on this GPU machine")
+    ckpt = _checkpoint(tmp_path)
+    res = triton.export_triton(ckpt, tmp_path / "repo", backend="trt")
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(res.artifact.read_bytes())
+    assert engine is not None
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    cfg = _parse(res.folder)
+    assert sorted(names) == sorted([t.name for t in cfg.input] + [t.name for t in cfg.output])
+    assert tuple(engine.get_tensor_profile_shape("input", 0)[2]) == (128, 3, 32, 32)

@@ -29,5 +29,5 @@ def run(args) -> int:
                                name=args.name, max_batch_size=args.max_batch_size, instance_kind=args.instance_kind,
                                instances=args.instances, force=args.force)
     what = "already up to date" if not res.written else res.note
-    Console().print(f"{res.folder}: {what} ({res.artifact.relative_to(res.folder)}, {res.config.name})")
+    Console(soft_wrap=True).print(f"{res.folder}: {what} ({res.artifact.relative_to(res.folder)}, {res.config.name})")
     return 0
