@@ -116,10 +116,17 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tenso
 
 def measure_peak(device: str, seconds: float = 1.0) -> dict:
     """Measured matmul peaks (GFLOP/s) for the denominators of peak_fraction."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     out = {"fp32_gflops": harness.matmul_peak(torch.float32, device, seconds=seconds)}
     if device == "cuda" or cpu_has_fast_bf16():
         out["bf16_gflops"] = harness.matmul_peak(torch.bfloat16, device, seconds=seconds)
     out["source"] = f"measured by cifar_speed.harness.matmul_peak on {device} at the start of this run"
+    if device == "cpu":
+        # A peak measured while another process shares the cores is too low (and every
+        # peak_fraction too high): say so, and pass --peak-gflops from an idle measurement instead.
+        flag, ratio = harness.disturbed(time.process_time() - cpu0, time.perf_counter() - wall0,
+                                        torch.get_num_threads())
+        out.update({"cpu_wall_ratio": ratio, "disturbed": flag})
     return out
 
 

@@ -54,5 +54,6 @@ def run(args) -> int:
     console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
     for device, peak in facts.get("peak", {}).items():
         console.print(f"peak on {device}: " + ", ".join(f"{k.replace('_gflops', '')} {val:,.0f} GFLOP/s"
-                                                      for k, val in peak.items() if k.endswith("gflops")))
+                                                      for k, val in peak.items() if k.endswith("gflops"))
+                      + (" [yellow](disturbed: another process shared the CPU)[/]" if peak.get("disturbed") else ""))
     return 0
