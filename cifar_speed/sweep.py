@@ -145,6 +145,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     if not batches or any(b < 1 for b in batches):
         raise CifarSpeedError(f"batch sizes must be positive integers, got {cfg.batches!r}")
     pairs, skipped = plan(cfg.backends, cfg.precisions, device)
+    requested = set(pairs)
     # The reference for agreement and speed-up is always measured, and first.
     pairs = [BASELINE] + [p for p in pairs if p != BASELINE]
     modes = cfg.modes or (["device", "host"] if device == "cuda" else ["device"])
@@ -233,7 +234,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                         gflops = flops * ips / 1e9
                         cell = {**base, "batch_size": batch, "mode": mode, "status": "ok",
                                 "baseline": (backend, precision) == BASELINE,
-                                "requested": cfg.backends is None or backend in cfg.backends,
+                                "requested": (backend, precision) in requested,
                                 "runner": runner.info, "build_and_eval_s": build_s,
                                 "latency": stats, "images_per_s": ips, "gflops": gflops,
                                 "peak_fraction": gflops / peak_denominator if peak_denominator else None,

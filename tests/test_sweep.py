@@ -212,3 +212,13 @@ def test_table_marks_fastest(results):
     assert "★" in text and "lightnn" in text and "onnxrt fp32" in text and "b16 img/s" in text
     best = sweep.fastest(results)
     assert set(best) == {("lightnn", 8, "device"), ("lightnn", 16, "device")}
+
+
+def test_baseline_always_measured_and_dawnbench(tmp_path):
+    res = sweep.run_sweep(cfg(tmp_path, backends=["onnxrt"], precisions=["fp32"], batches=[8], dawnbench=True),
+                          progress=False)
+    by = {(c["backend"], c["precision"]): c for c in res["cells"]}
+    assert by[("eager", "fp32")]["baseline"] and not by[("eager", "fp32")]["requested"]
+    assert by[("onnxrt", "fp32")]["requested"]
+    d = by[("onnxrt", "fp32")]["dawnbench"]
+    assert d["images"] == 40 and d["ms_per_image"] > 0 and 0 <= d["top1"] <= 1

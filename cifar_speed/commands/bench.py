@@ -88,4 +88,5 @@ def run(args) -> int:
                   + (" [yellow]- disturbed: pass --peak-gflops from `cifar-speed doctor --peak` on an idle machine[/]"
                      if peak.get("disturbed") else ""))
     console.print(f"results: {json_path} and {csv_path}")
-    return 0
+    # Results are written either way; a cell that failed to build or run makes the exit status 1.
+    return 1 if any(c.get("status") == "failed" for c in results["cells"]) else 0
