@@ -70,6 +70,15 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str
         raise CifarSpeedError(f"unknown torch.compile mode {mode!r}; valid modes: {', '.join(MODES)}")
     if mode == "reduce-overhead" and device != "cuda":
         raise UnavailableError("torch.compile mode reduce-overhead needs CUDA (it replays CUDA graphs)")
+    # Dynamo caches compiled frames per code object (_Cast.forward) and, past its recompile limit,
+    # silently runs eager: a sweep over many models x batch sizes would then time eager under a
+    # "compile" label. So: start each build from an empty cache, allow a graph per batch size (+1 for
+    # batch-1 latency) and make hitting the limit an error instead of a fallback.
+    torch._dynamo.reset()
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(getattr(cfg, "recompile_limit", 8), len(set(batch_sizes)) + 2)
+    if hasattr(cfg, "fail_on_recompile_limit_hit"):
+        cfg.fail_on_recompile_limit_hit = True
     wrapped = _prepare(model, precision, device)
     # dynamic=False: one specialised graph per batch size (the sweep times each size on its own).
     if device == "cpu":
