@@ -90,8 +90,9 @@ def providers_for(precision: str, device: str) -> list | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_bf16_probe() -> tuple[bool, str]:
-    """Can the CPU provider run a bf16 Conv and MatMul?  Built from onnx.helper, no torch export."""
+def _bf16_probe(provider: str = "CPUExecutionProvider") -> tuple[bool, str]:
+    """Can `provider` run a bf16 Conv and MatMul?  Built from onnx.helper, no torch export. (The CPU
+    provider has no bf16 Conv either, so a CUDA session cannot pass by falling back to it.)"""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -113,15 +114,15 @@ def _cpu_bf16_probe() -> tuple[bool, str]:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, m])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model.SerializeToString(), providers=[provider])
         sess.run(None, {"x": np.zeros((1, 3, 32, 32), np.float32)})
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "NOT_IMPLEMENTED" in first or "Could not find an implementation" in first:
             op = "Conv" if "Conv" in first else "MatMul" if "MatMul" in first else "bf16 operators"
-            return False, (f"onnxruntime {ort.__version__} CPUExecutionProvider has no bf16 {op} kernel "
+            return False, (f"onnxruntime {ort.__version__} {provider} has no bf16 {op} kernel "
                            "(running the graph in fp32 instead would mislabel the cell)")
-        return False, f"onnxruntime CPU bf16 probe failed: {first[:200]}"
+        return False, f"onnxruntime {provider} bf16 probe failed: {first[:200]}"
     return True, ""
 
 
@@ -140,9 +141,11 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
     if device == "cuda":
         if not ({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(have)):
             return False, (f"onnxrt on CUDA needs onnxruntime-gpu (installed build offers {', '.join(have)})")
+        if precision == "bf16" and "CUDAExecutionProvider" in have:
+            return _bf16_probe("CUDAExecutionProvider")
         return True, ""
     if precision == "bf16":
-        return _cpu_bf16_probe()
+        return _bf16_probe()
     return True, ""
 
 
