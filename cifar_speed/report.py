@@ -49,7 +49,8 @@ def render_markdown(results_list: list[dict]) -> str:
                    f"{' '.join(cpu['features'])}), torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}"
                    f"{', torch-tensorrt ' + v['torch_tensorrt'] if v.get('torch_tensorrt') else ''}; "
                    f"{prov['torch_threads']} threads; commit `{prov.get('git_commit')}`. Peak for the % column: "
-                   f"{peak.get('denominator_gflops', 0):,.0f} GFLOP/s ({peak.get('source', '?')}). "
+                   f"{peak.get('denominator_gflops', 0):,.0f} GFLOP/s ({peak.get('source', '?')}"
+                   f"{'; measured under contention, so too low' if peak.get('disturbed') else ''}). "
                    f"Accuracy on {results['harness']['accuracy_images']:,} test images.\n")
         best = fastest(results)
         for mode in _modes(results):
