@@ -143,3 +143,33 @@ def test_resume_across_ranks_continues_where_it_stopped(ddp_run):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, resumed[k])
     assert sorted(p.name for p in (tmp / "b").iterdir()) == ["plain.json", "plain.safetensors", "plain.work"]
+
+
+def test_nproc_checks_inputs_before_launching_torchrun(tmp_path, capsys, monkeypatch):
+    import subprocess as sp
+
+    from cifar_speed import cli
+
+    launched = []
+    monkeypatch.setattr(sp, "call", lambda cmd, *a, **k: launched.append(cmd) or 0)
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["train", str(tmp_path / "missing.toml"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.toml not found" in err[0] and not launched
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(PLAIN)
+    assert cli.main(["train", str(recipe), "--nproc", "2", "--data-dir", str(tmp_path / "nodata")]) == 2
+    assert "CIFAR-10 not found" in capsys.readouterr().err and not launched
+
+    data = tmp_path / "data"
+    write_fake_cifar(data / D.FOLDER, n_train=20, n_test=10)
+    assert cli.main(["train", str(recipe), "--nproc=2", "--epochs", "0.5", "--data-dir", str(data),
+                     "--out", str(tmp_path / "o"), "--resume", "--no-progress"]) == 0
+    (cmd,) = launched
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    args = cmd[7:]
+    assert args[:2] == ["train", str(recipe)] and "--nproc" not in " ".join(args)
+    assert {"--resume", "--no-progress"} <= set(args)
+    assert args[args.index("--epochs") + 1] == "0.5" and args[args.index("--data-dir") + 1] == str(data)
