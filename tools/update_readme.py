@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Regenerate the README's measured sections from files the tool wrote; no figure is typed by hand.
+
+    .venv/bin/python tools/update_readme.py --bench results/<machine>/<sweep>.json [--bench more.json]
+
+Replaces the text between `<!-- BEGIN name -->` and `<!-- END name -->` markers:
+  models     the shipped checkpoints' sidecars (accuracy, size, training time and speed)
+  bench      `cifar-speed report` of the given results files, with its plots
+  vs-report  the report's own figures (cited, marked as theirs) beside ours from the same files
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
+from cifar_speed.fileio import atomic_write_text  # noqa: E402
+from cifar_speed.report import load_results, render_markdown, plot  # noqa: E402
+
+# The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
+# splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
+THEIRS = {
+    "mlp": ("52.09 % (validation, its 20 % split)", "0.1333 ms/image (T4, Keras predict, 1,000 images)"),
+    "cnn": ("82.44 % (its 10 % split); 83.14 % validation", "1.2110 ms/image (T4, Keras predict, 1,000 images)"),
+    "mobilenetv3_small": ("65-70 % (ImageNet-pretrained, upscaled; abandoned)", "not measured"),
+    "deepnn": ("75.66 %", "not measured"),
+    "lightnn": ("70.90 %", "not measured"),
+    "lightnn_kd": ("70.69 %", "not measured"),
+    "lightnn_cosine": ("69.63 %", "not measured"),
+    "lightnn_regressor": ("not run", "not run"),
+    "fast": ("(not in the report)", ""),
+}
+TARGETS = {"mlp": 0.52, "cnn": 0.83, "deepnn": 0.75, "lightnn": 0.70, "mobilenetv3_small": 0.80, "fast": 0.94}
+
+
+def _pct(x) -> str:
+    return f"{x * 100:.2f} %" if isinstance(x, (int, float)) else "-"
+
+
+def models_section() -> str:
+    rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | target | epochs | training time | train img/s | where trained | stored |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for sidecar in shipped_checkpoints():
+        m = json.loads(sidecar.read_text())
+        acc = _pct(m.get("test_accuracy"))
+        if "test_accuracy_tta" in m:
+            acc += f" ({_pct(m['test_accuracy_tta'])} with TTA)"
+        target = TARGETS.get(m.get("name"))
+        reached = ""
+        if target is not None:
+            best = max(m.get("test_accuracy", 0), m.get("test_accuracy_tta", 0))
+            reached = f"≥ {target * 100:.0f} % {'met' if best >= target else '**missed**'}"
+        prov = m.get("provenance", {})
+        where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
+        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {m.get('param_count', 0):,} | "
+                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {reached} | {m.get('epochs_run')} | "
+                    f"{m.get('train_seconds', 0) / 60:,.1f} min | {m.get('train_images_per_s', 0):,.0f} | {where} | "
+                    f"{m.get('storage_dtype')} |")
+    if len(rows) == 2:
+        rows.append("| (no checkpoint shipped yet) | | | | | | | | | | |")
+    return "\n".join(rows)
+
+
+def _best_cell(results_list, model, batch):
+    cells = [c for r in results_list for c in r["cells"]
+             if c.get("status") == "ok" and c["model"] == model and c["batch_size"] == batch and c["mode"] == "device"]
+    return max(cells, key=lambda c: c["images_per_s"], default=None)
+
+
+def _dawn(results_list, model):
+    cells = [c for r in results_list for c in r["cells"] if c.get("status") == "ok" and c["model"] == model
+             and isinstance(c.get("dawnbench"), dict) and "ms_per_image" in c["dawnbench"]]
+    return min(cells, key=lambda c: c["dawnbench"]["ms_per_image"], default=None)
+
+
+def vs_report_section(results_list) -> str:
+    rows = ["| model | theirs: accuracy | theirs: speed | ours: official test top-1 | ours: batch-1 latency (DAWNBench, 10,000 images one at a time) | ours: batch-128 time per image (best backend) |",
+            "|---|---|---|---:|---:|---:|"]
+    metas = {json.loads(s.read_text())["name"]: json.loads(s.read_text()) for s in shipped_checkpoints()}
+    for name, (acc, speed) in THEIRS.items():
+        m = metas.get(name)
+        ours = _pct(m["test_accuracy"]) if m else "not trained yet"
+        if m and "report_split_test_accuracy" in m:
+            ours += f" ({_pct(m['report_split_test_accuracy'])} on the report's 10 % split)"
+        d = _dawn(results_list, name)
+        dawn = f"{d['dawnbench']['ms_per_image']:.3f} ms ({d['backend']} {d['precision']})" if d else "not measured"
+        b = _best_cell(results_list, name, 128)
+        per_image = f"{1e3 / b['images_per_s']:.4f} ms ({b['backend']} {b['precision']})" if b else "not measured"
+        rows.append(f"| {name} | {acc} | {speed} | {ours} | {dawn} | {per_image} |")
+    return "\n".join(rows)
+
+
+def replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README has no <!-- BEGIN {name} --> ... <!-- END {name} --> markers")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", action="append", default=[], help="a results file of `cifar-speed bench`")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = ap.parse_args()
+    results = [load_results(p) for p in args.bench]
+    text = args.readme.read_text()
+    text = replace(text, "models", models_section())
+    if results:
+        md = render_markdown(results)
+        pngs = plot(results, Path(args.bench[0]).parent)
+        md += "\n" + "\n".join(f"![{p.stem}]({os.path.relpath(p, args.readme.parent)})" for p in pngs)
+        md += "\n\nSource: " + ", ".join(f"[`{os.path.relpath(p, args.readme.parent)}`]({os.path.relpath(p, args.readme.parent)})" for p in args.bench)
+        text = replace(text, "bench", md)
+    text = replace(text, "vs-report", vs_report_section(results))
+    atomic_write_text(args.readme, text)
+    print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
