@@ -27,7 +27,7 @@ from cifar_speed.models import create_model
 from cifar_speed.train import loop
 from cifar_speed.train.recipe import parse_recipe
 
-from conftest import REPO, write_fake_cifar
+from _fakedata import REPO, write_fake_cifar
 
 N_TRAIN, N_TEST, BATCH = 256, 50, 32   # 8 steps per epoch, 16 images per rank per step
 
