@@ -7,7 +7,9 @@ The key hashes everything the artifact depends on: the checkpoint's weights hash
 precision, batch profile, device (GPU or CPU model), backend options and library versions. A second
 compile with the same key and an intact artifact (sha256 matches the sidecar) is free; a changed
 input, a corrupt artifact or a foreign sidecar rebuilds. Loading refuses anything whose sidecar or
-hash does not check out.
+hash does not check out. An int8 artifact also depends on its calibration sample: its size, seed,
+split and the sha256 of the chosen training indices are in the key and in the sidecar's
+`calibration`.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backends
+from . import backends, calibration
 from .checkpoint import load_checkpoint, paths_for, read_sidecar
 from .errors import CifarSpeedError
 from .fileio import atomic_path, atomic_write_json, sha256_file
@@ -87,8 +89,13 @@ class CompileResult:
 
 def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | None = None,
                        batch_sizes=(32, 64, 128), out_dir=None, options: dict | None = None,
-                       force: bool = False) -> CompileResult:
-    """Build (or reuse) the artifact for one checkpoint x backend x precision on this machine."""
+                       force: bool = False, calibration_size: int = calibration.DEFAULT_SIZE,
+                       calibration_seed: int = calibration.DEFAULT_SEED, data_dir=None,
+                       train_split=None) -> CompileResult:
+    """Build (or reuse) the artifact for one checkpoint x backend x precision on this machine.
+
+    int8 draws its calibration sample (`calibration_size` training images, `calibration_seed`) from
+    the training split in `data_dir` (`train_split` replaces it in tests)."""
     module = backends.get_backend(backend)
     backends.check_precision(precision)
     device = backends.check_device(device or backends.default_device())
@@ -101,8 +108,12 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     meta = read_sidecar(checkpoint)
     profile = backends.batch_profile(batch_sizes)
     options = dict(options or {})
+    calib, key_options = None, options
+    if precision == "int8":
+        calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
+        key_options = {**options, "calibration": calib.describe()}
     key = cache_key(weights_sha256=meta.get("weights_sha256", ""), model=meta["model"], backend=backend,
-                    precision=precision, profile=profile, device=device_description(device), options=options)
+                    precision=precision, profile=profile, device=device_description(device), options=key_options)
     out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device)
     t0 = time.perf_counter()
 
@@ -118,7 +129,8 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
 
     model, meta = load_checkpoint(checkpoint)
     with atomic_path(out, suffix=module.EXTENSION) as tmp:
-        extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options)
+        extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options,
+                            **({"calibration": calib} if calib is not None else {}))
     sidecar = {
         **extra,
         "format": FORMAT, "cache_key": key, "artifact": out.name, "artifact_sha256": sha256_file(out),
@@ -127,6 +139,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
         "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
                        "weights_sha256": meta.get("weights_sha256"), "normalize": meta.get("normalize"),
                        "test_accuracy": meta.get("test_accuracy")},
+        **({"calibration": calib.describe()} if calib is not None else {}),
         "build_seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),
     }

@@ -5,7 +5,9 @@ FLOP count and its fraction of this machine's measured matmul peak, speed-up ove
 same batch size in the same run, and the artifact's top-1 on the official 10,000 test images plus
 its agreement with eager fp32 (top-1 agreement, max |logit difference|). Accuracy is computed once
 per model x backend x precision (the same compiled program serves every batch size), at the largest
-batch of the sweep; a cell more than `tolerance` below eager fp32's top-1 is flagged.
+batch of the sweep; a cell more than `tolerance` below eager fp32's top-1 is flagged. int8 cells are
+calibrated on a fixed sample of training images (calibration.py: `calib_size` images drawn with
+`calib_seed`), never on the test images they are scored on.
 
 Read top to bottom: plan -> accuracy -> run -> files -> table.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import backends, harness
+from . import backends, calibration, harness
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
 from .errors import CifarSpeedError
@@ -51,6 +53,9 @@ class SweepConfig:
     peak_gflops: float | None = None          # None: measure it at the start of the run
     eval_limit: int | None = None             # evaluate on the first N test images (tests only)
     test_split: object = None                 # a data.Split to use instead of loading (tests only)
+    calib_size: int = calibration.DEFAULT_SIZE   # int8: training images in the calibration sample ...
+    calib_seed: int = calibration.DEFAULT_SEED   # ... and the seed that draws them
+    train_split: object = None                # a data.Split to calibrate from instead of loading (tests only)
 
 
 # -- plan -----------------------------------------------------------------------------------------
@@ -144,6 +149,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     batches = [int(b) for b in cfg.batches]
     if not batches or any(b < 1 for b in batches):
         raise CifarSpeedError(f"batch sizes must be positive integers, got {cfg.batches!r}")
+    calib_size, calib_seed = calibration.check_params(cfg.calib_size, cfg.calib_seed)
     pairs, skipped = plan(cfg.backends, cfg.precisions, device)
     requested = set(pairs)
     # The reference for agreement and speed-up is always measured, and first.
@@ -153,6 +159,21 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     loaded = [(ck, *load_checkpoint(ck)) for ck in cfg.checkpoints]
     split = cfg.test_split if cfg.test_split is not None else load_split("test", cfg.data_dir)
     n_eval = min(len(split), cfg.eval_limit or len(split))
+    # int8 calibration samples (training images only), one per checkpoint's normalisation, drawn up front.
+    # Without the training images, int8 asked for by name is an error; in a default sweep it is skipped.
+    calibs = {}
+    if any(p == "int8" for _, p in pairs):
+        try:
+            for ck, _, meta in loaded:
+                calibs[str(ck)] = calibration.calibration_sample(meta, calib_size, calib_seed, cfg.data_dir,
+                                                                 train=cfg.train_split)
+        except CifarSpeedError as e:
+            if cfg.precisions is not None and "int8" in cfg.precisions:
+                raise
+            calibs = {}
+            skipped += [{"backend": b, "precision": p, "reason": f"int8 calibration needs the training images: {e}"}
+                        for b, p in pairs if p == "int8"]
+            pairs = [(b, p) for b, p in pairs if p != "int8"]
 
     peak = ({"bf16_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops)"}
             if cfg.peak_gflops else measure_peak(device))
@@ -164,7 +185,9 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "provenance": provenance(),
         "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
-                    "compile_mode": cfg.compile_mode, "dawnbench": cfg.dawnbench},
+                    "compile_mode": cfg.compile_mode, "dawnbench": cfg.dawnbench,
+                    **({"calibration": {"size": calib_size, "seed": calib_seed, "split": calibration.SPLIT}}
+                       if calibs else {})},
         "peak": {**peak, "denominator_gflops": peak_denominator},
         "request": {"backends": cfg.backends, "precisions": cfg.precisions, "batches": batches},
         "models": {}, "skipped": skipped, "cells": [],
@@ -192,6 +215,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                 t0 = time.perf_counter()
                 try:
                     options = {"mode": cfg.compile_mode} if backend == "compile" else {}
+                    if precision == "int8":
+                        options["calibration"] = calibs[str(ckpt)]
                     runner = backends.build(backend, model, meta, precision, device, batches, cfg.cache_dir, **options)
                     prog.update(task, description=f"{name} {backend} {precision}: accuracy")
                     logits = predict(runner, images, max(batches))

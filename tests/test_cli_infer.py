@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from cifar_speed import backends
 from cifar_speed.cli import main
 
 from _infer_util import make_checkpoint
@@ -120,7 +121,7 @@ def test_doctor(capsys):
     assert code == 0
     facts = json.loads(out)
     rows = {(r["device"], r["backend"], r["precision"]): r for r in facts["matrix"]}
-    assert len(rows) == 2 * 4 * 3
+    assert len(rows) == 2 * 4 * len(backends.PRECISIONS)
     assert rows[("cpu", "eager", "fp32")]["available"]
     assert not rows[("cpu", "eager", "fp16")]["available"] and rows[("cpu", "eager", "fp16")]["reason"]
     assert "versions" in facts["provenance"] and "features" in facts["provenance"]["cpu"]

@@ -26,10 +26,11 @@ from typing import Callable
 import torch
 
 from ..errors import CifarSpeedError, UnavailableError
-from ..provenance import cpu_has_fast_bf16
+from ..provenance import cpu_has_fast_bf16, cpu_has_fast_int8
 
-# Later issues add "int8" here (and a backend module handles it); everything else reads this tuple.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+# Everything else reads this tuple. int8 is calibrated post-training quantization (see
+# cifar_speed/calibration.py): it has no torch dtype of its own, each backend quantizes in its own way.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # name on the command line -> module in this package ("compile" would shadow the builtin).
@@ -83,11 +84,15 @@ def precision_on_device(precision: str, device: str) -> tuple[bool, str]:
             return False, "no CUDA GPU visible to torch"
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
             return False, f"bf16 needs a GPU with native bf16 ({torch.cuda.get_device_name(0)} has none)"
+        if precision == "int8" and torch.cuda.get_device_capability(0) < (7, 5):
+            return False, f"int8 needs int8 tensor cores (compute capability 7.5+; {torch.cuda.get_device_name(0)} has none)"
         return True, ""
     if precision == "fp16":
         return False, "fp16 needs CUDA (CPUs here have no fast fp16 arithmetic)"
     if precision == "bf16" and not cpu_has_fast_bf16():
         return False, "bf16 on CPU needs AMX or AVX512-BF16 (this CPU has neither)"
+    if precision == "int8" and not cpu_has_fast_int8():
+        return False, "int8 on CPU needs AVX512-VNNI or AMX-INT8 (this CPU has neither)"
     return True, ""
 
 

@@ -5,7 +5,8 @@ bf16 runs under torch.autocast with channels_last: on this project's AVX512-BF16
 convolutions are several times faster in channels_last than NCHW (REFERENCE.md measured 3,693
 against ~1,600 img/s at batch 128 for a small CNN; re-measure with `memory_format=`), and on CUDA
 channels_last is what tensor-core convolutions want. The conversion of the input happens inside the
-runner, so its cost is timed.
+runner, so its cost is timed. int8 is unavailable here (see availability): quantized cells are
+compared against this backend's fp32, not run by it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channe
 
 
 def availability(precision: str, device: str) -> tuple[bool, str]:
+    if precision == "int8":
+        # PyTorch eager has no int8 convolution path worth timing (the old torch.ao eager-mode
+        # quantization is deprecated); calibrated int8 runs through `compile` (PT2E + Inductor on
+        # CPU), `onnxrt` (QDQ) and `trt`.
+        return False, "eager has no int8 kernels worth measuring; int8 runs in compile (PT2E), onnxrt (QDQ) or trt"
     return precision_on_device(precision, device)
 
 

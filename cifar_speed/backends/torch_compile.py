@@ -10,6 +10,15 @@ the numerics match eager at that precision, and with freezing the Conv-BN foldin
 before the folded weights are cast (converting the weights to bf16 first would fold in bf16).
 Logits come back as fp32. channels_last for every precision: Inductor's CPU and CUDA conv paths
 prefer it; the input conversion happens inside the compiled function, so its cost is timed.
+
+int8 (CPU only) is the PT2E flow with the x86 Inductor quantizer: torch.export (dynamic batch) ->
+prepare_pt2e(X86InductorQuantizer default config: per-channel symmetric int8 weights, per-tensor
+uint8 activations) -> calibration on the fixed training-image sample (cifar_speed/calibration.py)
+-> convert_pt2e -> torch.compile with freezing, where Inductor's quantization passes turn the
+Q/DQ pairs into oneDNN int8 convolutions / linears (VNNI here; AMX where the CPU has it). In torch
+2.14 PT2E lives in `torchao` (torch.ao.quantization no longer has quantize_pt2e); without it int8 is
+unavailable with that reason. On CUDA the x86 quantizer does not apply: int8 is unavailable there
+(use trt, or onnxrt with the TensorRT provider).
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import torch
 from torch import nn
 
 from . import TORCH_DTYPES, Runner, precision_on_device
+from .. import calibration
 from ..errors import CifarSpeedError, UnavailableError
 
 MODES = ("default", "max-autotune", "reduce-overhead")
@@ -30,6 +40,13 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
     ok, reason = precision_on_device(precision, device)
     if not ok:
         return ok, reason
+    if precision == "int8":
+        if device != "cpu":
+            return False, ("compile int8 is the PT2E x86 Inductor quantizer, a CPU flow; on CUDA use trt "
+                           "(ModelOpt int8) or onnxrt with the TensorRT provider")
+        if _pt2e_source() is None:
+            return False, (f"compile int8 needs PT2E quantization: torch {torch.__version__} has no "
+                           "torch.ao.quantization.quantize_pt2e and torchao is not installed (pip install torchao)")
     if device == "cpu":
         import shutil
         if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
@@ -40,6 +57,51 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
         except ImportError:
             return False, "torch.compile on CUDA needs the triton package"
     return True, ""
+
+
+# -- int8: PT2E ---------------------------------------------------------------------------------------
+
+_PT2E_MODULES = {
+    "torchao": ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"),
+    "torch.ao": ("torch.ao.quantization.quantize_pt2e", "torch.ao.quantization.quantizer.x86_inductor_quantizer"),
+}
+
+
+def _pt2e_source() -> str | None:
+    """Where PT2E is importable from, found without importing it: importing torchao's x86 quantizer
+    installs Inductor passes process-wide, which availability checks must not do."""
+    import importlib.util
+
+    for source, names in _PT2E_MODULES.items():
+        try:
+            if all(importlib.util.find_spec(n) is not None for n in names):
+                return source
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+def quantize_pt2e(model: nn.Module, calib: "calibration.Calibration", max_batch: int = 1024) -> nn.Module:
+    """The PT2E-converted (Q/DQ) fp32-in / fp32-out module, calibrated on `calib`."""
+    import importlib
+
+    source = _pt2e_source()
+    if source is None:
+        raise UnavailableError(availability("int8", "cpu")[1])
+    qmod, xmod = (importlib.import_module(n) for n in _PT2E_MODULES[source])
+    model = model.cpu().eval()
+    example = calib.images[:2] if calib.size >= 2 else calib.images.expand(2, -1, -1, -1)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with torch.no_grad():
+        # Exported under no_grad: a graph captured with autograd on keeps ops Inductor's int8 weight
+        # prepacking cannot constant-fold (onednn.qconv_prepack under fake tensors).
+        gm = torch.export.export(model, (example.contiguous(),), dynamic_shapes=({0: batch},)).module()
+        quantizer = xmod.X86InductorQuantizer()
+        quantizer.set_global(xmod.get_default_x86_inductor_quantization_config())
+        prepared = qmod.prepare_pt2e(gm, quantizer)
+        for b in calib.batches(64):
+            prepared(b)
+        return qmod.convert_pt2e(prepared)
 
 
 class _Cast(nn.Module):
@@ -65,7 +127,7 @@ def _prepare(model: nn.Module, precision: str, device: str) -> nn.Module:
     return _Cast(model, TORCH_DTYPES[precision], device).eval()
 
 
-def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str = "default", **_):
+def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str = "default", **options):
     if mode not in MODES:
         raise CifarSpeedError(f"unknown torch.compile mode {mode!r}; valid modes: {', '.join(MODES)}")
     if mode == "reduce-overhead" and device != "cuda":
@@ -79,6 +141,8 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str
     cfg.recompile_limit = max(getattr(cfg, "recompile_limit", 8), len(set(batch_sizes)) + 2)
     if hasattr(cfg, "fail_on_recompile_limit_hit"):
         cfg.fail_on_recompile_limit_hit = True
+    if precision == "int8":
+        return _build_int8(model, meta, batch_sizes, mode, options)
     wrapped = _prepare(model, precision, device)
     # dynamic=False: one specialised graph per batch size (the sweep times each size on its own).
     if device == "cpu":
@@ -102,27 +166,55 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str
                                                        "freezing": device == "cpu"})
 
 
+def _build_int8(model, meta, batch_sizes, mode, options) -> Runner:
+    from . import batch_profile
+
+    calib = calibration.require(options, meta)
+    converted = quantize_pt2e(model, calib, max_batch=max(1024, batch_profile(batch_sizes)["max"]))
+    # Freezing through a config patch around the calls that compile, not torch.compile(options=...):
+    # on torch 2.14 + torchao 0.18 the options route fails in constant folding
+    # (UnsupportedOperatorException: onednn.qconv_prepack), the config patch compiles.
+    patch = {"freezing": True, **({"max_autotune": True} if mode == "max-autotune" else {})}
+    compiled = torch.compile(converted, dynamic=False)
+
+    def run(x):
+        with torch.no_grad(), torch._inductor.config.patch(patch):
+            return compiled(x)
+
+    return Runner(run, "compile", "int8", "cpu", {"mode": mode, "freezing": True, "quantization": {
+        "flow": "pt2e", "source": _pt2e_source(), "quantizer": "X86InductorQuantizer (default config)",
+        "calibration": calib.describe()}})
+
+
 # -- AOTInductor artifact ---------------------------------------------------------------------------
 
-def save(model, meta, precision, device, batch_sizes, path, profile=None, **_) -> dict:
+def save(model, meta, precision, device, batch_sizes, path, profile=None, **options) -> dict:
     """torch.export with a dynamic batch dimension, then AOTInductor into a .pt2 package at `path`."""
     from . import batch_profile
 
     profile = profile or batch_profile(batch_sizes)
-    wrapped = _prepare(model, precision, device)
+    extra = {}
+    if precision == "int8":
+        calib = calibration.require(options, meta)
+        wrapped = quantize_pt2e(model, calib, max_batch=max(1024, profile["max"]))
+        extra["quantization"] = {"flow": "pt2e", "source": _pt2e_source(),
+                                 "quantizer": "X86InductorQuantizer (default config)", "calibration": calib.describe()}
+    else:
+        wrapped = _prepare(model, precision, device)
     example = torch.randn(profile["opt"], 3, 32, 32, device=device)
     batch = torch.export.Dim("batch", min=profile["min"], max=profile["max"])
     with torch.no_grad():
         ep = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
-        options = {"freezing": True} if device == "cpu" else {}
+        inductor = {"freezing": True} if device == "cpu" else {}
         # AOTInductor insists on a name ending in .pt2; `path` may be a temporary name (atomic write).
         staging = Path(str(path) + ".pt2")
         try:
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(staging), inductor_configs=options)
+            with torch._inductor.config.patch(inductor):   # int8: see _build_int8 on freezing
+                torch._inductor.aoti_compile_and_package(ep, package_path=str(staging), inductor_configs=inductor)
             os.replace(staging, path)
         finally:
             staging.unlink(missing_ok=True)
-    return {"artifact_format": "aoti-pt2", "dynamic_batch": profile}
+    return {"artifact_format": "aoti-pt2", "dynamic_batch": profile, **extra}
 
 
 def load(path, sidecar: dict, device: str) -> Runner:

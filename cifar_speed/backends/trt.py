@@ -7,6 +7,15 @@ arg_inputs=...)`, `torch_tensorrt.load(path).module()`. Engines are cached on di
 (`cache_built_engines` / `reuse_cached_engines` in `engine_cache_dir`) so a rebuild of the same graph
 and profile reuses them. Precision: fp16 / bf16 through `enabled_precisions` (TensorRT may keep some
 layers in fp32 where faster, the documented weak-typing behaviour); the input stays fp32.
+
+int8: explicit quantization. TensorRT 10 deprecates the implicit-quantization calibrators
+(IInt8EntropyCalibrator2; Torch-TensorRT's `ptq.DataLoaderCalibrator` belonged to the TorchScript
+frontend), and Torch-TensorRT 2.x documents int8 for the dynamo frontend as: NVIDIA ModelOpt
+`mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop)` inserts Q/DQ nodes (per-channel weights,
+per-tensor activations) calibrated by the forward loop, then `torch_tensorrt.compile(...,
+enabled_precisions={torch.int8})` under `modelopt...export_torch_mode()` turns them into TensorRT
+quantize layers. The forward loop runs the same fixed training-image sample as every other int8
+backend (cifar_speed/calibration.py). Needs the `nvidia-modelopt` package besides torch-tensorrt.
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import TORCH_DTYPES, Runner, batch_profile, precision_on_device
+from .. import calibration
 from ..errors import CifarSpeedError
 
 EXTENSION = ".ep"
@@ -47,7 +57,17 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
     if have and want and have != want:
         return False, (f"torch-tensorrt {torch_tensorrt.__version__} pairs with torch {have[0]}.{have[1]}, "
                        f"not the installed torch {torch.__version__}")
+    if precision == "int8" and not _has_modelopt():
+        return False, "trt int8 needs NVIDIA ModelOpt for explicit Q/DQ calibration (pip install nvidia-modelopt)"
     return precision_on_device(precision, device)
+
+
+def _has_modelopt() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("modelopt.torch.quantization") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def input_spec(profile: dict):
@@ -61,17 +81,46 @@ def input_spec(profile: dict):
 
 def compile_settings(precision: str, engine_cache_dir: Path | None) -> dict:
     """Keyword arguments for torch_tensorrt.compile: precisions and the on-disk engine cache."""
-    enabled = {torch.float32} | ({TORCH_DTYPES[precision]} if precision != "fp32" else set())
+    dtype = torch.int8 if precision == "int8" else TORCH_DTYPES[precision]
+    enabled = {torch.float32} | ({dtype} if precision != "fp32" else set())
     cache = Path(engine_cache_dir or DEFAULT_ENGINE_CACHE)
     return {"enabled_precisions": enabled, "min_block_size": 1,
             "cache_built_engines": True, "reuse_cached_engines": True, "engine_cache_dir": str(cache)}
 
 
-def _compile(model, precision: str, profile: dict, engine_cache_dir):
+def quantize_modelopt(model, calib: "calibration.Calibration", device: str = "cuda"):
+    """A copy of `model` with ModelOpt int8 Q/DQ quantizers, calibrated on `calib` (the model given is
+    left as it is: mtq.quantize rewrites modules in place)."""
+    import copy
+
+    import modelopt.torch.quantization as mtq
+
+    qmodel = copy.deepcopy(model).to(device).eval()
+
+    def forward_loop(m):
+        for b in calib.batches(64):
+            m(b.to(device))
+
+    with torch.no_grad():
+        mtq.quantize(qmodel, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
+    return qmodel
+
+
+def _export_mode(precision: str):
+    import contextlib
+    if precision != "int8":
+        return contextlib.nullcontext()
+    from modelopt.torch.quantization.utils import export_torch_mode
+    return export_torch_mode()
+
+
+def _compile(model, precision: str, profile: dict, engine_cache_dir, calib=None):
     import torch_tensorrt
 
     model = model.cuda().eval()
-    with torch.no_grad():
+    if precision == "int8":
+        model = quantize_modelopt(model, calib)
+    with torch.no_grad(), _export_mode(precision):
         return torch_tensorrt.compile(model, ir="dynamo", arg_inputs=[input_spec(profile)],
                                       **compile_settings(precision, engine_cache_dir))
 
@@ -83,22 +132,35 @@ def _runner(module, precision: str, info: dict) -> Runner:
     return Runner(run, "trt", precision, "cuda", info)
 
 
-def build(model, meta, precision, device, batch_sizes, cache_dir=None, **_):
+def _calibration(precision: str, meta: dict, options: dict):
+    return calibration.require(options, meta) if precision == "int8" else None
+
+
+def _quant_info(calib) -> dict:
+    return {} if calib is None else {"quantization": {"flow": "modelopt INT8_DEFAULT_CFG", "calibration": calib.describe()}}
+
+
+def build(model, meta, precision, device, batch_sizes, cache_dir=None, **options):
     profile = batch_profile(batch_sizes)
     engines = Path(cache_dir) / "trt-engines" if cache_dir else None
-    gm = _compile(model, precision, profile, engines)
-    return _runner(gm, precision, {"profile": profile, "engine_cache": str(engines or DEFAULT_ENGINE_CACHE)})
+    calib = _calibration(precision, meta, options)
+    gm = _compile(model, precision, profile, engines, calib)
+    return _runner(gm, precision, {"profile": profile, "engine_cache": str(engines or DEFAULT_ENGINE_CACHE),
+                                   **_quant_info(calib)})
 
 
-def save(model, meta, precision, device, batch_sizes, path, profile=None, cache_dir=None, **_) -> dict:
+def save(model, meta, precision, device, batch_sizes, path, profile=None, cache_dir=None, **options) -> dict:
     import torch_tensorrt
 
     profile = profile or batch_profile(batch_sizes)
     engines = Path(cache_dir) / "trt-engines" if cache_dir else Path(path).parent / "trt-engines"
-    gm = _compile(model, precision, profile, engines)
+    calib = _calibration(precision, meta, options)
+    gm = _compile(model, precision, profile, engines, calib)
     example = torch.randn(profile["opt"], 3, 32, 32, device="cuda")
-    torch_tensorrt.save(gm, str(path), output_format="exported_program", arg_inputs=[example])
-    return {"artifact_format": "torch-tensorrt-exported-program", "profile": profile, "engine_cache": str(engines)}
+    with _export_mode(precision):
+        torch_tensorrt.save(gm, str(path), output_format="exported_program", arg_inputs=[example])
+    return {"artifact_format": "torch-tensorrt-exported-program", "profile": profile, "engine_cache": str(engines),
+            **_quant_info(calib)}
 
 
 def load(path, sidecar: dict, device: str) -> Runner:

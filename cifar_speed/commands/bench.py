@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .. import backends, harness, sweep
+from .. import backends, calibration, harness, sweep
 from ..errors import CifarSpeedError
 
 
@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=sweep.DEFAULT_TOLERANCE,
                    help="flag a cell whose top-1 is this far (fraction) below eager fp32 (default %(default)s)")
     p.add_argument("--peak-gflops", type=float, help="peak GFLOP/s for peak_fraction (default: measured at the start of the run)")
+    p.add_argument("--calib-size", default=str(calibration.DEFAULT_SIZE), metavar="N",
+                   help="int8: training images in the calibration sample (default %(default)s; never test images)")
+    p.add_argument("--calib-seed", default=str(calibration.DEFAULT_SEED), metavar="SEED",
+                   help="int8: seed that draws the calibration sample (default %(default)s)")
     p.add_argument("--dawnbench", action="store_true", help="also measure batch-1 latency over the test images (DAWNBench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -53,6 +57,7 @@ def run(args) -> int:
     precisions = backends.parse_choices(_joined(args.precision), list(backends.PRECISIONS), "precision")
     if args.min_time <= 0 or args.min_reps < 1 or args.max_warmup <= 0:
         raise CifarSpeedError("--min-time and --max-warmup must be positive, --min-reps a positive integer")
+    calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
     if not 0 <= args.tolerance < 1:
         raise CifarSpeedError("--tolerance is a fraction of top-1 in [0, 1)")
     if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
@@ -69,7 +74,8 @@ def run(args) -> int:
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
         data_dir=args.data_dir, settings=settings, cache_dir=args.cache_dir, tolerance=args.tolerance,
         modes=None if args.mode in (None,) else (["device", "host"] if args.mode == "both" else [args.mode]),
-        compile_mode=args.compile_mode, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops)
+        compile_mode=args.compile_mode, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,
+        calib_size=calib_size, calib_seed=calib_seed)
     results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
     json_path, csv_path = sweep.write_results(results, out)
     for mode in results["harness"]["modes"]:

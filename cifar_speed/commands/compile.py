@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from .. import artifacts, backends
+from .. import artifacts, backends, calibration
 
 
 def add_parser(sub) -> None:
@@ -15,6 +15,12 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--out", help="output folder (default: ~/.cache/cifar-speed/artifacts/<machine>)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache holds a matching artifact")
+    p.add_argument("--calib-size", default=str(calibration.DEFAULT_SIZE), metavar="N",
+                   help="int8: training images in the calibration sample (default %(default)s; never test images)")
+    p.add_argument("--calib-seed", default=str(calibration.DEFAULT_SEED), metavar="SEED",
+                   help="int8: seed that draws the calibration sample (default %(default)s)")
+    p.add_argument("--data-dir", help="int8: CIFAR-10 folder for the calibration images "
+                                      "(default: $CIFAR_SPEED_DATA, then ~/.cache/cifar-speed)")
     p.set_defaults(func=run)
 
 
@@ -22,7 +28,9 @@ def run(args) -> int:
     backends.get_backend(args.backend)
     backends.check_precision(args.precision)
     batches = backends.parse_batches(args.batch)
+    calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
     res = artifacts.compile_checkpoint(args.checkpoint, args.backend, args.precision, args.device,
-                                       batches, args.out, force=args.force)
+                                       batches, args.out, force=args.force, calibration_size=calib_size,
+                                       calibration_seed=calib_seed, data_dir=args.data_dir)
     Console().print(f"{res.note}: {res.artifact} ({res.seconds:.1f} s; sidecar {res.sidecar.name}; key {res.key[:12]})")
     return 0
