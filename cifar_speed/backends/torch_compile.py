@@ -68,16 +68,26 @@ _PT2E_MODULES = {
 
 
 def _pt2e_source() -> str | None:
-    """Where PT2E is importable from, found without importing it: importing torchao's x86 quantizer
-    installs Inductor passes process-wide, which availability checks must not do."""
+    """Where PT2E is importable from, found by looking for its files without importing anything:
+    importing torchao.quantization takes seconds and its x86 quantizer installs Inductor passes
+    process-wide, which availability checks (doctor, sweep planning) must not do."""
     import importlib.util
 
     for source, names in _PT2E_MODULES.items():
+        top = names[0].split(".")[0]
         try:
-            if all(importlib.util.find_spec(n) is not None for n in names):
-                return source
+            spec = importlib.util.find_spec(top)
         except (ImportError, ValueError):
-            continue
+            spec = None
+        roots = list(spec.submodule_search_locations or []) if spec else []
+
+        def present(name: str) -> bool:
+            parts = name.split(".")[1:]
+            return any(Path(r, *parts[:-1], parts[-1] + ".py").is_file() or Path(r, *parts, "__init__.py").is_file()
+                       for r in roots)
+
+        if roots and all(present(n) for n in names):
+            return source
     return None
 
 
@@ -93,8 +103,7 @@ def quantize_pt2e(model: nn.Module, calib: "calibration.Calibration", max_batch:
     example = calib.images[:2] if calib.size >= 2 else calib.images.expand(2, -1, -1, -1)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with torch.no_grad():
-        # Exported under no_grad: a graph captured with autograd on keeps ops Inductor's int8 weight
-        # prepacking cannot constant-fold (onednn.qconv_prepack under fake tensors).
+        # Captured and calibrated under no_grad, as the PT2E x86 Inductor tutorial does.
         gm = torch.export.export(model, (example.contiguous(),), dynamic_shapes=({0: batch},)).module()
         quantizer = xmod.X86InductorQuantizer()
         quantizer.set_global(xmod.get_default_x86_inductor_quantization_config())
