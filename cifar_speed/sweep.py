@@ -198,19 +198,25 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     with prog:
         task = prog.add_task("bench", total=total)
         for ckpt, model, meta in loaded:
-            name = meta["model"]
+            # A row is a checkpoint, named by its file: several checkpoints may share an architecture
+            # (lightnn and its distilled variants) and must not merge into one row.
+            name = paths_for(ckpt)[1].stem
+            while name in results["models"]:
+                name += "+"
             norm = meta["normalize"]
             images = normalize(split.images[:n_eval], norm["mean"], norm["std"])
             labels = split.labels[:n_eval]
             flops = flops_per_image(model)
             ref_logits = None
-            info = {"checkpoint": str(paths_for(ckpt)[1]), "weights_sha256": meta.get("weights_sha256"),
+            info = {"checkpoint": str(paths_for(ckpt)[1]), "architecture": meta["model"],
+                    "weights_sha256": meta.get("weights_sha256"),
                     "params": count_params(model), "flops_per_image": flops,
                     "checkpoint_test_accuracy": meta.get("test_accuracy")}
             results["models"][name] = info
             baseline_ips: dict[tuple[int, str], float] = {}
             for backend, precision in pairs:
-                base = {"model": name, "backend": backend, "precision": precision, "device": device}
+                base = {"model": name, "architecture": meta["model"], "backend": backend, "precision": precision,
+                        "device": device}
                 prog.update(task, description=f"{name} {backend} {precision}: building")
                 t0 = time.perf_counter()
                 try:

@@ -222,3 +222,16 @@ def test_baseline_always_measured_and_dawnbench(tmp_path):
     assert by[("onnxrt", "fp32")]["requested"]
     d = by[("onnxrt", "fp32")]["dawnbench"]
     assert d["images"] == 40 and d["ms_per_image"] > 0 and 0 <= d["top1"] <= 1
+
+
+def test_checkpoints_of_one_architecture_get_their_own_rows(tmp_path):
+    """lightnn and its distilled variants share an architecture; each checkpoint is its own row."""
+    a = make_checkpoint(tmp_path, seed=0, stem="student_a")
+    b = make_checkpoint(tmp_path, seed=1, stem="student_b")
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[a, b], backends=["eager"], precisions=["fp32"], batches=[8]),
+                          progress=False)
+    assert set(res["models"]) == {"student_a", "student_b"}
+    assert {c["model"] for c in res["cells"]} == {"student_a", "student_b"}
+    assert {c["architecture"] for c in res["cells"]} == {"lightnn"}
+    by = {c["model"]: c for c in res["cells"]}
+    assert by["student_a"]["accuracy"]["top1"] >= 0 and by["student_a"]["speedup_vs_eager_fp32"] == 1.0
