@@ -47,8 +47,10 @@ def _pct(x) -> str:
 def models_section() -> str:
     rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | target | epochs | training time | train img/s | where trained | stored |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-    for sidecar in shipped_checkpoints():
-        m = json.loads(sidecar.read_text())
+    metas = [json.loads(s.read_text()) for s in shipped_checkpoints()]
+    plain_student = next((m["test_accuracy"] for m in metas if m.get("name") == "lightnn"), None)
+    fast_seeds = sum(1 for m in metas if m.get("model") == "fast")
+    for sidecar, m in zip(shipped_checkpoints(), metas):
         acc = _pct(m.get("test_accuracy"))
         if "test_accuracy_tta" in m:
             acc += f" ({_pct(m['test_accuracy_tta'])} with TTA)"
@@ -57,6 +59,11 @@ def models_section() -> str:
         if target is not None:
             best = max(m.get("test_accuracy", 0), m.get("test_accuracy_tta", 0))
             reached = f"≥ {target * 100:.0f} % {'met' if best >= target else '**missed**'}"
+            if m.get("model") == "fast":  # the target is a mean over at least 3 seeds
+                reached = (f"≥ 94 % mean of 3 seeds: **{fast_seeds} seed only**, "
+                           f"{'above' if best >= target else 'below'} 94 % with TTA")
+        elif m.get("name", "").startswith("lightnn_") and plain_student is not None:
+            reached = f"{(m['test_accuracy'] - plain_student) * 100:+.2f} pt vs lightnn"
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
         rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {m.get('param_count', 0):,} | "
