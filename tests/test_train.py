@@ -83,14 +83,22 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
         assert meta["teacher"]["name"] == "deepnn"
 
 
-def test_missing_teacher_is_trained_first(fake_data, tmp_path):
+@pytest.fixture
+def no_shipped_teacher(monkeypatch, tmp_path):
+    """Hide results/checkpoints so the teacher lookup cannot find the shipped deepnn."""
+    from cifar_speed.train import loop
+
+    monkeypatch.setattr(loop, "SHIPPED_DIR", tmp_path / "no-shipped-checkpoints")
+
+
+def test_missing_teacher_is_trained_first(fake_data, tmp_path, no_shipped_teacher):
     text = (REPO / "train" / "lightnn_kd.toml").read_text()
     sidecar = train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
     assert (tmp_path / "deepnn.json").is_file()
     assert json.loads(sidecar.read_text())["teacher"]["name"] == "deepnn"
 
 
-def test_missing_teacher_without_recipe_is_an_error(fake_data, tmp_path):
+def test_missing_teacher_without_recipe_is_an_error(fake_data, tmp_path, no_shipped_teacher):
     text = (REPO / "train" / "lightnn_kd.toml").read_text().replace('teacher_recipe = "train/deepnn.toml"', "")
     with pytest.raises(CifarSpeedError, match="teacher checkpoint 'deepnn' not found"):
         train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)

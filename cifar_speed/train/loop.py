@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data as D
-from ..checkpoint import load_checkpoint, paths_for, save_checkpoint
+from ..checkpoint import SHIPPED_DIR, load_checkpoint, paths_for, save_checkpoint
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
 from ..models import count_params, create_model, flops_per_image
@@ -189,7 +189,7 @@ def find_teacher(recipe: Recipe, out_dir: Path, **train_kwargs) -> tuple[nn.Modu
     If it is missing and the recipe names a teacher recipe, train the teacher first."""
     t = recipe.distill.teacher
     candidates = [Path(t)] if t.endswith(".json") else []
-    candidates += [out_dir / f"{t}.json", REPO_ROOT / "results" / "checkpoints" / f"{t}.json"]
+    candidates += [out_dir / f"{t}.json", SHIPPED_DIR / f"{t}.json"]
     for c in candidates:
         if paths_for(c)[1].is_file():
             return load_checkpoint(c)
