@@ -1,9 +1,11 @@
 """`cifar-speed train RECIPE.toml`: train one recipe into a checkpoint (see train/*.toml)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -37,14 +39,10 @@ def run(args) -> int:
         recipe.seed = args.seed
     if args.name:
         recipe.name = args.name
-    if args.epochs is not None and args.epochs <= 0:
-        raise CifarSpeedError("--epochs must be positive")
     sidecar = train(recipe, data_dir=args.data_dir, device=args.device, out_dir=args.out, epochs=args.epochs,
                     resume=args.resume, show_progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        import json
-
-        meta = json.loads(open(sidecar).read())
+        meta = json.loads(Path(sidecar).read_text())
         line = f"{recipe.name}: test accuracy {meta['test_accuracy']:.4f}"
         if "test_accuracy_tta" in meta:
             line += f" (with TTA {meta['test_accuracy_tta']:.4f})"
