@@ -226,20 +226,28 @@ def dawnbench_latency(runner, images: torch.Tensor, labels: torch.Tensor | None 
 
 def matmul_peak(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", size: int | None = None,
                 seconds: float = 1.0) -> float:
-    """Best achieved GFLOP/s of square matmuls on this device (the denominator of peak_fraction)."""
+    """Best achieved GFLOP/s (GOP/s for int8) of square matmuls on this device: the denominator of
+    peak_fraction for cells of that precision. int8 uses torch._int_mm (int8 x int8 -> int32), the
+    kernel family (VNNI on CPU, IMMA on CUDA) that quantized convolutions run on."""
     size = size or (8192 if device == "cuda" else 2048)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    if dtype == torch.int8:
+        a = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8)
+        b = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8)
+        mm = torch._int_mm
+    else:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        mm = torch.matmul
     flops = 2 * size ** 3
     best = 0.0
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(2):
-        a @ b
+        mm(a, b)
     sync()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        a @ b
+        mm(a, b)
         sync()
         best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     return best

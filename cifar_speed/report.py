@@ -37,6 +37,19 @@ def _modes(results: dict) -> list[str]:
     return list(dict.fromkeys(c["mode"] for c in results["cells"] if c.get("status") == "ok"))
 
 
+def peak_text(peak: dict) -> str:
+    """The denominators of the % peak column, as a results file recorded them."""
+    if "denominator_gflops" in peak:  # files written before per-precision peaks: one bf16 matmul peak for all
+        what = f"{peak['denominator_gflops']:,.0f} GFLOP/s for every precision"
+    elif "given_gflops" in peak:
+        what = f"{peak['given_gflops']:,.0f} GFLOP/s for every precision"
+    else:
+        what = ", ".join(f"{k.split('_')[0]} {v:,.0f} {'GOP/s' if k.endswith('gops') else 'GFLOP/s'}"
+                         for k, v in peak.items() if k.endswith(("_gflops", "_gops")))
+    return (f"{what} ({peak.get('source', '?')}"
+            f"{'; measured under contention, so too low' if peak.get('disturbed') else ''})")
+
+
 def render_markdown(results_list: list[dict]) -> str:
     out = []
     for results in results_list:
@@ -49,8 +62,7 @@ def render_markdown(results_list: list[dict]) -> str:
                    f"{' '.join(cpu['features'])}), torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}"
                    f"{', torch-tensorrt ' + v['torch_tensorrt'] if v.get('torch_tensorrt') else ''}; "
                    f"{prov['torch_threads']} threads; commit `{prov.get('git_commit')}`. Peak for the % column: "
-                   f"{peak.get('denominator_gflops', 0):,.0f} GFLOP/s ({peak.get('source', '?')}"
-                   f"{'; measured under contention, so too low' if peak.get('disturbed') else ''}). "
+                   f"{peak_text(peak)}. "
                    f"Accuracy on {results['harness']['accuracy_images']:,} test images.\n")
         best = fastest(results)
         for mode in _modes(results):

@@ -119,12 +119,22 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tenso
 
 # -- the run ----------------------------------------------------------------------------------------
 
+PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "fp16": "fp16_gflops", "int8": "int8_gops"}
+
+
 def measure_peak(device: str, seconds: float = 1.0) -> dict:
-    """Measured matmul peaks (GFLOP/s) for the denominators of peak_fraction."""
+    """Measured matmul peaks, one per precision: each cell's peak_fraction divides by the peak of its
+    own precision (an int8 cell over a bf16 peak would read above 100 %)."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     out = {"fp32_gflops": harness.matmul_peak(torch.float32, device, seconds=seconds)}
     if device == "cuda" or cpu_has_fast_bf16():
         out["bf16_gflops"] = harness.matmul_peak(torch.bfloat16, device, seconds=seconds)
+    if device == "cuda":
+        out["fp16_gflops"] = harness.matmul_peak(torch.float16, device, seconds=seconds)
+    try:
+        out["int8_gops"] = harness.matmul_peak(torch.int8, device, seconds=seconds)
+    except RuntimeError:  # no int8 GEMM kernel on this device: int8 cells get no peak_fraction
+        pass
     out["source"] = f"measured by cifar_speed.harness.matmul_peak on {device} at the start of this run"
     if device == "cpu":
         # A peak measured while another process shares the cores is too low (and every
@@ -133,6 +143,11 @@ def measure_peak(device: str, seconds: float = 1.0) -> dict:
                                         torch.get_num_threads())
         out.update({"cpu_wall_ratio": ratio, "disturbed": flag})
     return out
+
+
+def peak_for(peak: dict, precision: str) -> float | None:
+    """The denominator of peak_fraction for a cell of this precision (None: not measured)."""
+    return peak.get(PEAK_KEYS.get(precision, "")) or peak.get("given_gflops")
 
 
 def _one_line(e: BaseException) -> str:
@@ -175,9 +190,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                         for b, p in pairs if p == "int8"]
             pairs = [(b, p) for b, p in pairs if p != "int8"]
 
-    peak = ({"bf16_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops)"}
+    peak = ({"given_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops), every precision"}
             if cfg.peak_gflops else measure_peak(device))
-    peak_denominator = peak.get("bf16_gflops") or peak.get("fp32_gflops")
 
     results = {
         "schema": SCHEMA,
@@ -188,7 +202,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                     "compile_mode": cfg.compile_mode, "dawnbench": cfg.dawnbench,
                     **({"calibration": {"size": calib_size, "seed": calib_seed, "split": calibration.SPLIT}}
                        if calibs else {})},
-        "peak": {**peak, "denominator_gflops": peak_denominator},
+        "peak": peak,
         "request": {"backends": cfg.backends, "precisions": cfg.precisions, "batches": batches},
         "models": {}, "skipped": skipped, "cells": [],
     }
@@ -268,7 +282,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                                 "requested": (backend, precision) in requested,
                                 "runner": runner.info, "build_and_eval_s": build_s,
                                 "latency": stats, "images_per_s": ips, "gflops": gflops,
-                                "peak_fraction": gflops / peak_denominator if peak_denominator else None,
+                                "peak_fraction": gflops / peak_for(peak, precision) if peak_for(peak, precision) else None,
                                 "speedup_vs_eager_fp32": (ips / baseline_ips[(batch, mode)]
                                                           if (batch, mode) in baseline_ips else None),
                                 "accuracy": acc, "accuracy_flagged": flagged, "disturbed": stats["disturbed"]}

@@ -139,6 +139,7 @@ def test_dawnbench_one_image_at_a_time():
 
 def test_matmul_peak_is_positive():
     assert harness.matmul_peak(torch.float32, "cpu", size=64, seconds=0.01) > 0
+    assert harness.matmul_peak(torch.int8, "cpu", size=64, seconds=0.01) > 0  # torch._int_mm
 
 
 @pytest.mark.gpu

@@ -67,3 +67,10 @@ def test_foreign_or_broken_results_are_refused(tmp_path):
         report.load_results(bad)
     with pytest.raises(CifarSpeedError, match="not found"):
         report.load_results(tmp_path / "missing.json")
+
+
+def test_peak_text_reads_old_and_per_precision_files():
+    assert "1,000 GFLOP/s for every precision" in report.peak_text({"denominator_gflops": 1000.0, "source": "old"})
+    text = report.peak_text({"fp32_gflops": 190.0, "bf16_gflops": 430.0, "int8_gops": 900.0, "source": "s",
+                             "disturbed": True})
+    assert "fp32 190 GFLOP/s" in text and "int8 900 GOP/s" in text and "contention" in text

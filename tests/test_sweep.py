@@ -67,7 +67,7 @@ def test_results_schema(results):
     assert "features" in prov["cpu"] and "onnxruntime" in prov["versions"]
     h = results["harness"]
     assert h["min_time_s"] == harness.QUICK.min_time_s and h["modes"] == ["device"] and h["accuracy_images"] == 40
-    assert results["peak"]["denominator_gflops"] == 1000.0 and "command line" in results["peak"]["source"]
+    assert results["peak"]["given_gflops"] == 1000.0 and "command line" in results["peak"]["source"]
     m = results["models"]["lightnn"]
     assert m["flops_per_image"] > 0 and m["params"] > 0 and "eager_fp32_top1" in m
     assert {s["precision"] for s in results["skipped"]} >= {"fp16"}
@@ -235,3 +235,21 @@ def test_checkpoints_of_one_architecture_get_their_own_rows(tmp_path):
     assert {c["architecture"] for c in res["cells"]} == {"lightnn"}
     by = {c["model"]: c for c in res["cells"]}
     assert by["student_a"]["accuracy"]["top1"] >= 0 and by["student_a"]["speedup_vs_eager_fp32"] == 1.0
+
+
+def test_peak_fraction_divides_by_the_peak_of_the_cells_own_precision():
+    peak = {"fp32_gflops": 100.0, "bf16_gflops": 400.0, "int8_gops": 800.0}
+    assert sweep.peak_for(peak, "fp32") == 100.0
+    assert sweep.peak_for(peak, "bf16") == 400.0
+    assert sweep.peak_for(peak, "int8") == 800.0
+    assert sweep.peak_for(peak, "fp16") is None  # not measured on a CPU: no fraction rather than a wrong one
+    assert sweep.peak_for({"given_gflops": 5.0}, "int8") == 5.0
+
+
+def test_measure_peak_has_one_denominator_per_precision(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sweep.harness, "matmul_peak", lambda dtype, device, seconds: seen.append(dtype) or 1.0)
+    monkeypatch.setattr(sweep, "cpu_has_fast_bf16", lambda: True)
+    peak = sweep.measure_peak("cpu", seconds=0.0)
+    assert {k for k in peak if k.endswith(("_gflops", "_gops"))} == {"fp32_gflops", "bf16_gflops", "int8_gops"}
+    assert seen == [torch.float32, torch.bfloat16, torch.int8]

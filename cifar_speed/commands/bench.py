@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import backends, calibration, harness, sweep
+from ..report import peak_text
 from ..errors import CifarSpeedError
 
 
@@ -90,7 +91,7 @@ def run(args) -> int:
         console.print(f"[yellow]{n_dist} cell(s) disturbed[/]: another process shared the CPU (cpu/wall below "
                       f"{settings.disturbed_fraction} x threads); rerun on an idle machine")
     peak = results["peak"]
-    console.print(f"peak used for peak_fraction: {peak['denominator_gflops']:,.0f} GFLOP/s ({peak['source']})"
+    console.print(f"peak used for peak_fraction: {peak_text(peak)}"
                   + (" [yellow]- disturbed: pass --peak-gflops from `cifar-speed doctor --peak` on an idle machine[/]"
                      if peak.get("disturbed") else ""))
     console.print(f"results: {json_path} and {csv_path}")
