@@ -79,6 +79,9 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
     assert meta["name"] == name and 0 <= meta["test_accuracy"] <= 1
     assert meta["provenance"]["versions"]["torch"] == torch.__version__
     assert meta["recipe"]["model"] == meta["model"]
+    # CPU training records its process CPU time beside wall time, and whether the cores were shared.
+    assert meta["train_cpu_seconds"] > 0 and isinstance(meta["train_disturbed"], bool)
+    assert meta["train_threads"] == torch.get_num_threads() and "cpu_wall_ratio" in meta["history"][-1]
     if recipe.distill.kind:
         assert meta["teacher"]["name"] == "deepnn"
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data as D
+from .. import harness
 from ..checkpoint import SHIPPED_DIR, load_checkpoint, paths_for, save_checkpoint
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
@@ -51,6 +52,15 @@ def resolve_precision(wanted: str, device: torch.device) -> torch.dtype:
     if wanted == "fp16" and device.type != "cuda":
         raise CifarSpeedError("fp16 training needs a CUDA GPU; use bf16 or fp32 on the CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
+
+
+def _cpu_load(state: dict, dev: torch.device) -> dict:
+    """Process CPU seconds of the training epochs and whether other work shared the cores (CPU runs)."""
+    if dev.type != "cpu" or "train_cpu_seconds" not in state:
+        return {}
+    flag, ratio = harness.disturbed(state["train_cpu_seconds"], state["train_seconds"], torch.get_num_threads())
+    return {"train_cpu_seconds": round(state["train_cpu_seconds"], 1), "train_cpu_wall_ratio": round(ratio, 2),
+            "train_threads": torch.get_num_threads(), "train_disturbed": flag}
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -331,7 +341,7 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
             model.train()
             if recipe.train.whiten_bias_epochs and hasattr(model, "whiten"):
                 model.whiten.bias.requires_grad = epoch < recipe.train.whiten_bias_epochs
-            t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+            t0, cpu0, seen, correct, loss_sum = time.perf_counter(), time.process_time(), 0, 0, 0.0
             flip_mask = flip_base ^ bool(epoch % 2) if recipe.augment.alternating_flip else None
             for idx, x, y in D.batches(train_split, bs, mean, std, augment=None, shuffle=True, gen=gen,
                                        device=dev, rank=ddp.rank, world_size=ddp.world_size):
@@ -390,10 +400,13 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                 lookahead.update(model, decay=1.0)  # the last step ends on the averaged weights
             epoch_s = time.perf_counter() - t0
             state["train_seconds"] += epoch_s
+            # Process CPU time beside wall time: a CPU run that shared its cores is flagged in the sidecar.
+            state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu0
             state["images"] += seen * ddp.world_size
             record = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(seen, 1),
                       "train_accuracy": correct / max(seen, 1), "lr": optimizer.param_groups[-1]["lr"],
-                      "seconds": round(epoch_s, 2), "images_per_s": round(seen * ddp.world_size / epoch_s, 1)}
+                      "seconds": round(epoch_s, 2), "images_per_s": round(seen * ddp.world_size / epoch_s, 1),
+                      "cpu_wall_ratio": round((time.process_time() - cpu0) / epoch_s, 2)}
             stop = False
             if val_split is not None:
                 val = evaluate(model, val_split, mean, std, dev, dtype, channels_last=channels_last)
@@ -453,6 +466,7 @@ def _finish(recipe, model, dev, mean, std, test_split, report_test, state, out_d
         "train_seconds": round(state["train_seconds"], 1),
         "train_images_per_s": round(state["images"] / max(state["train_seconds"], 1e-9), 1),
         "train_precision": str(dtype).removeprefix("torch."),
+        **_cpu_load(state, dev),
         "device": str(dev),
         "world_size": ddp.world_size,
         "recipe": recipe.to_dict(),
