@@ -1,0 +1,54 @@
+"""The maintainer scripts in tools/ that turn training runs into committed results."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from _fakedata import REPO
+from cifar_speed.checkpoint import save_checkpoint
+from cifar_speed.errors import CifarSpeedError
+from cifar_speed.models import create_model
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path, seed: int, acc: float, tta: float | None = None, lr: float = 0.1, model: str = "lightnn"):
+    meta = {"model": model, "name": f"{model}_s{seed}", "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+            "test_accuracy": acc, "train_seconds": 100.0 + seed, "train_images_per_s": 500.0,
+            "recipe": {"model": model, "seed": seed, "name": f"{model}_s{seed}", "path": "train/x.toml",
+                       "optim": {"lr": lr}}}
+    if tta is not None:
+        meta["test_accuracy_tta"] = tta
+    return save_checkpoint(tmp_path / f"{model}_s{seed}", create_model(model), meta)
+
+
+def test_seed_summary_mean_spread_and_provenance(tmp_path):
+    seeds = _tool("seed_summary")
+    runs = [_run(tmp_path, s, a, t) for s, a, t in ((0, 0.90, 0.92), (1, 0.92, 0.94), (2, 0.94, 0.93))]
+    out = tmp_path / "seeds.json"
+    assert seeds.main([str(r) for r in runs] + ["--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["seeds"] == [0, 1, 2] and summary["model"] == "lightnn"
+    assert summary["test_accuracy"]["mean"] == pytest.approx(0.92)
+    assert summary["test_accuracy"]["std"] == pytest.approx(0.02)
+    assert summary["test_accuracy_tta"]["min"] == pytest.approx(0.92)
+    assert summary["train_seconds"]["max"] == 102.0
+    assert all(r["training_record"]["weights_sha256"] == r["weights_sha256"] for r in summary["runs"])
+    assert "versions" in summary["provenance"]
+
+
+def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
+    seeds = _tool("seed_summary")
+    a, b = _run(tmp_path, 0, 0.9), _run(tmp_path, 1, 0.9, lr=0.2)
+    with pytest.raises(CifarSpeedError, match="not one recipe"):
+        seeds.summarise([a, b])
+    out = tmp_path / "seeds.json"
+    assert seeds.main([str(a), str(a), "--out", str(out)]) == 2
+    assert "share a seed" in capsys.readouterr().err and not out.exists()

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Gather the runs of one recipe trained with different seeds into one results file: test accuracy
+(and TTA accuracy where recorded) per seed, mean, sample standard deviation, min and max, and the
+training wall time of each run with its CPU load.
+
+Every figure is read from the sidecars `cifar-speed train` wrote; nothing is re-typed. Weights that
+are not shipped (runs/ is not in git) are identified by their sha256, and the sidecars are copied
+whole into the results file so that each number keeps its provenance.
+
+    .venv/bin/python tools/seed_summary.py results/checkpoints/fast.json runs/fast_s1.json \\
+        runs/fast_s2.json --out results/amd-epyc-2c/fast-seeds.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cifar_speed.checkpoint import load_checkpoint  # noqa: E402
+from cifar_speed.errors import CifarSpeedError  # noqa: E402
+from cifar_speed.fileio import atomic_write_text  # noqa: E402
+from cifar_speed.provenance import provenance  # noqa: E402
+
+
+def _stats(values: list[float]) -> dict:
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values), "max": max(values)}
+
+
+def summarise(sidecars: list[Path]) -> dict:
+    runs = []
+    for s in sidecars:
+        _, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
+        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta})
+    models = {r["meta"]["model"] for r in runs}
+    recipes = {json.dumps({k: v for k, v in r["meta"]["recipe"].items() if k not in ("seed", "name", "path")}, sort_keys=True)
+               for r in runs}
+    if len(models) != 1 or len(recipes) != 1:
+        raise CifarSpeedError("these checkpoints are not one recipe trained with different seeds")
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise CifarSpeedError(f"two checkpoints share a seed: {seeds}")
+    out = {
+        "schema": "cifar-speed-seeds/1",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": models.pop(),
+        "recipe": runs[0]["meta"]["recipe"].get("name") or runs[0]["meta"]["name"],
+        "seeds": seeds,
+        "test_accuracy": _stats([r["meta"]["test_accuracy"] for r in runs]),
+        "train_seconds": _stats([r["meta"]["train_seconds"] for r in runs]),
+        "runs": [{"seed": r["seed"], "name": r["meta"]["name"], "sidecar": r["sidecar"],
+                  "test_accuracy": r["meta"]["test_accuracy"],
+                  "test_accuracy_tta": r["meta"].get("test_accuracy_tta"),
+                  "train_seconds": r["meta"]["train_seconds"],
+                  "train_images_per_s": r["meta"]["train_images_per_s"],
+                  "train_cpu_wall_ratio": r["meta"].get("train_cpu_wall_ratio"),
+                  "train_disturbed": r["meta"].get("train_disturbed"),
+                  "weights_sha256": r["meta"].get("shipping", {}).get("source_weights_sha256")
+                  or r["meta"].get("weights_sha256"),
+                  "training_record": r["meta"]} for r in runs],
+        "provenance": provenance(),
+    }
+    if all(r["meta"].get("test_accuracy_tta") is not None for r in runs):
+        out["test_accuracy_tta"] = _stats([r["meta"]["test_accuracy_tta"] for r in runs])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sidecars", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        summary = summarise(args.sidecars)
+    except CifarSpeedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
+    acc = summary["test_accuracy"]
+    line = f"{summary['model']}: {acc['n']} seeds, test top-1 mean {acc['mean'] * 100:.2f} %"
+    if "test_accuracy_tta" in summary:
+        line += f", with TTA {summary['test_accuracy_tta']['mean'] * 100:.2f} %"
+    print(f"{line} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
