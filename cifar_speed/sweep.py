@@ -224,7 +224,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
             ref_logits = None
             info = {"checkpoint": str(paths_for(ckpt)[1]), "architecture": meta["model"],
                     "weights_sha256": meta.get("weights_sha256"),
-                    "params": count_params(model), "flops_per_image": flops,
+                    "params": count_params(model, trainable_only=False), "flops_per_image": flops,
                     "checkpoint_test_accuracy": meta.get("test_accuracy")}
             results["models"][name] = info
             baseline_ips: dict[tuple[int, str], float] = {}

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
+from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.report import load_results, render_markdown, plot  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
@@ -95,7 +96,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
             reached = f"{(m['test_accuracy'] - plain_student) * 100:+.2f} pt vs lightnn"
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
-        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {m.get('param_count', 0):,} | "
+        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
                     f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {reached} | {m.get('epochs_run')} | "
                     f"{m.get('train_seconds', 0) / 60:,.1f} min | {m.get('train_images_per_s', 0):,.0f} | {where} | "
                     f"{m.get('storage_dtype')} |")

@@ -458,7 +458,7 @@ def _finish(recipe, model, dev, mean, std, test_split, report_test, state, out_d
         "normalize": {"mean": list(mean), "std": list(std)},
         "test_accuracy": test["accuracy"],
         "per_class_accuracy": _per_class(test["pred"], test_split.labels),
-        "param_count": count_params(model),
+        "param_count": count_params(model, trainable_only=False),
         "flops_per_image": flops_per_image(model),
         "epochs_run": state["epoch"],
         "steps_run": state["step"],
