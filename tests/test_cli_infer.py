@@ -127,3 +127,11 @@ def test_doctor(capsys):
     assert "versions" in facts["provenance"] and "features" in facts["provenance"]["cpu"]
     code, out, _ = run_cli(capsys, "doctor")
     assert code == 0 and "unavailable" in out and "machine:" in out
+
+
+def test_doctor_peak_prints_every_precision(capsys, monkeypatch):
+    from cifar_speed import sweep
+    monkeypatch.setattr(sweep, "measure_peak", lambda device: {"fp32_gflops": 190.0, "bf16_gflops": 420.0,
+                                                              "int8_gops": 890.0, "source": "stub"})
+    code, out, _ = run_cli(capsys, "doctor", "--peak")
+    assert code == 0 and "fp32 190 GFLOP/s" in out and "int8 890 GOP/s" in out

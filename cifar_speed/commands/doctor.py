@@ -8,11 +8,12 @@ from rich.table import Table
 
 from .. import backends
 from ..provenance import provenance
+from ..report import peak_text
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="list every backend x precision as available / unavailable, with the reason")
-    p.add_argument("--peak", action="store_true", help="also measure this machine's fp32 / bf16 matmul peak (a few seconds)")
+    p.add_argument("--peak", action="store_true", help="also measure this machine's matmul peak per precision: fp32, bf16, int8 (a few seconds)")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=run)
 
@@ -53,7 +54,5 @@ def run(args) -> int:
     console.print(f"gpu: {gpu['name'] + ' driver ' + str(gpu.get('driver')) if gpu else 'none'}")
     console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
     for device, peak in facts.get("peak", {}).items():
-        console.print(f"peak on {device}: " + ", ".join(f"{k.replace('_gflops', '')} {val:,.0f} GFLOP/s"
-                                                      for k, val in peak.items() if k.endswith("gflops"))
-                      + (" [yellow](disturbed: another process shared the CPU)[/]" if peak.get("disturbed") else ""))
+        console.print(f"peak on {device}: {peak_text(peak)}")
     return 0
