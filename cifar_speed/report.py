@@ -173,6 +173,52 @@ def plot(results_list: list[dict], out_dir) -> list[Path]:
     return written
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (speed, accuracy) points that no other point beats on both, fastest first."""
+    front, best_acc = [], -1.0
+    for speed, acc in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if acc > best_acc:
+            front.append((speed, acc))
+            best_acc = acc
+    return front
+
+
+def plot_overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | None:
+    """One accuracy-vs-throughput plot of every model in every given results file of one machine:
+    all cells at the largest batch size, each model's fastest cell labelled, and the Pareto front
+    (which model + backend + precision to ship for a given speed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    machines = {r["provenance"]["machine"] for r in results_list}
+    cells = [c for r in results_list for c in _ok(r, mode)]
+    if len(machines) != 1 or not cells:
+        return None  # speeds of different machines do not belong on one axis
+    batch = max(c["batch_size"] for c in cells)
+    cells = [c for c in cells if c["batch_size"] == batch and c.get("accuracy")]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for model in dict.fromkeys(c["model"] for c in cells):
+        mine = [c for c in cells if c["model"] == model]
+        ax.scatter([c["images_per_s"] for c in mine], [c["accuracy"]["top1"] * 100 for c in mine], s=14, alpha=0.7,
+                   label=model)
+    front = pareto_front([(c["images_per_s"], c["accuracy"]["top1"] * 100) for c in cells])
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", linewidth=0.8, label="Pareto front")
+    on_front = [next(c for c in cells if (c["images_per_s"], c["accuracy"]["top1"] * 100) == p) for p in front]
+    for model in dict.fromkeys(c["model"] for c in on_front):  # name each model's fastest cell worth shipping
+        c = max((c for c in on_front if c["model"] == model), key=lambda c: c["images_per_s"])
+        ax.annotate(f"{model}: {c['backend']} {c['precision']}", (c["images_per_s"], c["accuracy"]["top1"] * 100),
+                    fontsize=7, xytext=(-4, 4), textcoords="offset points", ha="right")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"images/s at batch {batch}, {mode} inputs (log scale)")
+    ax.set_ylabel("top-1 on the test set (%)")
+    ax.set_title(f"every model x backend x precision, {machines.pop()}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, Path(out_dir) / f"{results_list[0]['provenance']['machine']}-{mode}-overview.png")
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -190,7 +236,8 @@ def write_report(paths, out_dir) -> tuple[Path, list[Path]]:
         raise CifarSpeedError("no results files given")
     out_dir = Path(out_dir)
     md = render_markdown(results)
-    pngs = plot(results, out_dir)
+    overview = plot_overview(results, out_dir)
+    pngs = ([overview] if overview else []) + plot(results, out_dir)
     md += "\n" + "\n".join(f"![{p.stem}]({os.path.relpath(p, out_dir)})" for p in pngs) + "\n"
     md_path = out_dir / "report.md"
     atomic_write_text(md_path, md)

@@ -51,7 +51,7 @@ def test_plots_and_report_files(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(synthetic_results()))
     md_path, pngs = report.write_report([path], tmp_path / "out")
-    assert len(pngs) == 2 and md_path.is_file()
+    assert len(pngs) == 3 and md_path.is_file() and pngs[0].name.endswith("-device-overview.png")
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert p.name in md_path.read_text()
@@ -74,3 +74,15 @@ def test_peak_text_reads_old_and_per_precision_files():
     text = report.peak_text({"fp32_gflops": 190.0, "bf16_gflops": 430.0, "int8_gops": 900.0, "source": "s",
                              "disturbed": True})
     assert "fp32 190 GFLOP/s" in text and "int8 900 GOP/s" in text and "contention" in text
+
+
+def test_pareto_front_keeps_points_nothing_beats_on_both():
+    pts = [(100.0, 90.0), (200.0, 80.0), (150.0, 70.0), (50.0, 95.0), (200.0, 60.0)]
+    assert report.pareto_front(pts) == [(200.0, 80.0), (100.0, 90.0), (50.0, 95.0)]
+
+
+def test_overview_refuses_to_mix_machines(tmp_path):
+    a, b = synthetic_results(), synthetic_results()
+    b["provenance"] = {**b["provenance"], "machine": "another-machine"}
+    assert report.plot_overview([a, b], tmp_path) is None
+    assert report.plot_overview([a, a], tmp_path).is_file()

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
-from cifar_speed.report import load_results, render_markdown, plot  # noqa: E402
+from cifar_speed.report import load_results, plot, plot_overview, render_markdown  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -155,7 +155,8 @@ def main() -> int:
     text = replace(text, "models", models_section(seed_files, seed_paths))
     if results:
         md = render_markdown(results)
-        pngs = plot(results, Path(args.bench[0]).parent)
+        overview = plot_overview(results, Path(args.bench[0]).parent)
+        pngs = ([overview] if overview else []) + plot(results, Path(args.bench[0]).parent)
         md += "\n" + "\n".join(f"![{p.stem}]({os.path.relpath(p, args.readme.parent)})" for p in pngs)
         md += "\n\nSource: " + ", ".join(f"[`{os.path.relpath(p, args.readme.parent)}`]({os.path.relpath(p, args.readme.parent)})" for p in args.bench)
         text = replace(text, "bench", md)
