@@ -156,10 +156,12 @@ def main() -> int:
     seed_paths = [os.path.relpath(p, args.readme.parent) for p in args.seeds]
     text = replace(text, "models", models_section(seed_files, seed_paths))
     if results:
-        md = render_markdown(results)
+        rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
         overview = plot_overview(results, Path(args.bench[0]).parent)
-        pngs = ([overview] if overview else []) + plot(results, Path(args.bench[0]).parent)
-        md += "\n" + "\n".join(f"![{p.stem}]({os.path.relpath(p, args.readme.parent)})" for p in pngs)
+        # The overview first: it answers "which model and backend to ship" before the tables detail it.
+        md = (f"![every model, backend and precision at the largest batch]({rel(overview)})\n\n" if overview else "")
+        md += render_markdown(results)
+        md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(results, Path(args.bench[0]).parent))
         md += "\n\nSource: " + ", ".join(f"[`{os.path.relpath(p, args.readme.parent)}`]({os.path.relpath(p, args.readme.parent)})" for p in args.bench)
         text = replace(text, "bench", md)
     text = replace(text, "vs-report", vs_report_section(results))
