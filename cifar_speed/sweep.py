@@ -277,12 +277,13 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                         if (backend, precision) == BASELINE:
                             baseline_ips[(batch, mode)] = ips
                         gflops = flops * ips / 1e9
+                        peak_gflops = peak_for(peak, precision)
                         cell = {**base, "batch_size": batch, "mode": mode, "status": "ok",
                                 "baseline": (backend, precision) == BASELINE,
                                 "requested": (backend, precision) in requested,
                                 "runner": runner.info, "build_and_eval_s": build_s,
                                 "latency": stats, "images_per_s": ips, "gflops": gflops,
-                                "peak_fraction": gflops / peak_for(peak, precision) if peak_for(peak, precision) else None,
+                                "peak_fraction": gflops / peak_gflops if peak_gflops else None,
                                 "speedup_vs_eager_fp32": (ips / baseline_ips[(batch, mode)]
                                                           if (batch, mode) in baseline_ips else None),
                                 "accuracy": acc, "accuracy_flagged": flagged, "disturbed": stats["disturbed"]}

@@ -58,9 +58,10 @@ def _cpu_load(state: dict, dev: torch.device) -> dict:
     """Process CPU seconds of the training epochs and whether other work shared the cores (CPU runs)."""
     if dev.type != "cpu" or "train_cpu_seconds" not in state:
         return {}
-    flag, ratio = harness.disturbed(state["train_cpu_seconds"], state["train_seconds"], torch.get_num_threads())
+    threads = torch.get_num_threads()
+    flag, ratio = harness.disturbed(state["train_cpu_seconds"], state["train_seconds"], threads)
     return {"train_cpu_seconds": round(state["train_cpu_seconds"], 1), "train_cpu_wall_ratio": round(ratio, 2),
-            "train_threads": torch.get_num_threads(), "train_disturbed": flag}
+            "train_threads": threads, "train_disturbed": flag}
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -398,15 +399,15 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                                 f"acc {correct / seen:.3f}  {seen * ddp.world_size / elapsed:,.0f} img/s")
             if lookahead is not None and state["step"] >= total_steps:
                 lookahead.update(model, decay=1.0)  # the last step ends on the averaged weights
-            epoch_s = time.perf_counter() - t0
+            epoch_s, epoch_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
             state["train_seconds"] += epoch_s
             # Process CPU time beside wall time: a CPU run that shared its cores is flagged in the sidecar.
-            state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu0
+            state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + epoch_cpu_s
             state["images"] += seen * ddp.world_size
             record = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(seen, 1),
                       "train_accuracy": correct / max(seen, 1), "lr": optimizer.param_groups[-1]["lr"],
                       "seconds": round(epoch_s, 2), "images_per_s": round(seen * ddp.world_size / epoch_s, 1),
-                      "cpu_wall_ratio": round((time.process_time() - cpu0) / epoch_s, 2)}
+                      "cpu_wall_ratio": round(epoch_cpu_s / epoch_s, 2)}
             stop = False
             if val_split is not None:
                 val = evaluate(model, val_split, mean, std, dev, dtype, channels_last=channels_last)
