@@ -128,7 +128,7 @@ def _dawn(results_list, model):
 def vs_report_section(results_list) -> str:
     rows = ["| model | theirs: accuracy | theirs: speed | ours: official test top-1 | ours: batch-1 latency (DAWNBench, 10,000 images one at a time) | ours: batch-128 time per image (best backend) |",
             "|---|---|---|---:|---:|---:|"]
-    metas = {json.loads(s.read_text())["name"]: json.loads(s.read_text()) for s in shipped_checkpoints()}
+    metas = {m["name"]: m for m in (json.loads(s.read_text()) for s in shipped_checkpoints())}
     for name, (acc, speed) in THEIRS.items():
         m = metas.get(name)
         ours = _pct(m["test_accuracy"]) if m else "not trained yet"
