@@ -52,8 +52,18 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def cpu_has_fast_int8() -> bool:
+    """True where int8 kernels beat fp32: VNNI/AMX do one instruction per 4-way dot product, AVX2 does
+    it in two (vpmaddubsw + vpmaddwd), still twice the lanes of fp32. Which of them ran is the
+    cell's `int8_isa`, so a reader never mistakes an AVX2 int8 figure for a VNNI one."""
+    return int8_isa() != "none"
+
+
+def int8_isa() -> str:
     feats = set(cpu_info()["features"])
-    return bool(feats & {"amx_int8", "avx512_vnni"})
+    for isa, needed in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx2", "avx2")):
+        if needed in feats:
+            return isa
+    return "none"
 
 
 @functools.lru_cache(maxsize=1)
@@ -130,5 +140,15 @@ def machine_slug() -> str:
         name = torch.cuda.get_device_name(0)
     else:
         info = cpu_info()
-        name = f"{info['model']}-{info['usable_cpus']}c"
+        name = f"{info['model']}-{info['usable_cpus']}c-{cpu_isa_tier()}"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def cpu_isa_tier() -> str:
+    """The best matrix/vector tier of this CPU. Cloud VMs report the same model name ("AMD EPYC") for
+    processors with and without AVX-512, whose speeds differ by 2-4x, so results folders need it."""
+    feats = set(cpu_info()["features"])
+    for tier, needed in (("amx", "amx_tile"), ("avx512bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if needed in feats:
+            return tier
+    return "base"

@@ -20,7 +20,7 @@ from _infer_util import fake_split, make_checkpoint
 
 META = {"normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}}
 INT8_CPU = backends.precision_on_device("int8", "cpu")[0]
-needs_int8_cpu = pytest.mark.skipif(not INT8_CPU, reason="int8 needs AVX512-VNNI or AMX on this CPU")
+needs_int8_cpu = pytest.mark.skipif(not INT8_CPU, reason="int8 needs AVX2, AVX512-VNNI or AMX on this CPU")
 
 
 def train_split(n: int = 300) -> Split:

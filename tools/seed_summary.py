@@ -8,7 +8,7 @@ are not shipped (runs/ is not in git) are identified by their sha256, and the si
 whole into the results file so that each number keeps its provenance.
 
     .venv/bin/python tools/seed_summary.py results/checkpoints/fast.json runs/fast_s1.json \\
-        runs/fast_s2.json --out results/amd-epyc-2c/fast-seeds.json
+        runs/fast_s2.json --out results/amd-epyc-2c-avx512bf16/fast-seeds.json
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def precision_on_device(precision: str, device: str) -> tuple[bool, str]:
     if precision == "bf16" and not cpu_has_fast_bf16():
         return False, "bf16 on CPU needs AMX or AVX512-BF16 (this CPU has neither)"
     if precision == "int8" and not cpu_has_fast_int8():
-        return False, "int8 on CPU needs AVX512-VNNI or AMX-INT8 (this CPU has neither)"
+        return False, "int8 on CPU needs AVX2, AVX512-VNNI or AMX-INT8 (this CPU has none of them)"
     return True, ""
 
 

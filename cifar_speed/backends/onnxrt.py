@@ -31,6 +31,7 @@ from . import TORCH_DTYPES, Runner, precision_on_device
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
+from ..provenance import int8_isa
 
 EXTENSION = ".onnx"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -82,14 +83,13 @@ def int8_settings(device: str) -> dict:
     CPU: uint8 activations x int8 weights (U8S8), the combination ORT's x86 kernels are built for.
     Measured on this project's AVX512-VNNI CPU (no AMX), ONNX Runtime 1.32, batch 128, the
     random-init `cnn`: U8S8 108 ms, S8S8 120 ms, U8U8 228 ms (fp32 120 ms; machine loaded).
-    reduce_range stays off: it exists for CPUs without VNNI, where VPMADDUBSW can saturate u8 x s8
-    products; VNNI's VPDPBUSD (and AMX) accumulate in int32 without that, and int8 on a CPU without
-    VNNI / AMX is unavailable anyway (backends.precision_on_device).
+    reduce_range (7-bit weights) is on only for CPUs without VNNI/AMX: there VPMADDUBSW adds two u8 x s8
+    products into an int16 that can saturate; VNNI's VPDPBUSD (and AMX) accumulate in int32.
     TensorRT provider: TensorRT's explicit quantization takes symmetric int8 only (zero point 0).
     """
     if device == "cpu":
         return {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
-                "per_channel": True, "reduce_range": False, "calibrate_method": "MinMax",
+                "per_channel": True, "reduce_range": int8_isa() == "avx2", "calibrate_method": "MinMax",
                 "extra_options": {}}
     return {"quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8",
             "per_channel": True, "reduce_range": False, "calibrate_method": "MinMax",
