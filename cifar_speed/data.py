@@ -277,3 +277,97 @@ def batches(split: Split, batch_size: int, mean, std, *, augment: Augment | None
         if augment is not None:
             x = augment(x, gen)
         yield idx, x.to(dtype).contiguous(), split.labels[idx].to(device, non_blocking=True)
+
+
+# -- JPEG: the test set as users' images arrive, and a training augmentation that matches it ---------
+
+# The encoder is Pillow's (libjpeg-turbo in its wheels), baseline, 4:2:0 chroma subsampling, no
+# optimisation passes: the common default of cameras and web pipelines. A different libjpeg build may
+# round differently; `jpeg_test_split` records the content hash so a reader can tell.
+JPEG_SUBSAMPLING = 2  # Pillow's code for 4:2:0
+
+
+def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> the same images encoded as JPEG at `quality` (one int, or one per image) and
+    decoded back, uint8 [N,3,H,W]. Deterministic: same input, same Pillow, same bytes."""
+    from PIL import Image
+
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise CifarSpeedError(f"jpeg_roundtrip needs uint8 [N,3,H,W] images, got {images.dtype} {tuple(images.shape)}")
+    n = images.shape[0]
+    qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * n
+    if any(not 1 <= q <= 100 for q in qualities):
+        raise CifarSpeedError(f"JPEG quality must be in 1..100, got {min(qualities)}..{max(qualities)}")
+    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(hwc)
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(hwc[i]).save(buf, format="JPEG", quality=qualities[i], subsampling=JPEG_SUBSAMPLING)
+        buf.seek(0)
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def jpeg_cache_dir() -> Path:
+    base = os.environ.get("CIFAR_SPEED_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cifar-speed")
+    return Path(base) / "derived"
+
+
+@functools.lru_cache(maxsize=4)
+def _jpeg_test(folder: str, quality: int) -> tuple[Split, str]:
+    from .fileio import atomic_path
+
+    clean = _load(folder, "test", True)
+    source = SHA256["test"][0]
+    path = jpeg_cache_dir() / f"test-jpeg{quality}-{source[:16]}.npy"
+    images = None
+    if path.is_file():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == tuple(clean.images.shape) and arr.dtype == np.uint8:
+                images = torch.from_numpy(arr)
+        except (OSError, ValueError):
+            images = None  # a damaged cache file is rebuilt, never trusted
+    if images is None:
+        images = jpeg_roundtrip(clean.images, quality)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, images.numpy(), allow_pickle=False)
+    return Split(images, clean.labels), _sha256(images.numpy())
+
+
+def jpeg_test_split(data_dir: str | os.PathLike | None = None, quality: int = 75) -> Split:
+    """The official 10,000 test images after a JPEG round trip at `quality` (built once, cached)."""
+    return _jpeg_test(str(resolve_data_dir(data_dir)), int(quality))[0]
+
+
+def jpeg_test_sha256(data_dir: str | os.PathLike | None = None, quality: int = 75) -> str:
+    """sha256 of the JPEG test set's uint8 array, recorded beside every top1_jpeg figure."""
+    return _jpeg_test(str(resolve_data_dir(data_dir)), int(quality))[1]
+
+
+@dataclass(frozen=True)
+class JpegAugment:
+    """JPEG-compress a random `fraction` of each training batch at a quality drawn uniformly from
+    [quality_min, quality_max], so a model learns to ignore block and ringing artefacts."""
+    fraction: float = 0.0
+    quality_min: int = 30
+    quality_max: int = 95
+
+    def __call__(self, x: torch.Tensor, mean, std, gen: torch.Generator) -> torch.Tensor:
+        """x: a normalised float batch [N,3,H,W] whose pixels came from uint8 images (exact round trip)."""
+        if self.fraction <= 0:
+            return x
+        pick = (torch.rand(len(x), generator=gen) < self.fraction).nonzero().flatten()
+        qualities = torch.randint(self.quality_min, self.quality_max + 1, (len(pick),), generator=gen)
+        if len(pick) == 0:
+            return x
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        chosen = x[pick.to(x.device)].float().cpu()
+        pixels = ((chosen * std_t + mean_t) * 255.0).round().clamp(0, 255).to(torch.uint8)
+        compressed = normalize(jpeg_roundtrip(pixels, qualities), mean, std).to(x.dtype)
+        x = x.clone()
+        x[pick.to(x.device)] = compressed.to(x.device)
+        return x

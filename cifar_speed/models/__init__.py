@@ -1,6 +1,7 @@
 """Model registry, timm-style: `create_model(name)` and `list_models()`; one file per family."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -28,6 +29,13 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return model
 
 
+def model_arguments(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments `create_model(name, ...)` declares (what a sidecar's model_kwargs may set)."""
+    if name not in _REGISTRY:
+        raise CifarSpeedError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return dict(inspect.signature(_REGISTRY[name]).parameters)
+
+
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -48,4 +56,4 @@ def flops_per_image(model: nn.Module) -> int:
 
 
 # Importing the families registers them.
-from . import cnn, fast, kd, mlp, mobilenet  # noqa: E402,F401
+from . import cnn, fast, frontier, kd, mlp, mobilenet  # noqa: E402,F401
