@@ -3,8 +3,9 @@
     <out>/<checkpoint>.<backend>-<precision>-<device>.<ext>        the artifact (.onnx / .pt2 / .ep)
     <out>/<checkpoint>.<backend>-<precision>-<device>.<ext>.json   what it is and where it came from
 
-The key hashes everything the artifact depends on: the checkpoint's weights hash and model, backend,
-precision, batch profile, device (GPU or CPU model), backend options and library versions. A second
+The key hashes everything the artifact depends on: the checkpoint's weights file (its content, hashed
+here), model and construction arguments, backend, precision, batch profile, device (GPU or CPU
+model), backend options and library versions. A second
 compile with the same key and an intact artifact (sha256 matches the sidecar) is free; a changed
 input, a corrupt artifact or a foreign sidecar rebuilds. Loading refuses anything whose sidecar or
 hash does not check out. An int8 artifact also depends on its calibration sample: its size, seed,
@@ -23,7 +24,7 @@ from pathlib import Path
 from . import backends, calibration
 from .checkpoint import load_checkpoint, paths_for, read_sidecar
 from .errors import CifarSpeedError
-from .fileio import atomic_path, atomic_write_json, sha256_file
+from .fileio import atomic_path, atomic_write_json, require_file, sha256_file
 from .provenance import cpu_info, gpu_info, machine_slug, provenance, versions
 
 FORMAT = "cifar-speed-artifact/1"
@@ -46,10 +47,12 @@ def device_description(device: str) -> str:
 
 
 def cache_key(*, weights_sha256: str, model: str, backend: str, precision: str, profile: dict,
-              device: str, options: dict | None = None, lib_versions: dict | None = None) -> str:
+              device: str, options: dict | None = None, lib_versions: dict | None = None,
+              model_kwargs: dict | None = None) -> str:
     lib_versions = lib_versions if lib_versions is not None else versions()
     material = {
-        "format": FORMAT, "weights_sha256": weights_sha256, "model": model, "backend": backend,
+        "format": FORMAT, "weights_sha256": weights_sha256, "model": model, "model_kwargs": model_kwargs or {},
+        "backend": backend,
         "precision": precision, "profile": profile, "device": device,
         "options": options or {}, "versions": {k: lib_versions.get(k) for k in KEY_VERSIONS},
     }
@@ -112,8 +115,13 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     if precision == "int8":
         calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
         key_options = {**options, "calibration": calib.describe()}
-    key = cache_key(weights_sha256=meta.get("weights_sha256", ""), model=meta["model"], backend=backend,
-                    precision=precision, profile=profile, device=device_description(device), options=key_options)
+    # The key hashes the weights file itself, not the sidecar's record of it: a sidecar without
+    # weights_sha256 (or one left beside swapped weights) must not serve the old artifact.
+    weights = require_file(paths_for(checkpoint)[0], "checkpoint weights")
+    weights_sha256 = sha256_file(weights)
+    key = cache_key(weights_sha256=weights_sha256, model=meta["model"], backend=backend,
+                    precision=precision, profile=profile, device=device_description(device), options=key_options,
+                    model_kwargs=meta.get("model_kwargs"))
     out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device)
     t0 = time.perf_counter()
 
@@ -137,7 +145,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
         "backend": backend, "precision": precision, "device": device,
         "device_description": device_description(device), "batch_profile": profile, "options": options,
         "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
-                       "weights_sha256": meta.get("weights_sha256"), "normalize": meta.get("normalize"),
+                       "weights_sha256": weights_sha256, "normalize": meta.get("normalize"),
                        "test_accuracy": meta.get("test_accuracy")},
         **({"calibration": calib.describe()} if calib is not None else {}),
         "build_seconds": round(time.perf_counter() - t0, 2),

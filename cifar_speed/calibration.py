@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import SEED, Range, check
 from .data import Split, load_split, normalize
 from .errors import CifarSpeedError
 
@@ -53,8 +54,14 @@ def _as_int(value, what: str) -> int:
         return value
     text = str(value).strip()
     if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
-        raise CifarSpeedError(f"calibration {what} must be an integer, got {value!r}")
+        raise CifarSpeedError(f"calibration {what} must be an integer, got {text[:40]!r}")
+    if len(text) > 40:  # int() of thousands of digits is slow or refused; no valid value is this long
+        raise CifarSpeedError(f"calibration {what} is a {len(text)}-digit number: out of range")
     return int(text)
+
+
+# At most the 50,000 training images; the seed feeds torch.Generator.manual_seed (64 bits).
+SIZE_RANGE = Range(1, 50_000, integer=True, why="training images")
 
 
 def check_params(size, seed) -> tuple[int, int]:
@@ -64,6 +71,8 @@ def check_params(size, seed) -> tuple[int, int]:
         raise CifarSpeedError(f"calibration size must be a positive number of training images, got {size}")
     if seed < 0:
         raise CifarSpeedError(f"calibration seed must be a non-negative integer, got {seed}")
+    check(size, SIZE_RANGE, "calibration size (--calib-size)")
+    check(seed, SEED, "calibration seed (--calib-seed)")
     return size, seed
 
 

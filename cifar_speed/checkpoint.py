@@ -8,18 +8,20 @@ swapped file is refused with one line instead of a traceback.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import nn
 
 from .errors import CifarSpeedError
-from .fileio import atomic_path, atomic_write_json, sha256_file
-from .models import create_model, list_models
+from .fileio import atomic_write_bytes, atomic_write_json, require_file
+from .models import create_model, list_models, model_arguments
+from .schemas import read_json_file, schema_error
 
 FORMAT = "cifar-speed-checkpoint/1"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "results" / "checkpoints"
@@ -35,30 +37,105 @@ def paths_for(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict, storage_dtype: torch.dtype = torch.float32) -> Path:
     """Write weights then sidecar, each atomically. `meta` must hold at least 'model' and 'normalize'."""
     weights, sidecar = paths_for(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if storage_dtype != torch.float32:
-        state = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in state.items()}
-    with atomic_path(weights, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": meta["model"]})
+    blob = weights_bytes(model, meta["model"], storage_dtype)
+    atomic_write_bytes(weights, blob)
     full = {"format": FORMAT, **meta, "storage_dtype": str(storage_dtype).removeprefix("torch."),
-            "weights_file": weights.name, "weights_sha256": sha256_file(weights)}
+            "weights_file": weights.name, "weights_sha256": hashlib.sha256(blob).hexdigest()}
     atomic_write_json(sidecar, full)
     return sidecar
 
 
+def weights_bytes(model: nn.Module, model_name: str, storage_dtype: torch.dtype = torch.float32) -> bytes:
+    """The safetensors file of a model's state, byte-identical for identical weights."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if storage_dtype != torch.float32:
+        state = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    # Serialised in memory, then written by atomic_write_bytes: a full disk is then an OSError with
+    # the path (safetensors' own writer reports it as its own error type).
+    return _sorted_metadata(save(state, metadata={"format": FORMAT, "model": model_name}))
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """safetensors keeps `__metadata__` in a hash map, so its key order (and the file's sha256) changes
+    from run to run; rewrite the header with that map sorted. Tensor entries keep their order."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-(8 + len(text)) % 8)  # safetensors aligns the data section to 8 bytes
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
+_HEX64 = "^[0-9a-f]{64}$"
+_TRIPLE = {"type": "array", "minItems": 3, "maxItems": 3}
+
+
+def sidecar_schema() -> dict:
+    """What a checkpoint sidecar must look like before anything reads it (JSON Schema)."""
+    return {
+        "type": "object",
+        "required": ["format", "model", "normalize"],
+        "properties": {
+            "format": {"const": FORMAT},
+            "model": {"enum": list_models()},
+            "name": {"type": "string"},
+            "normalize": {"type": "object", "required": ["mean", "std"], "properties": {
+                "mean": {**_TRIPLE, "items": {"type": "number", "minimum": -10, "maximum": 10}},
+                "std": {**_TRIPLE, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 10}}}},
+            "model_kwargs": {"type": "object"},
+            "weights_sha256": {"type": "string", "pattern": _HEX64},
+            "weights_file": {"type": "string"},
+            "storage_dtype": {"enum": ["float32", "float16", "bfloat16"]},
+            "test_accuracy": {"type": "number", "minimum": 0, "maximum": 1},
+            "test_accuracy_tta": {"type": "number", "minimum": 0, "maximum": 1},
+            "train_seconds": {"type": "number", "minimum": 0},
+        },
+    }
+
+
 def read_sidecar(path: str | os.PathLike) -> dict:
+    if Path(path).is_dir():
+        raise CifarSpeedError(f"{path} is a folder, not a checkpoint (give its .json sidecar or .safetensors file)")
     weights, sidecar = paths_for(path)
-    if not sidecar.is_file():
-        raise CifarSpeedError(f"checkpoint sidecar {sidecar} not found")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CifarSpeedError(f"checkpoint sidecar {sidecar} is not valid JSON ({e})") from None
+    require_file(sidecar, "checkpoint sidecar")
+    meta = read_json_file(sidecar, "checkpoint sidecar")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CifarSpeedError(f"{sidecar} is not a cifar-speed checkpoint sidecar (format {FORMAT})")
-    if meta.get("model") not in list_models():
-        raise CifarSpeedError(f"{sidecar} names unknown model {meta.get('model')!r}; known: {', '.join(list_models())}")
+    if not isinstance(meta.get("model"), str) or meta["model"] not in list_models():
+        raise CifarSpeedError(f"{sidecar} names unknown model {str(meta.get('model'))[:40]!r}; known: {', '.join(list_models())}")
+    problem = schema_error(meta, sidecar_schema())
+    if problem:
+        raise CifarSpeedError(f"{sidecar} is not a valid checkpoint sidecar: {problem}")
+    check_model_kwargs(meta["model"], meta.get("model_kwargs", {}), sidecar)
     return meta
+
+
+# Construction arguments a sidecar may set: numbers and flags only, bounded. A string argument can be
+# a file path (mobilenetv3_small's imagenet_weights), and a path read from a file is never followed.
+_MAX_KWARG_INT = 10_000
+
+
+def check_model_kwargs(model: str, kwargs: dict, sidecar) -> dict:
+    declared = model_arguments(model)
+    for key, value in kwargs.items():
+        p = declared.get(key)
+        if p is None or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            raise CifarSpeedError(f"{sidecar}: model_kwargs sets {key[:40]!r}, which {model!r} does not take "
+                                  f"(it takes {', '.join(declared) or 'none'})")
+        if not _allowed_kwarg(p.default, value):
+            raise CifarSpeedError(f"{sidecar}: model_kwargs {key} = {str(value)[:40]!r} refused: a sidecar may set only "
+                                  f"numeric or true/false arguments of the default's type (integers 1..{_MAX_KWARG_INT})")
+    return kwargs
+
+
+def _allowed_kwarg(default, value) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and 1 <= value <= _MAX_KWARG_INT
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and abs(value) <= _MAX_KWARG_INT
+    return False  # strings (paths), None, anything else
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, device: str = "cpu",
@@ -73,14 +150,14 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, devi
     name = model_name or meta["model"]
     if name != meta["model"] and {name, meta["model"]} != {"fast", "fast_tta"}:
         raise CifarSpeedError(f"{sidecar} is a {meta['model']!r} checkpoint, not {name!r}")
-    if not weights.is_file():
-        raise CifarSpeedError(f"checkpoint weights {weights} not found")
-    if verify_hash and meta.get("weights_sha256") and sha256_file(weights) != meta["weights_sha256"]:
+    require_file(weights, "checkpoint weights")
+    blob = weights.read_bytes()  # hashed and parsed from the same bytes: no swap in between
+    if verify_hash and meta.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
         raise CifarSpeedError(f"{weights} does not match the sha256 in its sidecar (corrupt or replaced)")
     try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise CifarSpeedError(f"cannot read {weights}: {e}") from None
+        state = load(blob)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CifarSpeedError(f"cannot read {weights}: {' '.join(str(e).split())[:120]}") from None
     model = create_model(name, **meta.get("model_kwargs", {}))
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):

@@ -157,7 +157,7 @@ def test_cli_train_and_eval(fake_data, tmp_path, capsys):
     (["train", "train/cnn.toml", "--device", "cuda"], "no CUDA GPU"),
     (["train", "train/cnn.toml", "--device", "tpu"], "unknown device"),
     (["train", "train/nothing.toml"], "recipe train/nothing.toml not found"),
-    (["train", "train/cnn.toml", "--epochs", "-1"], "--epochs must be positive"),
+    (["train", "train/cnn.toml", "--epochs", "-1"], "--epochs = -1.0: must be"),
     (["eval", "missing.json"], "not found"),
 ])
 def test_cli_bad_input(args, message, capsys, tmp_path, monkeypatch):

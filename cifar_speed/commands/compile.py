@@ -29,6 +29,10 @@ def run(args) -> int:
     backends.check_precision(args.precision)
     batches = backends.parse_batches(args.batch)
     calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
+    if args.out:
+        from ..fileio import check_output_dir
+
+        check_output_dir(args.out)  # before the build, which can take minutes
     res = artifacts.compile_checkpoint(args.checkpoint, args.backend, args.precision, args.device,
                                        batches, args.out, force=args.force, calibration_size=calib_size,
                                        calibration_seed=calib_seed, data_dir=args.data_dir)

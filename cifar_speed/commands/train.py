@@ -30,8 +30,20 @@ def run(args) -> int:
     from ..train import load_recipe
     from ..train.loop import train
 
+    from ..checks import Range, check
+    from ..fileio import check_output_dir
+    from ..train.recipe import check_field
+
     if args.nproc < 1:
         raise CifarSpeedError("--nproc must be a positive integer")
+    check(args.nproc, Range(1, 1024, integer=True), "--nproc")
+    if args.epochs is not None:
+        check_field("train", "epochs", args.epochs, "--epochs")
+    if args.seed is not None:
+        check_field("", "seed", args.seed, "--seed")
+    if args.name is not None and (not args.name or args.name in (".", "..") or "/" in args.name or os.sep in args.name):
+        raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders): outputs go in --out")
+    check_output_dir(args.out)  # before any work: a bad --out must not cost a training run
     if args.nproc > 1 and "RANK" not in os.environ:
         return _launch_torchrun(args)
     recipe = load_recipe(args.recipe)
