@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import json
 
-import torch
-from rich.console import Console
 from rich.table import Table
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on the official CIFAR-10 test set")
-    p.add_argument("checkpoint", help="checkpoint sidecar (.json) or weights (.safetensors)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a shipped checkpoint's name (`cifar-speed models`), or a sidecar (.json) / weights (.safetensors)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--model", help="expected architecture (refuses a checkpoint of another one); "
                                    "fast_tta evaluates a fast checkpoint with test-time augmentation")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -21,30 +20,41 @@ def add_parser(sub) -> None:
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n: int = 10) -> torch.Tensor:
     """rows: true class, columns: predicted class."""
+    import torch
+
     return torch.bincount(labels * n + pred, minlength=n * n).view(n, n)
 
 
 def run(args) -> int:
     from .. import data as D
     from ..checkpoint import load_checkpoint
+    from ..console import clear_status, make_console, status
+    from ..locate import resolve_checkpoint
+
+    status("loading PyTorch")
+    from ..backends import default_device
     from ..train.loop import evaluate, resolve_device
 
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, model_name=args.model, device=str(device))
+    device = resolve_device(args.device or default_device())
+    status("loading the checkpoint")
+    model, meta = load_checkpoint(resolve_checkpoint(args.checkpoint), model_name=args.model, device=str(device))
+    status("loading and verifying the test set")
     test = D.load_split("test", args.data_dir)
     norm = meta["normalize"]
+    status(f"evaluating on {len(test):,} test images ({device})")
     result = evaluate(model, test, norm["mean"], norm["std"], device)
     cm = confusion_matrix(result["pred"], test.labels)
     per_class = {c: cm[i, i].item() / cm[i].sum().item() for i, c in enumerate(D.CLASSES)}
     recorded_key = "test_accuracy_tta" if args.model == "fast_tta" else "test_accuracy"
-    out = {"checkpoint": str(args.checkpoint), "model": getattr(model, "model_name", meta["model"]),
+    out = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "device": str(device), "model": getattr(model, "model_name", meta["model"]),
            "accuracy": result["accuracy"], "recorded_accuracy": meta.get(recorded_key),
            "per_class_accuracy": per_class, "confusion_matrix": cm.tolist(), "images": len(test)}
+    clear_status()
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    console = Console()
-    line = f"[bold]{out['model']}[/] top-1 on the official test set: [bold]{out['accuracy']:.4f}[/] ({len(test):,} images)"
+    console = make_console()
+    line = f"[bold]{out['model']}[/] top-1 on the official test set: [bold]{out['accuracy']:.4f}[/] ({len(test):,} images, {device})"
     if out["recorded_accuracy"] is not None:
         line += f"; recorded at training: {out['recorded_accuracy']:.4f}"
     console.print(line)

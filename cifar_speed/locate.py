@@ -1,0 +1,62 @@
+"""Where things are: checkpoints by name or path, and the results folder (no torch import here).
+
+Shipped checkpoints live in results/checkpoints/. They are looked up under the current folder first,
+then in the source checkout this package runs from (an editable install). A package installed
+without -e has no results/ of its own, so results are written under the current folder, never into
+site-packages.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import CifarSpeedError
+
+CHECKPOINTS = Path("results") / "checkpoints"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def shipped_dirs() -> list[Path]:
+    """The results/checkpoints folders that exist: under the current folder, then the checkout's."""
+    found: list[Path] = []
+    for base in (Path.cwd(), _CHECKOUT):
+        d = (base / CHECKPOINTS).resolve()
+        if d.is_dir() and d not in found:
+            found.append(d)
+    return found
+
+
+def shipped() -> dict[str, Path]:
+    """name -> sidecar of every shipped checkpoint (sidecar and weights both present); the current
+    folder's copy wins over the checkout's."""
+    out: dict[str, Path] = {}
+    for d in shipped_dirs():
+        for sidecar in sorted(d.glob("*.json")):
+            if sidecar.with_suffix(".safetensors").is_file():
+                out.setdefault(sidecar.stem, sidecar)
+    return out
+
+
+def resolve_checkpoint(ref: str | os.PathLike) -> Path:
+    """A checkpoint given as a path (`x`, `x.json`, `x.safetensors`) or as a shipped name (`cnn_tuned`).
+
+    A path that exists wins. Anything that looks like a path (a folder part or a suffix) is returned
+    as given so the loader reports what is wrong with it; a bare word that names no file and no
+    shipped checkpoint is one error listing the names that exist.
+    """
+    p = Path(ref)
+    if p.exists() or p.with_name(p.name + ".json").is_file() or p.with_name(p.name + ".safetensors").is_file():
+        return p
+    if len(p.parts) > 1 or p.suffix:
+        return p
+    names = shipped()
+    if p.name in names:
+        return names[p.name]
+    listed = ", ".join(names) or "none found in ./results/checkpoints"
+    raise CifarSpeedError(f"checkpoint {str(ref)!r}: no such file and no shipped checkpoint of that name "
+                          f"(shipped: {listed}; `cifar-speed models` lists them)")
+
+
+def results_dir(machine: str) -> Path:
+    """./results/<machine>/ under the current folder: where bench writes unless --out says otherwise."""
+    return Path.cwd() / "results" / machine
