@@ -167,6 +167,10 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, devi
 
 
 def shipped_checkpoints(directory: str | os.PathLike | None = None) -> list[Path]:
-    """Sidecars of the checkpoints shipped in results/checkpoints (what `bench` uses by default)."""
-    d = Path(directory) if directory else SHIPPED_DIR
-    return sorted(p for p in d.glob("*.json") if (p.with_suffix(".safetensors")).is_file())
+    """Sidecars of the checkpoints shipped in results/checkpoints (what `bench` uses by default):
+    the current folder's, then the source checkout's (locate.shipped)."""
+    if directory is None:
+        from .locate import shipped
+
+        return sorted(shipped().values(), key=lambda p: p.stem)
+    return sorted(p for p in Path(directory).glob("*.json") if (p.with_suffix(".safetensors")).is_file())

@@ -28,7 +28,7 @@ from .data import load_split, normalize
 from .errors import CifarSpeedError
 from .fileio import atomic_write_json, atomic_write_text
 from .models import count_params, flops_per_image
-from .provenance import REPO_ROOT, cpu_has_fast_bf16, machine_slug, provenance
+from .provenance import cpu_has_fast_bf16, machine_slug, provenance
 
 SCHEMA = "cifar-speed-bench/1"
 DEFAULT_BATCHES = (32, 64, 128)
@@ -318,7 +318,9 @@ def to_csv(results: dict) -> str:
 
 def default_results_path(name: str | None = None) -> Path:
     name = name or "bench-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return REPO_ROOT / "results" / machine_slug() / f"{name}.json"
+    from .locate import results_dir
+
+    return results_dir(machine_slug()) / f"{name}.json"
 
 
 def write_results(results: dict, path) -> tuple[Path, Path]:

@@ -13,7 +13,8 @@ from ..errors import CifarSpeedError
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark checkpoints across backends, precisions and batch sizes")
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
-                   help="checkpoint sidecars or stems (default: every checkpoint in results/checkpoints/)")
+                   help="shipped checkpoint names (`cifar-speed models`), or sidecars / stems "
+                        "(default: every checkpoint in ./results/checkpoints/)")
     p.add_argument("--backend", action="append", metavar="NAMES",
                    help=f"comma-separated, from {', '.join(backends.BACKENDS)} (default: every one available here)")
     p.add_argument("--precision", action="append", metavar="NAMES",
@@ -63,7 +64,9 @@ def run(args) -> int:
         raise CifarSpeedError("--tolerance is a fraction of top-1 in [0, 1)")
     if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
         raise CifarSpeedError(f"unknown torch.compile mode {args.compile_mode!r}; valid modes: default, max-autotune, reduce-overhead")
-    checkpoints = [Path(c) for c in args.checkpoints] or sweep.default_checkpoints()
+    from ..locate import resolve_checkpoint
+
+    checkpoints = [resolve_checkpoint(c) for c in args.checkpoints] or sweep.default_checkpoints()
     device = args.device or backends.default_device()
     if device == "cuda":
         import torch

@@ -1,16 +1,22 @@
 """`cifar-speed compile CKPT --backend B --precision P`: write a compiled artifact and its sidecar (cached)."""
 from __future__ import annotations
 
-from rich.console import Console
-
 from .. import artifacts, backends, calibration
+
+CKPT_HELP = "a shipped checkpoint's name (`cifar-speed models`), or a sidecar / its stem"
+
+
+def artifact_backends() -> list[str]:
+    """The backends with a saved artifact (a `save` function): what `compile` can write."""
+    return [b for b in backends.BACKENDS if hasattr(backends.get_backend(b), "save")]
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile a checkpoint into a saved artifact (ONNX, AOTInductor .pt2, TensorRT)")
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint sidecar or stem")
-    p.add_argument("--backend", required=True, help="compile (AOTInductor .pt2), onnxrt (.onnx) or trt (Torch-TensorRT .ep)")
-    p.add_argument("--precision", default="fp32", help=f"one of {', '.join(backends.PRECISIONS)} (default fp32)")
+    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("--backend", required=True, choices=artifact_backends(),
+                   help="compile: AOTInductor .pt2, onnxrt: .onnx, trt: Torch-TensorRT .ep (and any other backend with an artifact)")
+    p.add_argument("--precision", default="fp32", choices=backends.PRECISIONS, help="default fp32")
     p.add_argument("--batch", default="32,64,128", help="batch sizes the artifact must serve (sets the min/opt/max profile)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--out", help="output folder (default: ~/.cache/cifar-speed/artifacts/<machine>)")
@@ -33,8 +39,13 @@ def run(args) -> int:
         from ..fileio import check_output_dir
 
         check_output_dir(args.out)  # before the build, which can take minutes
-    res = artifacts.compile_checkpoint(args.checkpoint, args.backend, args.precision, args.device,
+    from ..console import clear_status, make_console, status
+    from ..locate import resolve_checkpoint
+
+    status(f"compiling {args.checkpoint} with {args.backend} {args.precision}")
+    res = artifacts.compile_checkpoint(resolve_checkpoint(args.checkpoint), args.backend, args.precision, args.device,
                                        batches, args.out, force=args.force, calibration_size=calib_size,
                                        calibration_seed=calib_seed, data_dir=args.data_dir)
-    Console().print(f"{res.note}: {res.artifact} ({res.seconds:.1f} s; sidecar {res.sidecar.name}; key {res.key[:12]})")
+    clear_status()
+    make_console().print(f"{res.note}: {res.artifact} ({res.seconds:.1f} s; sidecar {res.sidecar.name}; key {res.key[:12]})")
     return 0

@@ -1,7 +1,7 @@
 """`cifar-speed data verify|download`: where the data set is and whether it is intact."""
 from __future__ import annotations
 
-from rich.console import Console
+from ..console import make_console, step
 
 from .. import data
 
@@ -14,14 +14,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    console = Console()
+    console = make_console()
     if args.action == "download":
         folder = data.download(args.data_dir)
         console.print(f"CIFAR-10 downloaded and verified in {folder}")
     elif args.action == "where":
         console.print(str(data.resolve_data_dir(args.data_dir)))
     else:
-        sums = data.verify(args.data_dir)
+        with step("verifying the sha256 of the 60,000 images"):
+            sums = data.verify(args.data_dir)
         folder = data.resolve_data_dir(args.data_dir)
         console.print(f"CIFAR-10 in {folder}: train 50,000 and test 10,000 images match their sha256 "
                       f"({sums['train']['data_sha256'][:12]}…, {sums['test']['data_sha256'][:12]}…)")

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
 from .. import report
+from ..console import make_console
 
 
 def add_parser(sub) -> None:
@@ -20,5 +19,5 @@ def run(args) -> int:
     out = Path(args.out) if args.out else first.with_name(first.stem + "-report")
     md_path, pngs = report.write_report(args.results, out)
     print(md_path.read_text(), end="")
-    Console(stderr=True).print(f"wrote {md_path} and {len(pngs)} plot(s) in {out}")
+    make_console(stderr=True).print(f"wrote {md_path} and {len(pngs)} plot(s) in {out}")
     return 0

@@ -7,14 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a recipe file")
     p.add_argument("recipe", help="a recipe file, e.g. train/cnn.toml")
     p.add_argument("--epochs", type=float, help="override the recipe's epoch count (for quick runs)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu (printed)")
     p.add_argument("--out", default="runs", help="folder for <name>.safetensors/.json and <name>.work/ (default: runs)")
     p.add_argument("--resume", action="store_true", help="continue from the last completed epoch in <out>/<name>.work")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
@@ -44,6 +42,12 @@ def run(args) -> int:
     if args.name is not None and (not args.name or args.name in (".", "..") or "/" in args.name or os.sep in args.name):
         raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders): outputs go in --out")
     check_output_dir(args.out)  # before any work: a bad --out must not cost a training run
+    if args.device is None:  # the same default as bench and eval: the best device here, said out loud
+        from ..backends import default_device
+        from ..console import make_console
+
+        args.device = default_device()
+        make_console().print(f"device: {args.device} (the best available here; choose with --device)")
     if args.nproc > 1 and "RANK" not in os.environ:
         return _launch_torchrun(args)
     recipe = load_recipe(args.recipe)
@@ -58,7 +62,9 @@ def run(args) -> int:
         line = f"{recipe.name}: test accuracy {meta['test_accuracy']:.4f}"
         if "test_accuracy_tta" in meta:
             line += f" (with TTA {meta['test_accuracy_tta']:.4f})"
-        Console().print(f"{line}; {meta['train_seconds']:.0f} s training; checkpoint {sidecar}")
+        from ..console import make_console
+
+        make_console().print(f"{line}; {meta['train_seconds']:.0f} s training; checkpoint {sidecar}")
     return 0
 
 
