@@ -1,42 +1,59 @@
-"""Timing a Runner honestly: warm up until stable, time every call, summarise, flag disturbance.
+"""Timing a Runner honestly: warm up once, time it in several short trials, summarise, flag disturbance.
 
-CPU: each call is timed with time.perf_counter; process CPU time (time.process_time) is read over the
-whole timed phase. CPU/wall near the thread count means the threads had the cores; far below it
-(another process took them) marks the measurement `disturbed`.
-CUDA: a pair of CUDA events per call, recorded on the stream that runs the work, read after a
-synchronise. Two modes, named in every result: `device` (inputs already on the device) and `host`
-(inputs in pinned host memory, the copy to the device is inside the timed region; on CPU both are
-the same thing).
+Method (after pyperf and hyperfine): a cell is warmed up once (until two consecutive windows of
+call times agree: compilation, autotuning, caches), then timed in `trials` short blocks. The sweep
+runs the trials of all the cells of a model round-robin (A B C ... A B C ...), so every cell sees
+the same spread of machine states (clock, cache, neighbour load) instead of one long block each,
+minutes apart. A cell reports the median over trials of each trial's median latency, the spread of
+the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median of the
+per-round ratios against the baseline trial of the same round (`paired_ratio`).
+
+CPU: each call is timed with time.perf_counter. Over each trial two views of disturbance are read:
+the process's CPU time (time.process_time: did our threads run?) and the machine's counters in
+/proc/stat for the CPUs we may run on (steal time, CPU used by other processes: did someone else
+take the cores we asked for?). CUDA: a pair of CUDA events per call, recorded on the stream that
+runs the work, read after a synchronise. Two modes, named in every result: `device` (inputs
+already on the device) and `host` (inputs in pinned host memory, the copy to the device is inside
+the timed region; on CPU both are the same thing).
 """
 from __future__ import annotations
 
+import base64
 import math
+import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
 MODES = ("device", "host")
+P99_MIN_CALLS = 100     # below this many timed calls p99 is (nearly) the maximum: not reported
+TIMINGS_ENCODING = "base64 of little-endian float32 milliseconds, one per timed call (harness.decode_calls)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    min_time_s: float = 2.0        # timed phase lasts at least this long ...
-    min_reps: int = 30             # ... and at least this many calls
+    trials: int = 5                # timed blocks per cell, run round-robin with the model's other cells
+    trial_time_s: float = 0.4      # each trial lasts at least this long ...
+    trial_min_reps: int = 3        # ... and at least this many calls
     max_reps: int = 100_000
     warmup_min_reps: int = 5
     warmup_max_s: float = 10.0     # give up waiting for stability after this (recorded)
     warmup_window: int = 5         # stability: medians of two consecutive windows ...
     warmup_tolerance: float = 0.05 # ... differ by less than this fraction
     n_inputs: int = 4              # distinct batches rotated through (no cache-warm single input)
-    disturbed_fraction: float = 0.6  # disturbed if cpu/wall < this x threads
+    disturbed_fraction: float = 0.6    # process view: cpu/wall below this x threads
+    contention_fraction: float = 0.1   # machine view: others + steal took more than this share of our threads' cores
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-QUICK = Settings(min_time_s=0.05, min_reps=3, warmup_min_reps=1, warmup_max_s=0.5, warmup_window=2)
+QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5,
+                 warmup_window=2)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -53,17 +70,31 @@ def percentile(values, q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def p99(values_ms) -> tuple[float | None, str | None]:
+    """(p99, None) from at least P99_MIN_CALLS calls; (None, why) from fewer (p99 would be ~the max)."""
+    if len(values_ms) < P99_MIN_CALLS:
+        return None, f"only {len(values_ms)} timed calls; p99 needs at least {P99_MIN_CALLS}"
+    return percentile(values_ms, 99), None
+
+
 def summarize(times_s, batch_size: int) -> dict:
-    """Latency statistics in ms per batch and throughput (images/s at the median latency)."""
+    """Latency statistics of one block of calls in ms per batch, images/s at the median latency."""
     ms = [t * 1e3 for t in times_s]
     median = percentile(ms, 50)
+    p, why = p99(ms)
     return {
-        "n": len(ms), "median_ms": median, "p90_ms": percentile(ms, 90), "p99_ms": percentile(ms, 99),
+        "n": len(ms), "median_ms": median, "p90_ms": percentile(ms, 90), "p99_ms": p, "p99_note": why,
         "mean_ms": statistics.fmean(ms), "min_ms": min(ms), "max_ms": max(ms),
         "std_ms": statistics.pstdev(ms) if len(ms) > 1 else 0.0,
         "images_per_s": batch_size / (median / 1e3) if median > 0 else float("inf"),
         "ms_per_image": median / batch_size,
     }
+
+
+def spread(values) -> dict:
+    """Median, min, max and interquartile range of a few numbers (trial medians, paired ratios)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "iqr": percentile(values, 75) - percentile(values, 25), "n": len(values)}
 
 
 def disturbed(cpu_s: float, wall_s: float, threads: int, fraction: float = 0.6) -> tuple[bool, float]:
@@ -78,6 +109,85 @@ def is_stable(times, window: int, tolerance: float) -> bool:
     a = statistics.median(times[-2 * window:-window])
     b = statistics.median(times[-window:])
     return abs(a - b) <= tolerance * max(a, b)
+
+
+# -- the machine's view: /proc/stat ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CpuCounters:
+    """Cumulative seconds, summed over the CPUs this process may run on (its affinity set)."""
+    busy_s: float    # user + nice + system + irq + softirq: work done by anyone, us included
+    steal_s: float   # time the hypervisor ran something else while a vCPU wanted to run
+    cpus: int
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def read_cpu_counters(path: str | os.PathLike = "/proc/stat", cpus: list[int] | None = None) -> CpuCounters | None:
+    """The per-CPU counters of /proc/stat for `cpus` (default: our affinity set); None off Linux.
+
+    Per-CPU lines, not the aggregate one: in a container pinned to some cores, work on the other
+    cores does not compete with us. guest time is already inside user/nice, so it is not added."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    wanted = {f"cpu{i}" for i in (cpus if cpus is not None else usable_cpus())}
+    busy = steal = 0
+    n = 0
+    for line in lines:
+        parts = line.split()
+        if not parts or parts[0] not in wanted:
+            continue
+        vals = [int(v) for v in parts[1:]] + [0] * 8
+        user, nice, system, _idle, _iowait, irq, softirq, st = vals[:8]
+        busy += user + nice + system + irq + softirq
+        steal += st
+        n += 1
+    if n == 0:
+        return None
+    return CpuCounters(busy / hz, steal / hz, n)
+
+
+@dataclass
+class Disturbance:
+    """What one timed block got from the machine, from both views, and the verdict."""
+    wall_s: float
+    cpu_s: float                 # this process, all threads
+    threads: int                 # cores the process asked for
+    cpu_wall_ratio: float
+    others_cpu_s: float | None   # CPU time of other processes on our CPUs (None: no /proc/stat)
+    steal_s: float | None
+    disturbed: bool | None       # None: not judged (CUDA: the host CPU is not what is timed)
+    why: str | None = None
+
+
+def judge(wall_s: float, cpu_s: float, threads: int, before: CpuCounters | None, after: CpuCounters | None,
+          settings: Settings = Settings(), process_fraction: float | None = None) -> Disturbance:
+    """Flag a block where the machine gave the process less than it asked for.
+
+    Process view: cpu/wall below `process_fraction` (default settings.disturbed_fraction) x threads:
+    our threads were not running (preempted, or waiting). Machine view: other processes plus steal
+    used more than the cores we left free (cpus - threads) plus `contention_fraction` x threads:
+    they ate into ours, even where our own CPU time looks full (a VM's steal)."""
+    fraction = settings.disturbed_fraction if process_fraction is None else process_fraction
+    threads = max(1, threads)
+    flag, ratio = disturbed(cpu_s, wall_s, threads, fraction)
+    reasons = [f"process cpu/wall {ratio:.2f} < {fraction:g} x {threads} threads"] if flag else []
+    others = steal = None
+    if before is not None and after is not None and wall_s > 0:
+        steal = max(0.0, after.steal_s - before.steal_s)
+        others = max(0.0, after.busy_s - before.busy_s - cpu_s)
+        taken = (others + steal) / wall_s                       # cores someone else used
+        allowed = max(0, after.cpus - threads) + settings.contention_fraction * threads
+        if taken > allowed:
+            flag = True
+            reasons.append(f"other processes {others / wall_s:.2f} + steal {steal / wall_s:.2f} cores "
+                           f"> {allowed:.2f} free of {after.cpus}")
+    return Disturbance(wall_s, cpu_s, threads, ratio, others, steal, flag, "; ".join(reasons) or None)
 
 
 # -- timers ----------------------------------------------------------------------------------------
@@ -135,64 +245,171 @@ def make_inputs(batch_size: int, device: str, mode: str, n: int, source: torch.T
     return [x.to(device) for x in xs]
 
 
+# -- trials ----------------------------------------------------------------------------------------
+
+def encode_calls(times_s) -> str:
+    return base64.b64encode(np.asarray([t * 1e3 for t in times_s], dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_calls(text: str) -> list[float]:
+    """Per-call milliseconds of one trial, as a results file stores them (TIMINGS_ENCODING)."""
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(float).tolist()
+
+
+@dataclass
+class Trial:
+    """One timed block of a cell: its per-call times and what the machine gave it."""
+    round: int
+    times_s: list[float]
+    disturbance: Disturbance
+
+    @property
+    def median_ms(self) -> float:
+        return percentile(self.times_s, 50) * 1e3
+
+    def to_dict(self) -> dict:
+        d = self.disturbance
+        return {"round": self.round, "n": len(self.times_s), "median_ms": self.median_ms, "wall_s": d.wall_s,
+                "cpu_s": d.cpu_s, "cpu_wall_ratio": d.cpu_wall_ratio, "others_cpu_s": d.others_cpu_s,
+                "steal_s": d.steal_s, "disturbed": d.disturbed, "why": d.why, "calls_ms": encode_calls(self.times_s)}
+
+
+@dataclass
+class Warmup:
+    reps: int
+    seconds: float
+    stable: bool
+
+
+class CellTimer:
+    """One cell (a runner at one batch size, mode and thread count) ready to be timed in trials.
+
+    warm_up() once, then trial(round) as often as wanted: the sweep interleaves the trials of many
+    CellTimers. `counters` reads the machine's CPU counters (injectable for tests)."""
+
+    def __init__(self, runner, batch_size: int, settings: Settings | None = None, mode: str = "device",
+                 source: torch.Tensor | None = None, threads: int | None = None, counters=read_cpu_counters):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.runner, self.batch_size, self.mode = runner, batch_size, mode
+        self.settings = settings or Settings()
+        self.threads = threads or torch.get_num_threads()
+        self.counters = counters
+        self.device = runner.device
+        self.cuda = self.device.startswith("cuda")
+        self.xs = make_inputs(batch_size, self.device, mode, self.settings.n_inputs, source)
+        if self.cuda and mode == "host":
+            self.fn = lambda x: runner(x.to(self.device, non_blocking=True))  # the copy is inside the timed call
+        else:
+            self.fn = runner
+        self.timer = _CudaTimer() if self.cuda else _CpuTimer()
+        self.warmup: Warmup | None = None
+        self.trials: list[Trial] = []
+
+    def warm_up(self) -> Warmup:
+        """Call until two consecutive windows agree (compilation, autotuning, clock ramp, caches)."""
+        s = self.settings
+        torch.set_num_threads(self.threads)
+        warm: list[float] = []
+        t_start = time.perf_counter()
+        i, stable = 0, False
+        while True:
+            self.timer.time(self.fn, self.xs[i % len(self.xs)])
+            i += 1
+            warm.extend(self.timer.collect() if not self.cuda or i % s.warmup_window == 0 else [])
+            if i >= s.warmup_min_reps and is_stable(warm, s.warmup_window, s.warmup_tolerance):
+                stable = True
+                break
+            if time.perf_counter() - t_start > s.warmup_max_s:
+                break
+        if self.cuda:
+            self.timer.collect()
+        self.warmup = Warmup(i, time.perf_counter() - t_start, stable)
+        return self.warmup
+
+    def trial(self, round_: int) -> Trial:
+        """One timed block: at least trial_time_s and trial_min_reps calls."""
+        s = self.settings
+        torch.set_num_threads(self.threads)
+        if self.cuda:
+            torch.cuda.synchronize()
+        before = self.counters()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        reps = 0
+        while reps < s.max_reps and (reps < s.trial_min_reps or time.perf_counter() - wall0 < s.trial_time_s):
+            self.timer.time(self.fn, self.xs[reps % len(self.xs)])
+            reps += 1
+        if self.cuda:
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        after = self.counters()
+        if self.cuda:  # the CPU only launches work here: its load does not say what the GPU got
+            dist = Disturbance(wall, cpu, self.threads, cpu / wall if wall > 0 else 0.0, None, None, None)
+        else:
+            dist = judge(wall, cpu, self.threads, before, after, s)
+        t = Trial(round_, self.timer.collect(), dist)
+        self.trials.append(t)
+        return t
+
+    def summary(self) -> dict:
+        """The cell's latency record: median of trial medians, their spread, pooled percentiles."""
+        return {**summarize_trials(self.trials, self.batch_size), "mode": self.mode, "device": self.device,
+                "timer": "cuda-events" if self.cuda else "perf_counter", "threads": self.threads,
+                "warmup_reps": self.warmup.reps if self.warmup else 0,
+                "warmup_s": self.warmup.seconds if self.warmup else 0.0,
+                "warmup_stable": self.warmup.stable if self.warmup else False, "inputs_rotated": len(self.xs)}
+
+
+def summarize_trials(trials: list[Trial], batch_size: int) -> dict:
+    """Median over trials of each trial's median; the trial medians' spread; percentiles pooled over
+    every call (p99 only from P99_MIN_CALLS calls); the cell is disturbed when most trials were."""
+    if not trials:
+        raise ValueError("no trials to summarise")
+    medians = [t.median_ms for t in trials]
+    pooled = summarize([x for t in trials for x in t.times_s], batch_size)
+    sp = spread(medians)
+    flags = [t.disturbance.disturbed for t in trials]
+    judged = [f for f in flags if f is not None]
+    n_dist = sum(1 for f in judged if f)
+    return {
+        **pooled,
+        "median_ms": sp["median"], "trial_median_ms": {"min": sp["min"], "max": sp["max"], "iqr": sp["iqr"]},
+        "images_per_s": batch_size / (sp["median"] / 1e3),
+        "images_per_s_range": [batch_size / (sp["max"] / 1e3), batch_size / (sp["min"] / 1e3)],
+        "ms_per_image": sp["median"] / batch_size, "pooled_median_ms": pooled["median_ms"],
+        "trials": len(trials), "trials_disturbed": n_dist,
+        "disturbed": (n_dist * 2 > len(judged)) if judged else None,
+        "wall_s": sum(t.disturbance.wall_s for t in trials), "cpu_s": sum(t.disturbance.cpu_s for t in trials),
+        "cpu_wall_ratio": (sum(t.disturbance.cpu_s for t in trials) / sum(t.disturbance.wall_s for t in trials)
+                           if sum(t.disturbance.wall_s for t in trials) > 0 else 0.0),
+    }
+
+
+def paired_ratio(baseline: list[Trial], cell: list[Trial]) -> dict | None:
+    """Speed-up over the baseline: per round, baseline median / cell median of the trials that ran in
+    that round (seconds apart, same machine state); the median and spread of those ratios."""
+    base = {t.round: t.median_ms for t in baseline}
+    ratios = [base[t.round] / t.median_ms for t in cell if t.round in base and t.median_ms > 0]
+    return spread(ratios) if ratios else None
+
+
+def run_round_robin(timers: list[CellTimer], trials: int, on_trial=None) -> None:
+    """Warm every cell up once, then `trials` rounds, each timing every cell once in turn."""
+    for t in timers:
+        t.warm_up()
+    for r in range(trials):
+        for t in timers:
+            t.trial(r)
+            if on_trial:
+                on_trial(t, r)
+
+
 def measure(runner, batch_size: int, settings: Settings | None = None, mode: str = "device",
             source: torch.Tensor | None = None) -> dict:
-    """Warm up until stable, then time calls for at least min_time_s and min_reps; return the stats."""
-    settings = settings or Settings()
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}")
-    device = runner.device
-    cuda = device.startswith("cuda")
-    xs = make_inputs(batch_size, device, mode, settings.n_inputs, source)
-    if cuda and mode == "host":
-        fn = lambda x: runner(x.to(device, non_blocking=True))  # noqa: E731  copy inside the timed call
-    else:
-        fn = runner
-    timer = _CudaTimer() if cuda else _CpuTimer()
-
-    # Warm-up: until two consecutive windows agree (compilation, autotuning, clock ramp, caches).
-    warm: list[float] = []
-    t_start = time.perf_counter()
-    i = 0
-    while True:
-        timer.time(fn, xs[i % len(xs)])
-        i += 1
-        warm.extend(timer.collect() if not cuda or i % settings.warmup_window == 0 else [])
-        if i >= settings.warmup_min_reps and is_stable(warm, settings.warmup_window, settings.warmup_tolerance):
-            stable = True
-            break
-        if time.perf_counter() - t_start > settings.warmup_max_s:
-            stable = False
-            break
-    if cuda:
-        warm.extend(timer.collect())
-    warmup_s = time.perf_counter() - t_start
-
-    # Timed phase.
-    if cuda:
-        torch.cuda.synchronize()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    reps = 0
-    while reps < settings.max_reps and (reps < settings.min_reps or time.perf_counter() - wall0 < settings.min_time_s):
-        timer.time(fn, xs[reps % len(xs)])
-        reps += 1
-    if cuda:
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    times = timer.collect()
-
-    stats = summarize(times, batch_size)
-    threads = torch.get_num_threads()
-    if cuda:
-        flag, ratio = None, cpu / wall if wall > 0 else 0.0
-    else:
-        flag, ratio = disturbed(cpu, wall, threads, settings.disturbed_fraction)
-    stats.update({
-        "mode": mode, "device": device, "batch_size": batch_size, "timer": "cuda-events" if cuda else "perf_counter",
-        "wall_s": wall, "cpu_s": cpu, "cpu_wall_ratio": ratio, "threads": threads, "disturbed": flag,
-        "warmup_reps": i, "warmup_s": warmup_s, "warmup_stable": stable, "inputs_rotated": len(xs),
-    })
-    return stats
+    """One cell on its own (no interleaving): warm up, `settings.trials` trials, the summary."""
+    timer = CellTimer(runner, batch_size, settings, mode, source)
+    run_round_robin([timer], timer.settings.trials)
+    return {**timer.summary(), "batch_size": batch_size, "trial_records": [t.to_dict() for t in timer.trials]}
 
 
 def dawnbench_latency(runner, images: torch.Tensor, labels: torch.Tensor | None = None,
@@ -224,30 +441,139 @@ def dawnbench_latency(runner, images: torch.Tensor, labels: torch.Tensor | None 
 
 # -- machine peak --------------------------------------------------------------------------------
 
-def matmul_peak(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", size: int | None = None,
-                seconds: float = 1.0) -> float:
-    """Best achieved GFLOP/s (GOP/s for int8) of square matmuls on this device: the denominator of
-    peak_fraction for cells of that precision. int8 uses torch._int_mm (int8 x int8 -> int32), the
+PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "fp16": "fp16_gflops", "int8": "int8_gops"}
+PEAK_THREADS_FRACTION = 0.9   # a probe is a pure arithmetic loop: it keeps every thread busy, or was shared
+# The conv-shaped probe: a 3x3 convolution, 64 -> 64 channels on 32x32 images (the body of the CIFAR
+# networks here), batch 32. int8 has no portable conv kernel in torch: its probe is the same conv
+# as the GEMM an int8 convolution runs (im2col: M = N*H*W, K = 9*Cin, N = Cout) through torch._int_mm.
+CONV_SHAPE = {"batch": 32, "channels": 64, "size": 32, "kernel": 3}
+
+
+def _sync(device: str):
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def matmul_op(dtype: torch.dtype, device: str = "cpu", size: int | None = None):
+    """(call, flops per call) of a square matmul; int8 uses torch._int_mm (int8 x int8 -> int32), the
     kernel family (VNNI on CPU, IMMA on CUDA) that quantized convolutions run on."""
-    size = size or (8192 if device == "cuda" else 2048)
+    size = size or (8192 if device.startswith("cuda") else 2048)
     if dtype == torch.int8:
         a = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8)
         b = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8)
-        mm = torch._int_mm
-    else:
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        mm = torch.matmul
-    flops = 2 * size ** 3
-    best = 0.0
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        return (lambda: torch._int_mm(a, b)), 2 * size ** 3
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return (lambda: torch.matmul(a, b)), 2 * size ** 3
+
+
+def conv_op(dtype: torch.dtype, device: str = "cpu", shape: dict | None = None):
+    """(call, flops per call) of the conv-shaped probe (CONV_SHAPE), channels_last as the backends run it."""
+    s = shape or CONV_SHAPE
+    n, c, hw, k = s["batch"], s["channels"], s["size"], s["kernel"]
+    flops = 2 * n * hw * hw * c * c * k * k
+    if dtype == torch.int8:
+        a = torch.randint(-128, 128, (n * hw * hw, k * k * c), device=device, dtype=torch.int8)
+        b = torch.randint(-128, 128, (k * k * c, c), device=device, dtype=torch.int8)
+        return (lambda: torch._int_mm(a, b)), flops
+    x = torch.randn(n, c, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, c, k, k, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    fn = torch.nn.functional.conv2d
+    return (lambda: fn(x, w, padding=k // 2)), flops
+
+
+@dataclass
+class ProbeReading:
+    gflops: float
+    disturbance: Disturbance
+
+    def to_dict(self) -> dict:
+        d = self.disturbance
+        return {"gflops": self.gflops, "cpu_wall_ratio": d.cpu_wall_ratio, "others_cpu_s": d.others_cpu_s,
+                "steal_s": d.steal_s, "disturbed": d.disturbed, "why": d.why}
+
+
+def probe(call, flops: float, device: str = "cpu", seconds: float = 0.5, counters=read_cpu_counters) -> ProbeReading:
+    """Best GFLOP/s of `call` over `seconds`, judged like a trial with a threshold of 0.9 x threads
+    (an arithmetic loop keeps every thread busy; less means the cores were shared)."""
+    sync = _sync(device)
     for _ in range(2):
-        mm(a, b)
+        call()
     sync()
-    end = time.perf_counter() + seconds
+    threads = torch.get_num_threads()
+    before = counters()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    best, end = 0.0, wall0 + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
-        mm(a, b)
+        call()
         sync()
         best = max(best, flops / (time.perf_counter() - t0) / 1e9)
-    return best
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if device.startswith("cuda"):
+        dist = Disturbance(wall, cpu, threads, cpu / wall if wall > 0 else 0.0, None, None, None)
+    else:
+        dist = judge(wall, cpu, threads, before, counters(), process_fraction=PEAK_THREADS_FRACTION)
+    return ProbeReading(best, dist)
+
+
+def best_reading(readings: list[ProbeReading]) -> ProbeReading:
+    """The best undisturbed reading; the best of all (still flagged) when every one was disturbed."""
+    clean = [r for r in readings if not r.disturbance.disturbed]
+    return max(clean or readings, key=lambda r: r.gflops)
+
+
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", size: int | None = None,
+                seconds: float = 1.0) -> float:
+    """Best achieved GFLOP/s (GOP/s for int8) of square matmuls on this device."""
+    call, flops = matmul_op(dtype, device, size)
+    return probe(call, flops, device, seconds).gflops
+
+
+def peak_precisions(device: str) -> dict[str, torch.dtype]:
+    from .provenance import cpu_has_fast_bf16
+
+    out = {"fp32": torch.float32}
+    if device == "cuda" or cpu_has_fast_bf16():
+        out["bf16"] = torch.bfloat16
+    if device == "cuda":
+        out["fp16"] = torch.float16
+    out["int8"] = torch.int8
+    return out
+
+
+def measure_peak(device: str, seconds: float = 0.5, repeats: int = 3, counters=read_cpu_counters) -> dict:
+    """Per precision, a square-matmul and a conv-shaped probe, each repeated `repeats` times with the
+    best undisturbed reading kept. The % peak denominator of a precision is the higher of its two
+    probes (named in `denominators`), so a convolution is measured against what this machine
+    reached in a shape it runs, not only against the square GEMM."""
+    out: dict = {"probes": {}, "denominators": {}}
+    any_disturbed = False
+    for name, dtype in peak_precisions(device).items():
+        kept = {}
+        for kind, make in (("matmul", matmul_op), ("conv", conv_op)):
+            try:
+                call, flops = make(dtype, device)
+                readings = [probe(call, flops, device, seconds, counters) for _ in range(repeats)]
+            except RuntimeError:  # no kernel of this kind on this device: no denominator from it
+                continue
+            best = best_reading(readings)
+            kept[kind] = best
+            out["probes"].setdefault(name, {})[kind] = {**best.to_dict(), "readings": [r.gflops for r in readings]}
+        if not kept:
+            continue
+        kind, best = max(kept.items(), key=lambda kv: kv[1].gflops)
+        out[PEAK_KEYS[name]] = best.gflops
+        out["denominators"][name] = kind
+        any_disturbed |= bool(best.disturbance.disturbed)
+    out.update({"source": f"measured by cifar_speed.harness.measure_peak on {device} at the start of this run: "
+                          f"best undisturbed of {repeats} readings of a square matmul and a conv-shaped probe "
+                          f"(3x3, {CONV_SHAPE['channels']} channels, {CONV_SHAPE['size']}x{CONV_SHAPE['size']}) "
+                          f"per precision, the higher one the denominator",
+                "threads": torch.get_num_threads(), "disturbed": any_disturbed if device == "cpu" else None,
+                "conv_shape": CONV_SHAPE})
+    return out
+
+
+def peak_for(peak: dict, precision: str) -> float | None:
+    """The denominator of peak_fraction for a cell of this precision (None: not measured)."""
+    return peak.get(PEAK_KEYS.get(precision, "")) or peak.get("given_gflops")

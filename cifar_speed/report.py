@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import CifarSpeedError
 from .fileio import atomic_path
-from .sweep import fastest, skipped_lines, validate_results
+from .sweep import SCHEMA, Cell, cells_of, validate_results
 
 
 def load_results(path) -> dict:
@@ -23,6 +23,8 @@ def load_results(path) -> dict:
         raise CifarSpeedError(f"results file {path} not found") from None
     except (OSError, ValueError) as e:
         raise CifarSpeedError(f"{path} is not valid JSON ({type(e).__name__})") from None
+    if is_pytest_benchmark(obj):
+        return from_pytest_benchmark(obj, path)
     try:
         return validate_results(obj)
     except CifarSpeedError as e:
@@ -37,6 +39,144 @@ def _modes(results: dict) -> list[str]:
     return list(dict.fromkeys(c["mode"] for c in results["cells"] if c.get("status") == "ok"))
 
 
+# -- pytest-benchmark's JSON -----------------------------------------------------------------------
+
+def is_pytest_benchmark(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("benchmarks"), list) and "machine_info" in obj
+
+
+def from_pytest_benchmark(obj: dict, path=None) -> dict:
+    """pytest-benchmark's --benchmark-json of our bench/ suite as a results dict, one cell per case.
+
+    Its rounds are single calls timed back to back, not interleaved trials: the spread is the rounds'
+    IQR (images/s at q3 and q1) and the speed-up the ratio of medians against eager fp32 in the same
+    file, not a paired one. Cases without model / precision / batch_size in extra_info are not ours."""
+    ours = obj.get("cifar_speed") or {}
+    info = obj.get("machine_info") or {}
+    prov = ours.get("provenance") or {
+        "machine": str(info.get("node") or "unknown"), "versions": {}, "torch_threads": None, "gpu": None,
+        "cpu": {"model": (info.get("cpu") or {}).get("brand_raw", "?"), "usable_cpus": (info.get("cpu") or {}).get("count"),
+                "features": []}, "git_commit": (obj.get("commit_info") or {}).get("id")}
+    cells = []
+    for b in obj["benchmarks"]:
+        e, st = b.get("extra_info") or {}, b.get("stats") or {}
+        batch, med = e.get("batch_size"), st.get("median")
+        if not (e.get("model") and e.get("precision") and isinstance(batch, int) and batch > 0 and med):
+            continue
+        q1, q3 = st.get("q1", med), st.get("q3", med)
+        runner = e.get("runner") or {}
+        flops = e.get("flops_per_image")
+        cells.append({
+            "model": e["model"], "architecture": e["model"], "backend": e.get("backend") or "train-step",
+            "precision": e["precision"], "device": e.get("device", "cpu"), "batch_size": batch, "mode": "device",
+            "threads": prov.get("torch_threads"),
+            "memory_format": runner.get("memory_format") or ("channels_last" if e.get("channels_last") else None),
+            "status": "ok", "runner": runner, "images_per_s": batch / med,
+            "images_per_s_range": [batch / q3 if q3 else None, batch / q1 if q1 else None],
+            "latency": {"n": st.get("rounds"), "median_ms": med * 1e3, "min_ms": st.get("min", med) * 1e3,
+                        "max_ms": st.get("max", med) * 1e3, "mean_ms": st.get("mean", med) * 1e3,
+                        "trial_median_ms": {"min": q1 * 1e3, "max": q3 * 1e3, "iqr": (q3 - q1) * 1e3},
+                        "spread": "IQR of pytest-benchmark rounds"},
+            "gflops": flops * batch / med / 1e9 if flops else None, "peak_fraction": None,
+            "speedup_vs_eager_fp32": None, "accuracy": {}, "disturbed": None})
+    if not cells:
+        raise CifarSpeedError(f"{path}: a pytest-benchmark file with no cifar-speed benchmark in it "
+                              "(extra_info needs model, precision, batch_size)")
+    base = {(c["model"], c["batch_size"]): c["images_per_s"] for c in cells
+            if (c["backend"], c["precision"]) == ("eager", "fp32")}
+    for c in cells:
+        if (c["model"], c["batch_size"]) in base:
+            c["speedup_vs_eager_fp32"] = c["images_per_s"] / base[(c["model"], c["batch_size"])]
+    return {"schema": SCHEMA, "source_format": "pytest-benchmark", "created": str(obj.get("datetime")),
+            "provenance": prov, "harness": {"accuracy_images": 0, "modes": ["device"]}, "peak": {},
+            "models": {}, "skipped": [], "cells": cells}
+
+
+# -- the bench command's console table ---------------------------------------------------------------
+
+def fastest(results: dict) -> dict[tuple[str, int, str], tuple[str, str]]:
+    """(model, batch, mode) -> (backend, precision) of the highest images/s among ok cells."""
+    best: dict = {}
+    for c in results["cells"]:
+        if c.get("status") != "ok":
+            continue
+        k = (c["model"], c["batch_size"], c["mode"])
+        if k not in best or c["images_per_s"] > best[k][0]:
+            best[k] = (c["images_per_s"], (c["backend"], c["precision"]))
+    return {k: v[1] for k, v in best.items()}
+
+
+def skipped_lines(results: dict) -> list[str]:
+    seen, out = set(), []
+    for s in results.get("skipped", []):
+        k = (s["backend"], s["precision"], s["reason"])
+        if k not in seen:
+            seen.add(k)
+            out.append(f"{s['backend']} {s['precision']}: {s['reason']}")
+    return out
+
+
+def _row_key(c: Cell) -> tuple:
+    return (c.model, c.backend, c.precision, c.memory_format or "", c.threads or 0)
+
+
+def spread_text(c: Cell) -> str:
+    """'±3%': half the min-max range of the trials' images/s, relative to the median."""
+    lo, hi = c.images_per_s_range or (None, None)
+    if not lo or not hi or not c.images_per_s:
+        return ""
+    return f"±{(hi - lo) / 2 / c.images_per_s * 100:.0f}%"
+
+
+def table(results: dict, mode: str | None = None):
+    """A rich Table: rows model x backend/precision/layout/threads, a column group per batch size;
+    ★ = fastest; img/s with the trials' spread, speed-up with the paired ratios' range."""
+    from rich.table import Table
+
+    cells = [c for c in cells_of(results) if mode is None or c.mode == mode]
+    mode = mode or (cells[0].mode if cells else "device")
+    cells = [c for c in cells if c.mode == mode]
+    batches = sorted({c.batch_size for c in cells if c.batch_size})
+    best = fastest(results)
+    t = Table(title=f"images/s ({mode}-resident inputs; median of trials ± half their range; x = paired "
+                    f"speed-up over eager fp32; ★ fastest per model)")
+    for col in ("model", "backend precision", "layout", "threads"):
+        t.add_column(col, no_wrap=True)
+    for b in batches:
+        t.add_column(f"b{b} img/s", justify="right", no_wrap=True)
+        t.add_column(f"b{b} x", justify="right", no_wrap=True)
+    for col in ("top-1", "JPEG-75", "agree", "notes"):
+        t.add_column(col, justify="right" if col != "notes" else "left")
+    rows: dict = {}
+    for c in cells:
+        rows.setdefault(_row_key(c), {})[c.batch_size] = c
+    for (model, backend, precision, layout, threads), by_batch in rows.items():
+        row = [model, f"{backend} {precision}", layout or "-", str(threads or "")]
+        notes, acc = set(), None
+        for b in batches:
+            c = by_batch.get(b)
+            if not c or c.status != "ok":
+                row += ["failed" if c else "-", ""]
+                if c:
+                    notes.add((c.reason or "")[:60])
+                continue
+            star = best.get((model, b, mode)) == (backend, precision)
+            ips = f"{c.images_per_s:,.0f} {spread_text(c)}".strip() + (" ★" if star else "")
+            row += [f"[bold green]{ips}[/]" if star else ips,
+                    f"{c.speedup_vs_eager_fp32:.2f}" if c.speedup_vs_eager_fp32 else ""]
+            acc = c.accuracy
+            if c.disturbed:
+                notes.add("disturbed")
+            if c.accuracy_flagged:
+                notes.add("ACCURACY DROP")
+        jpeg = next((v for k, v in (acc or {}).items() if k.startswith("top1_jpeg")), None)
+        row += [f"{acc['top1'] * 100:.2f}%" if acc and "top1" in acc else "",
+                f"{jpeg * 100:.2f}%" if jpeg is not None else "",
+                f"{acc['agreement'] * 100:.2f}%" if acc and "agreement" in acc else "", ", ".join(sorted(notes))]
+        t.add_row(*row)
+    return t
+
+
 def peak_text(peak: dict) -> str:
     """The denominators of the % peak column, as a results file recorded them."""
     if "denominator_gflops" in peak:  # files written before per-precision peaks: one bf16 matmul peak for all
@@ -44,7 +184,9 @@ def peak_text(peak: dict) -> str:
     elif "given_gflops" in peak:
         what = f"{peak['given_gflops']:,.0f} GFLOP/s for every precision"
     else:
+        kinds = peak.get("denominators", {})   # which probe (matmul or conv) each precision's figure came from
         what = ", ".join(f"{k.split('_')[0]} {v:,.0f} {'GOP/s' if k.endswith('gops') else 'GFLOP/s'}"
+                         + (f" ({kinds[k.split('_')[0]]})" if k.split('_')[0] in kinds else "")
                          for k, v in peak.items() if k.endswith(("_gflops", "_gops")))
     return (f"{what} ({peak.get('source', '?')}"
             f"{'; measured under contention, so too low' if peak.get('disturbed') else ''})")
@@ -64,43 +206,7 @@ def render_markdown(results_list: list[dict]) -> str:
                    f"{prov['torch_threads']} threads; commit `{prov.get('git_commit')}`. Peak for the % column: "
                    f"{peak_text(peak)}. "
                    f"Accuracy on {results['harness']['accuracy_images']:,} test images.\n")
-        best = fastest(results)
-        for mode in _modes(results):
-            cells = _ok(results, mode)
-            batches = sorted({c["batch_size"] for c in cells})
-            head = ["model", "backend", "precision"] + [f"b{b} img/s (x eager)" for b in batches] + \
-                   [f"b{batches[-1]} p50 ms", f"b{batches[-1]} % peak", "top-1", "agree", "max Δlogit"]
-            out.append(f"\n{mode}-resident inputs (**bold** = fastest for the model at that batch size):\n")
-            out.append("| " + " | ".join(head) + " |")
-            out.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|")
-            rows: dict = {}
-            for c in cells:
-                rows.setdefault((c["model"], c["backend"], c["precision"]), {})[c["batch_size"]] = c
-            for (model, backend, precision), by in rows.items():
-                row = [model, backend, precision]
-                flags = set()
-                for b in batches:
-                    c = by.get(b)
-                    if not c:
-                        row.append("-")
-                        continue
-                    text = f"{c['images_per_s']:,.0f}"
-                    if c.get("speedup_vs_eager_fp32"):
-                        text += f" ({c['speedup_vs_eager_fp32']:.2f}x)"
-                    if best.get((model, b, mode)) == (backend, precision):
-                        text = f"**{text}**"
-                    row.append(text)
-                    flags |= {"disturbed"} if c.get("disturbed") else set()
-                    flags |= {"accuracy drop"} if c.get("accuracy_flagged") else set()
-                last = by.get(batches[-1]) or next(iter(by.values()))
-                acc = last["accuracy"]
-                row += [f"{last['latency']['median_ms']:.2f}",
-                        f"{last['peak_fraction'] * 100:.1f}%" if last.get("peak_fraction") is not None else "",
-                        f"{acc['top1'] * 100:.2f}%" + (" ⚠" if "accuracy drop" in flags else ""),
-                        f"{acc.get('agreement', 1) * 100:.2f}%", f"{acc.get('max_logit_diff', 0):.2g}"]
-                if "disturbed" in flags:
-                    row[2] += " (disturbed)"
-                out.append("| " + " | ".join(row) + " |")
+        out += _mode_tables(results)
         skipped = skipped_lines(results)
         failed = [c for c in results["cells"] if c.get("status") == "failed"]
         if skipped or failed:
@@ -111,12 +217,82 @@ def render_markdown(results_list: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mode_tables(results: dict) -> list[str]:
+    """One Markdown table per input mode: a row per model x backend x precision x layout x threads."""
+    out = []
+    best = fastest(results)
+    all_cells = cells_of(results)
+    notes: list[str] = []
+    for mode in _modes(results):
+        cells = [c for c in all_cells if c.status == "ok" and c.mode == mode]
+        batches = sorted({c.batch_size for c in cells})
+        last_b = batches[-1]
+        head = (["model", "backend", "precision", "layout", "threads"]
+                + [f"b{b} img/s ± trials (x eager)" for b in batches]
+                + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
+                   "agree", "max Δlogit"])
+        out.append(f"\n{mode}-resident inputs (**bold** = fastest for the model at that batch size; ± = half the "
+                   f"range of the trial medians; x = median of per-round ratios against eager fp32):\n")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")
+        rows: dict = {}
+        for c in cells:
+            rows.setdefault(_row_key(c), {})[c.batch_size] = c
+        for (model, backend, precision, layout, threads), by in rows.items():
+            row = [model, backend, precision, layout or "-", str(threads or "")]
+            flags = set()
+            for b in batches:
+                c = by.get(b)
+                if not c:
+                    row.append("-")
+                    continue
+                text = f"{c.images_per_s:,.0f} {spread_text(c)}".strip()
+                if c.speedup_vs_eager_fp32:
+                    text += f" ({c.speedup_vs_eager_fp32:.2f}x)"
+                if best.get((model, b, mode)) == (backend, precision):
+                    text = f"**{text}**"
+                row.append(text)
+                flags |= {"disturbed"} if c.disturbed else set()
+                flags |= {"accuracy drop"} if c.accuracy_flagged else set()
+            last = by.get(last_b) or next(iter(by.values()))
+            acc = last.accuracy or {}
+            jpeg = next((v for k, v in acc.items() if k.startswith("top1_jpeg")), None)
+            p99 = last.latency.get("p99_ms")
+            if (last.latency.get("n") or 0) < 100:   # older files kept a p99 of fewer calls: ~their maximum
+                p99 = None
+            frac = f"{last.peak_fraction * 100:.1f}%" if last.peak_fraction is not None else ""
+            if last.peak_note:
+                notes.append(f"{model} {backend} {precision}: {last.peak_note}")
+                frac += f" [{len(notes)}]"
+            row += [f"{last.latency['median_ms']:.2f}", f"{p99:.2f}" if p99 is not None else "n < 100", frac,
+                    f"{acc['top1'] * 100:.2f}%" + (" ⚠" if "accuracy drop" in flags else "") if "top1" in acc else "",
+                    f"{jpeg * 100:.2f}%" if jpeg is not None else "",
+                    f"{acc.get('agreement', 1) * 100:.2f}%" if acc else "",
+                    f"{acc.get('max_logit_diff', 0):.2g}" if acc else ""]
+            if "disturbed" in flags:
+                row[2] += " (disturbed)"
+            out.append("| " + " | ".join(row) + " |")
+    if notes:
+        out.append("\nAbove 100 % of the best probe:\n")
+        out += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    return out
+
+
+def _combo(c: dict) -> str:
+    """A plot legend entry: backend and precision, and eager's layout where the run made it an axis."""
+    fmt = c.get("memory_format")
+    return f"{c['backend']} {c['precision']}" + (f" {fmt}" if c["backend"] == "eager" and fmt == "channels_last" else "")
+
+
 def _largest_batch_cells(results: dict, mode: str) -> list[dict]:
+    """The cells of the largest batch at the run's own thread count (the 1-thread cells are batch 1 extras)."""
     cells = _ok(results, mode)
     if not cells:
         return []
     b = max(c["batch_size"] for c in cells)
-    return [c for c in cells if c["batch_size"] == b]
+    cells = [c for c in cells if c["batch_size"] == b]
+    threads = max((c.get("threads") or 0 for c in cells), default=0)
+    return [c for c in cells if (c.get("threads") or 0) == threads]
 
 
 def plot(results_list: list[dict], out_dir) -> list[Path]:
@@ -137,16 +313,17 @@ def plot(results_list: list[dict], out_dir) -> list[Path]:
                 continue
             batch = cells[0]["batch_size"]
             models = list(dict.fromkeys(c["model"] for c in cells))
-            combos = list(dict.fromkeys(f"{c['backend']} {c['precision']}" for c in cells))
+            combos = list(dict.fromkeys(_combo(c) for c in cells))
             markers = "osD^v<>px*"
 
             fig, ax = plt.subplots(figsize=(7, 4.5))
             for j, combo in enumerate(combos):
-                pts = [c for c in cells if f"{c['backend']} {c['precision']}" == combo]
+                pts = [c for c in cells if _combo(c) == combo and "top1" in (c.get("accuracy") or {})]
                 ax.scatter([c["images_per_s"] for c in pts], [c["accuracy"]["top1"] * 100 for c in pts],
                            marker=markers[j % len(markers)], label=combo)
                 for c in pts:
-                    ax.annotate(c["model"], (c["images_per_s"], c["accuracy"]["top1"] * 100), fontsize=7,
+                    ax.annotate(c["model"] + (" (disturbed)" if c.get("disturbed") else ""),
+                                (c["images_per_s"], c["accuracy"]["top1"] * 100), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
             ax.set_xlabel(f"images/s at batch {batch} (log scale)")
@@ -161,7 +338,7 @@ def plot(results_list: list[dict], out_dir) -> list[Path]:
             for j, combo in enumerate(combos):
                 ys = []
                 for m in models:
-                    c = next((c for c in cells if c["model"] == m and f"{c['backend']} {c['precision']}" == combo), None)
+                    c = next((c for c in cells if c["model"] == m and _combo(c) == combo), None)
                     ys.append(c["speedup_vs_eager_fp32"] if c and c.get("speedup_vs_eager_fp32") else 0)
                 ax.bar([k + j * width for k in range(len(models))], ys, width, label=combo)
             ax.axhline(1.0, color="k", linewidth=0.8)
@@ -203,6 +380,10 @@ def plot_overview(results_list: list[dict], out_dir, mode: str = "device") -> Pa
         mine = [c for c in cells if c["model"] == model]
         ax.scatter([c["images_per_s"] for c in mine], [c["accuracy"]["top1"] * 100 for c in mine], s=14, alpha=0.7,
                    label=model)
+    shaky = [c for c in cells if c.get("disturbed")]
+    if shaky:  # a disturbed cell's speed is not this machine's: ring it
+        ax.scatter([c["images_per_s"] for c in shaky], [c["accuracy"]["top1"] * 100 for c in shaky], s=60,
+                   facecolors="none", edgecolors="red", linewidths=0.8, label="disturbed")
     front = pareto_front([(c["images_per_s"], c["accuracy"]["top1"] * 100) for c in cells])
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", linewidth=0.8, label="Pareto front")
     on_front = [next(c for c in cells if (c["images_per_s"], c["accuracy"]["top1"] * 100) == p) for p in front]

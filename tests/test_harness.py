@@ -1,7 +1,10 @@
-"""Harness: percentile maths, summaries, the disturbed-measurement flag, warm-up, DAWNBench mode."""
+"""Harness: percentiles and the p99 rule, trial statistics, paired ratios, the two views of
+disturbance (a runner that sleeps, a second process spinning), round-robin order, peak probes."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 
 from cifar_speed import harness
 from cifar_speed.backends import Runner
+from cifar_speed.harness import CpuCounters, Disturbance, ProbeReading, Trial
 
 
 def test_percentile_matches_numpy_linear():
@@ -30,7 +34,7 @@ def test_percentile_small_cases():
         harness.percentile([1.0], 101)
 
 
-def test_summarize():
+def test_summarize_withholds_p99_below_100_calls():
     times = [0.010] * 9 + [0.020]           # seconds per batch of 100
     s = harness.summarize(times, 100)
     assert s["n"] == 10
@@ -38,49 +42,95 @@ def test_summarize():
     assert s["min_ms"] == pytest.approx(10.0) and s["max_ms"] == pytest.approx(20.0)
     assert s["mean_ms"] == pytest.approx(11.0)
     assert s["p90_ms"] == pytest.approx(11.0)      # linear between 10 and 20 at 0.1 of the way
-    assert s["p99_ms"] == pytest.approx(19.1)
+    assert s["p99_ms"] is None and "only 10 timed calls" in s["p99_note"] and "100" in s["p99_note"]
     assert s["images_per_s"] == pytest.approx(10_000.0)
     assert s["ms_per_image"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("cpu,wall,threads,expected", [
-    (2.0, 1.0, 2, False),   # both cores busy the whole time
-    (1.9, 1.0, 2, False),
-    (1.0, 1.0, 2, True),    # half the machine was someone else's
-    (0.1, 1.0, 1, True),
-    (0.9, 1.0, 1, False),
-    (0.0, 0.0, 2, True),
+def test_p99_rule_at_the_boundary():
+    xs = [float(i) for i in range(1, 100)]           # 99 calls: p99 would be ~the maximum
+    assert harness.p99(xs) == (None, "only 99 timed calls; p99 needs at least 100")
+    xs.append(100.0)
+    value, why = harness.p99(xs)
+    assert why is None and value == pytest.approx(float(np.percentile(xs, 99)))
+
+
+def _trial(round_, ms, disturbed=False):
+    return Trial(round_, [m / 1e3 for m in ms], Disturbance(1.0, 2.0, 2, 2.0, 0.0, 0.0, disturbed))
+
+
+def test_summarize_trials_median_of_trial_medians_and_spread():
+    trials = [_trial(0, [10, 11, 12]), _trial(1, [20, 20, 21]), _trial(2, [14, 15, 16]),
+              _trial(3, [13, 13, 13]), _trial(4, [30, 9, 31])]
+    s = harness.summarize_trials(trials, 10)
+    medians = [11, 20, 15, 13, 30]
+    assert s["median_ms"] == pytest.approx(15.0)                        # median of the five trial medians
+    assert s["trial_median_ms"]["min"] == pytest.approx(11) and s["trial_median_ms"]["max"] == pytest.approx(30)
+    assert s["trial_median_ms"]["iqr"] == pytest.approx(np.percentile(medians, 75) - np.percentile(medians, 25))
+    assert s["n"] == 15 and s["trials"] == 5
+    assert s["pooled_median_ms"] == pytest.approx(float(np.median([10, 11, 12, 20, 20, 21, 14, 15, 16, 13, 13, 13, 30, 9, 31])))
+    assert s["images_per_s"] == pytest.approx(10 / 0.015)
+    assert s["images_per_s_range"] == pytest.approx([10 / 0.030, 10 / 0.011])
+    assert s["p99_ms"] is None and s["disturbed"] is False and s["trials_disturbed"] == 0
+
+
+def test_cell_is_disturbed_when_most_trials_were():
+    two = [_trial(i, [10], disturbed=i < 2) for i in range(5)]
+    three = [_trial(i, [10], disturbed=i < 3) for i in range(5)]
+    assert harness.summarize_trials(two, 1)["disturbed"] is False
+    assert harness.summarize_trials(three, 1)["disturbed"] is True
+    assert harness.summarize_trials(three, 1)["trials_disturbed"] == 3
+
+
+def test_paired_ratio_uses_the_baseline_trial_of_the_same_round():
+    # The machine slows down in rounds 1 and 3 for both cells: paired, the cell is exactly 2x faster.
+    base = [_trial(r, [m]) for r, m in enumerate([10, 20, 10, 20, 10])]
+    cell = [_trial(r, [m]) for r, m in enumerate([5, 10, 5, 10, 5])]
+    r = harness.paired_ratio(base, cell)
+    assert r["median"] == pytest.approx(2.0) and r["min"] == pytest.approx(2.0) and r["max"] == pytest.approx(2.0)
+    assert r["n"] == 5
+    # Unpaired, dividing medians of different rounds would read 10 / 5 = 2 or 20 / 5 = 4.
+    assert harness.paired_ratio(base, [_trial(7, [5])]) is None   # no baseline trial in that round
+
+
+def test_judge_process_view():
+    d = harness.judge(1.0, 0.5, 2, None, None)
+    assert d.disturbed and "cpu/wall 0.50" in d.why and d.others_cpu_s is None
+    assert harness.judge(1.0, 1.95, 2, None, None).disturbed is False
+
+
+@pytest.mark.parametrize("others,steal,cpus,threads,expected", [
+    (0.0, 0.0, 2, 2, False),    # idle machine
+    (0.1, 0.0, 2, 2, False),    # background daemons: 0.1 of a core
+    (1.0, 0.0, 2, 2, True),     # another process took one of our two cores
+    (0.0, 0.5, 2, 2, True),     # the hypervisor ran someone else half the time (steal)
+    (0.9, 0.0, 2, 1, False),    # 1 thread on 2 cores: the other core is free for them
+    (1.5, 0.0, 2, 1, True),     # ... unless they take more than it
 ])
-def test_disturbed_flag(cpu, wall, threads, expected):
-    flag, ratio = harness.disturbed(cpu, wall, threads)
-    assert flag is expected
-    if wall:
-        assert ratio == pytest.approx(cpu / wall)
+def test_judge_machine_view(others, steal, cpus, threads, expected):
+    before = CpuCounters(100.0, 10.0, cpus)
+    after = CpuCounters(100.0 + threads * 1.0 + others, 10.0 + steal, cpus)   # 1 s wall: we used `threads` cores
+    d = harness.judge(1.0, threads * 1.0, threads, before, after)
+    assert d.disturbed is expected
+    assert d.others_cpu_s == pytest.approx(others) and d.steal_s == pytest.approx(steal)
 
 
-def test_is_stable():
-    assert not harness.is_stable([1.0] * 5, window=3, tolerance=0.05)
-    assert harness.is_stable([1.0, 1.01, 0.99, 1.0, 1.02, 0.98], window=3, tolerance=0.05)
-    assert not harness.is_stable([5.0, 5.0, 5.0, 1.0, 1.0, 1.0], window=3, tolerance=0.05)
+def test_read_cpu_counters_sums_only_our_cpus(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  300 0 300 1000 0 0 0 30 0 0\n"
+                    "cpu0 100 0 100 500 0 0 0 10 0 0\n"
+                    "cpu1 200 0 200 500 0 0 0 20 0 0\n"
+                    "intr 12345\n")
+    hz = harness.os.sysconf("SC_CLK_TCK")
+    one = harness.read_cpu_counters(stat, cpus=[1])
+    assert one == CpuCounters(400 / hz, 20 / hz, 1)
+    both = harness.read_cpu_counters(stat, cpus=[0, 1])
+    assert both.busy_s == pytest.approx(600 / hz) and both.cpus == 2
+    assert harness.read_cpu_counters(tmp_path / "missing") is None
 
 
 def _runner(fn):
     return Runner(fn, "test", "fp32", "cpu")
-
-
-def test_measure_records_everything_and_rotates_inputs():
-    seen = []
-
-    def fn(x):
-        seen.append(x.data_ptr())
-        return x.sum(dim=(1, 2, 3)).unsqueeze(1).expand(-1, 10)
-
-    s = harness.measure(_runner(fn), 8, harness.QUICK)
-    for key in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "images_per_s", "mode", "cpu_wall_ratio",
-                "disturbed", "warmup_reps", "warmup_stable", "threads", "timer"):
-        assert key in s
-    assert s["n"] >= harness.QUICK.min_reps and s["mode"] == "device" and s["batch_size"] == 8
-    assert len(set(seen)) == harness.QUICK.n_inputs == s["inputs_rotated"]
 
 
 def test_sleeping_runner_is_flagged_disturbed():
@@ -89,8 +139,53 @@ def test_sleeping_runner_is_flagged_disturbed():
         time.sleep(0.002)
         return torch.zeros(len(x), 10)
 
-    s = harness.measure(_runner(fn), 4, harness.QUICK)
-    assert s["disturbed"] is True and s["cpu_wall_ratio"] < 0.5
+    t = harness.CellTimer(_runner(fn), 4, harness.QUICK, counters=lambda: None)
+    harness.run_round_robin([t], 3)
+    assert all(tr.disturbance.disturbed for tr in t.trials)
+    s = t.summary()
+    assert s["disturbed"] is True and s["trials_disturbed"] == 3 and s["cpu_wall_ratio"] < 0.5
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(harness.read_cpu_counters() is None, reason="needs /proc/stat")
+def test_a_second_process_spinning_is_seen_from_the_machine():
+    # The process view is switched off (disturbed_fraction 0): only /proc/stat can see the spinner,
+    # which takes a core the cell asked for (threads = every usable CPU).
+    cpus = len(harness.usable_cpus())
+    spinner = subprocess.Popen([sys.executable, "-c", "import sys,time\nprint('go', flush=True)\n"
+                                "end = time.time() + 30\nwhile time.time() < end: pass"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert spinner.stdout.readline().strip() == "go"
+        settings = harness.Settings(trials=1, trial_time_s=0.3, trial_min_reps=1, warmup_min_reps=1,
+                                    warmup_max_s=0.01, disturbed_fraction=0.0)
+        t = harness.CellTimer(_runner(lambda x: _spin(0.01) or torch.zeros(len(x), 10)), 1, settings, threads=cpus)
+        harness.run_round_robin([t], 1)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    d = t.trials[0].disturbance
+    assert d.others_cpu_s > 0 and d.disturbed is True and "other processes" in d.why
+
+
+def test_round_robin_interleaves_cells_after_one_warm_up_each():
+    order = []
+
+    def make(name):
+        return _runner(lambda x: order.append(name) or torch.zeros(len(x), 10))
+
+    settings = harness.Settings(trials=2, trial_time_s=0.0, trial_min_reps=1, warmup_min_reps=1, warmup_window=1,
+                                warmup_tolerance=1.0, warmup_max_s=1.0)
+    timers = [harness.CellTimer(make(n), 2, settings, counters=lambda: None) for n in "ABC"]
+    harness.run_round_robin(timers, 2)
+    warm = sum(t.warmup.reps for t in timers)
+    assert order[warm:] == list("ABCABC")
+    assert [tr.round for tr in timers[0].trials] == [0, 1]
 
 
 def test_warmup_waits_for_stability():
@@ -101,12 +196,36 @@ def test_warmup_waits_for_stability():
         time.sleep(0.02 if calls["n"] <= 3 else 0.001)
         return torch.zeros(len(x), 10)
 
-    settings = harness.Settings(min_time_s=0.01, min_reps=3, warmup_min_reps=1, warmup_max_s=5, warmup_window=3,
-                                warmup_tolerance=0.5)
+    settings = harness.Settings(trials=2, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=5,
+                                warmup_window=3, warmup_tolerance=0.5)
     s = harness.measure(_runner(fn), 2, settings)
     # The three slow calls all happened during warm-up (it needs two agreeing windows after them).
     assert s["warmup_stable"] and s["warmup_reps"] >= 3 + 3
     assert calls["n"] == s["warmup_reps"] + s["n"]
+
+
+def test_measure_records_everything_and_rotates_inputs():
+    seen = []
+
+    def fn(x):
+        seen.append(x.data_ptr())
+        return x.sum(dim=(1, 2, 3)).unsqueeze(1).expand(-1, 10)
+
+    s = harness.measure(_runner(fn), 8, harness.QUICK)
+    for key in ("median_ms", "p90_ms", "p99_ms", "p99_note", "trial_median_ms", "images_per_s_range", "mode",
+                "cpu_wall_ratio", "disturbed", "warmup_reps", "warmup_stable", "threads", "timer", "trials"):
+        assert key in s
+    assert s["trials"] == harness.QUICK.trials == len(s["trial_records"])
+    assert s["n"] >= harness.QUICK.trial_min_reps * harness.QUICK.trials and s["mode"] == "device"
+    assert len(set(seen)) == harness.QUICK.n_inputs == s["inputs_rotated"]
+    rec = s["trial_records"][0]
+    calls = harness.decode_calls(rec["calls_ms"])          # the raw timings, recomputable
+    assert len(calls) == rec["n"] and rec["median_ms"] == pytest.approx(float(np.median(calls)), rel=1e-5)
+
+
+def test_encode_decode_calls_round_trip():
+    times = [0.001234, 0.5, 2e-6]
+    assert harness.decode_calls(harness.encode_calls(times)) == pytest.approx([1.234, 500.0, 0.002], rel=1e-6)
 
 
 def test_measure_rejects_unknown_mode():
@@ -137,9 +256,47 @@ def test_dawnbench_one_image_at_a_time():
     assert r["ms_per_image"] == pytest.approx(r["total_s"] / 20 * 1e3)
 
 
-def test_matmul_peak_is_positive():
-    assert harness.matmul_peak(torch.float32, "cpu", size=64, seconds=0.01) > 0
-    assert harness.matmul_peak(torch.int8, "cpu", size=64, seconds=0.01) > 0  # torch._int_mm
+# -- peak -------------------------------------------------------------------------------------------
+
+def _reading(gflops, disturbed):
+    return ProbeReading(gflops, Disturbance(1.0, 1.0, 2, 1.0, 0.0, 0.0, disturbed))
+
+
+def test_best_reading_keeps_the_best_undisturbed():
+    assert harness.best_reading([_reading(80, False), _reading(190, True), _reading(180, False)]).gflops == 180
+    assert harness.best_reading([_reading(80, True), _reading(90, True)]).gflops == 90   # all shared: flagged
+
+
+def test_peak_probe_threshold_is_near_all_threads():
+    # 1.25 cores busy of 2 passed the old 0.6 x threads test; a probe must keep ~every thread busy.
+    assert harness.judge(1.0, 1.25, 2, None, None, process_fraction=harness.PEAK_THREADS_FRACTION).disturbed
+    assert not harness.judge(1.0, 1.9, 2, None, None, process_fraction=harness.PEAK_THREADS_FRACTION).disturbed
+
+
+def test_measure_peak_keeps_the_higher_of_matmul_and_conv_per_precision(monkeypatch):
+    # Scripted readings per probe kind (GFLOP/s, disturbed), consumed by fp32 then int8.
+    script = {"matmul": [(100, False), (300, True), (110, False)], "conv": [(120, False), (90, False), (50, False)]}
+    queues = {kind: iter(values * 2) for kind, values in script.items()}
+    monkeypatch.setattr(harness, "matmul_op", lambda dtype, device: ("matmul", 1.0))
+    monkeypatch.setattr(harness, "conv_op", lambda dtype, device: ("conv", 1.0))
+    monkeypatch.setattr(harness, "peak_precisions", lambda device: {"fp32": torch.float32, "int8": torch.int8})
+    monkeypatch.setattr(harness, "probe", lambda call, flops, device, seconds, counters: _reading(*next(queues[call])))
+    peak = harness.measure_peak("cpu", seconds=0.0, repeats=3)
+    # matmul: best undisturbed 110 (the 300 was disturbed); conv: 120 -> the denominator is the conv's.
+    assert peak["fp32_gflops"] == 120 and peak["denominators"]["fp32"] == "conv"
+    assert peak["probes"]["fp32"]["matmul"]["gflops"] == 110
+    assert peak["probes"]["fp32"]["matmul"]["readings"] == [100, 300, 110]
+    assert peak["int8_gops"] == 120 and peak["disturbed"] is False
+    assert harness.peak_for(peak, "fp32") == 120 and harness.peak_for(peak, "bf16") is None
+    assert harness.peak_for({"given_gflops": 5.0}, "int8") == 5.0
+
+
+def test_probes_run_for_real():
+    for dtype in (torch.float32, torch.int8):
+        call, flops = harness.matmul_op(dtype, "cpu", size=64)
+        assert harness.probe(call, flops, "cpu", seconds=0.01).gflops > 0
+        call, flops = harness.conv_op(dtype, "cpu", {"batch": 2, "channels": 16, "size": 8, "kernel": 3})
+        assert harness.probe(call, flops, "cpu", seconds=0.01).gflops > 0
 
 
 @pytest.mark.gpu

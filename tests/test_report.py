@@ -37,11 +37,14 @@ def test_markdown_tables():
     md = report.render_markdown([synthetic_results()])
     lines = md.splitlines()
     header = next(l for l in lines if l.startswith("| model"))
-    assert "b32 img/s (x eager)" in header and "b128 img/s (x eager)" in header and "% peak" in header
+    assert "b32 img/s ± trials (x eager)" in header and "b128 img/s ± trials (x eager)" in header
+    assert "% of best probe" in header and "threads" in header and "layout" in header and "b128 p99 ms" in header
     ncols = header.count("|")
     assert all(l.count("|") == ncols for l in lines if l.startswith("|"))   # no broken rows
-    assert "| cnn | eager | bf16 | **3,000 (3.00x)** | **3,000 (3.00x)** |" in md
-    assert "| fast | eager | fp32 | 500 (1.00x) |" in md
+    threads = synthetic_results()["provenance"]["torch_threads"]   # a /1-style cell: threads from provenance
+    assert f"| cnn | eager | bf16 | - | {threads} | **3,000 (3.00x)** | **3,000 (3.00x)** |" in md
+    assert f"| fast | eager | fp32 | - | {threads} | 500 (1.00x) |" in md
+    assert "| n < 100 |" in md                                # no p99 without 100 timed calls
     assert "70.00% ⚠" in md                                  # the flagged accuracy drop
     assert "trt fp16: trt needs torch-tensorrt and a CUDA GPU" in md
     assert "compile bf16: failed (RuntimeError: boom)" in md
@@ -86,3 +89,39 @@ def test_overview_refuses_to_mix_machines(tmp_path):
     b["provenance"] = {**b["provenance"], "machine": "another-machine"}
     assert report.plot_overview([a, b], tmp_path) is None
     assert report.plot_overview([a, a], tmp_path).is_file()
+
+
+def test_spread_p99_and_peak_note_of_trial_cells():
+    r = synthetic_results()
+    c = r["cells"][0]   # cnn eager fp32 b32
+    c.update({"images_per_s_range": [900.0, 1100.0], "threads": 2, "memory_format": "nchw", "peak_fraction": 1.2,
+              "peak_note": "above 100 % of the best fp32 probe: test", "accuracy": {**c["accuracy"], "top1_jpeg75": 0.7},
+              "latency": {"median_ms": 32.0, "p99_ms": 40.0, "n": 150}, "batch_size": 128})
+    r["cells"] = [c]
+    md = report.render_markdown([r])
+    assert "| cnn | eager | fp32 | nchw | 2 | **1,000 ±10% (1.00x)** | 32.00 | 40.00 | 120.0% [1] | 80.00% | 70.00% |" in md
+    assert "1. cnn eager fp32: above 100 % of the best fp32 probe: test" in md
+
+
+def test_reads_pytest_benchmark_json(tmp_path):
+    def case(backend, precision, median):
+        return {"name": f"x-{backend}-{precision}", "extra_info": {"model": "cnn", "backend": backend, "precision": precision,
+                                                                    "batch_size": 64, "device": "cpu", "flops_per_image": 1e6},
+                "stats": {"median": median, "q1": median * 0.9, "q3": median * 1.1, "min": median * 0.8,
+                          "max": median * 1.5, "mean": median, "rounds": 30}}
+    doc = {"machine_info": {"node": "box", "cpu": {"brand_raw": "CPU", "count": 2}}, "commit_info": {"id": "abc"},
+           "datetime": "2026-01-01T00:00:00", "benchmarks": [case("eager", "fp32", 0.064), case("onnxrt", "fp32", 0.032),
+                                                            {"name": "foreign", "extra_info": {}, "stats": {"median": 1.0}}],
+           "cifar_speed": {"provenance": provenance()}}
+    path = tmp_path / "pb.json"
+    path.write_text(json.dumps(doc))
+    res = report.load_results(path)
+    assert res["source_format"] == "pytest-benchmark" and len(res["cells"]) == 2
+    by = {c["backend"]: c for c in res["cells"]}
+    assert by["eager"]["images_per_s"] == pytest.approx(1000.0)
+    assert by["onnxrt"]["speedup_vs_eager_fp32"] == pytest.approx(2.0)
+    assert by["onnxrt"]["images_per_s_range"] == pytest.approx([64 / 0.0352, 64 / 0.0288])
+    assert "| cnn | onnxrt | fp32 |" in report.render_markdown([res])
+    path.write_text(json.dumps({**doc, "benchmarks": doc["benchmarks"][2:]}))
+    with pytest.raises(CifarSpeedError, match="no cifar-speed benchmark"):
+        report.load_results(path)

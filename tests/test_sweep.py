@@ -1,4 +1,5 @@
-"""Sweep: planning and unavailability, per-cell records, accuracy and agreement, files, table."""
+"""Sweep: planning and unavailability, Cell records from interleaved trials, paired speed-ups,
+threads and layout axes, accuracy (clean and JPEG) and agreement, files, table."""
 from __future__ import annotations
 
 import csv
@@ -6,11 +7,12 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
 
-from cifar_speed import backends, harness, sweep
+from cifar_speed import backends, harness, report, sweep
 from cifar_speed.errors import CifarSpeedError, UnavailableError
 
 from _infer_util import fake_split, make_checkpoint
@@ -19,7 +21,7 @@ from _infer_util import fake_split, make_checkpoint
 def cfg(tmp_path, **kw):
     base = dict(checkpoints=[make_checkpoint(tmp_path)], backends=["eager", "onnxrt"], precisions=None,
                 batches=[8, 16], device="cpu", settings=harness.QUICK, cache_dir=str(tmp_path / "cache"),
-                peak_gflops=1000.0, test_split=fake_split(40))
+                peak_gflops=1000.0, test_split=fake_split(40), threads=2, jpeg_split=fake_split(40, seed=1))
     base.update(kw)
     return sweep.SweepConfig(**base)
 
@@ -66,7 +68,9 @@ def test_results_schema(results):
         assert key in prov
     assert "features" in prov["cpu"] and "onnxruntime" in prov["versions"]
     h = results["harness"]
-    assert h["min_time_s"] == harness.QUICK.min_time_s and h["modes"] == ["device"] and h["accuracy_images"] == 40
+    assert h["trial_time_s"] == harness.QUICK.trial_time_s and h["trials"] == harness.QUICK.trials
+    assert h["modes"] == ["device"] and h["accuracy_images"] == 40 and h["threads"] == 2 and h["jpeg_quality"] == 75
+    assert h["thread_groups"] == [{"threads": 2, "batches": [8, 16]}]   # no batch 1: no 1-thread cells
     assert results["peak"]["given_gflops"] == 1000.0 and "command line" in results["peak"]["source"]
     m = results["models"]["lightnn"]
     assert m["flops_per_image"] > 0 and m["params"] > 0 and "eager_fp32_top1" in m
@@ -81,14 +85,20 @@ def test_cells(results):
     flops = results["models"]["lightnn"]["flops_per_image"]
     for c in ok:
         lat = c["latency"]
-        assert lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert lat["trial_median_ms"]["min"] <= lat["median_ms"] <= lat["trial_median_ms"]["max"]
+        assert lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+        assert lat["p99_ms"] is None and "p99 needs at least 100" in lat["p99_note"]   # a few calls per trial
         assert c["images_per_s"] == pytest.approx(c["batch_size"] / lat["median_ms"] * 1e3)
+        assert c["images_per_s_range"][0] <= c["images_per_s"] <= c["images_per_s_range"][1]
+        assert c["threads"] == 2 and len(c["trials"]) == harness.QUICK.trials == lat["trials"]
+        assert [t["round"] for t in c["trials"]] == list(range(harness.QUICK.trials))
+        assert "top1_jpeg75" in c["accuracy"] and 0 <= c["accuracy"]["top1_jpeg75"] <= 1
         assert c["gflops"] == pytest.approx(flops * c["images_per_s"] / 1e9)
         assert c["peak_fraction"] == pytest.approx(c["gflops"] / 1000.0)
         assert c["accuracy"]["images"] == 40 and 0 <= c["accuracy"]["top1"] <= 1
         assert isinstance(c["disturbed"], bool)
         if (c["backend"], c["precision"]) == ("eager", "fp32"):
-            assert c["speedup_vs_eager_fp32"] == pytest.approx(1.0) and c["baseline"]
+            assert c["speedup_vs_eager_fp32"] == 1.0 and c["baseline"] and c["memory_format"] == "nchw"
             assert c["accuracy"]["agreement"] == 1.0 and c["accuracy"]["max_logit_diff"] == 0.0
         else:
             assert c["speedup_vs_eager_fp32"] > 0
@@ -174,8 +184,12 @@ def test_write_results_json_and_csv(results, tmp_path):
     back = sweep.validate_results(json.loads(j.read_text()))
     assert back["cells"] == json.loads(json.dumps(results["cells"], default=str))
     rows = list(csv.DictReader(io.StringIO(c.read_text())))
-    assert len(rows) == len(results["cells"]) + len(results["skipped"])
+    assert len(rows) == len(results["cells"])          # skipped combinations are not cell rows ...
     assert set(sweep.CSV_COLUMNS) == set(rows[0])
+    for col in ("created", "machine", "commit", "threads", "trials", "n"):   # the run's columns on every row
+        assert all(r[col] for r in rows), col
+    skipped = list(csv.DictReader(io.StringIO(sweep.skipped_path(c).read_text())))
+    assert len(skipped) == len(results["skipped"]) and all(r["reason"] and r["created"] for r in skipped)
     assert [p.name for p in j.parent.iterdir()] and not list(j.parent.glob(".*tmp"))
 
 
@@ -187,7 +201,7 @@ def test_write_results_is_atomic(results, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises((OSError, CifarSpeedError)):   # fileio turns an OSError into one line
         sweep.write_results(results, target)
     assert target.read_text() == "previous"
     assert not target.with_suffix(".csv").exists()
@@ -207,10 +221,10 @@ def test_validate_rejects_foreign():
 
 def test_table_marks_fastest(results):
     console = Console(record=True, width=200)
-    console.print(sweep.table(results))
+    console.print(report.table(results))
     text = console.export_text()
-    assert "★" in text and "lightnn" in text and "onnxrt fp32" in text and "b16 img/s" in text
-    best = sweep.fastest(results)
+    assert "★" in text and "lightnn" in text and "onnxrt fp32" in text and "b16 img/s" in text and "±" in text
+    best = report.fastest(results)
     assert set(best) == {("lightnn", 8, "device"), ("lightnn", 16, "device")}
 
 
@@ -235,6 +249,8 @@ def test_checkpoints_of_one_architecture_get_their_own_rows(tmp_path):
     assert {c["architecture"] for c in res["cells"]} == {"lightnn"}
     by = {c["model"]: c for c in res["cells"]}
     assert by["student_a"]["accuracy"]["top1"] >= 0 and by["student_a"]["speedup_vs_eager_fp32"] == 1.0
+    # Interleaved per model: both students' cells have their own rounds 0..trials-1.
+    assert all(len(c["trials"]) == harness.QUICK.trials for c in res["cells"])
 
 
 def test_peak_fraction_divides_by_the_peak_of_the_cells_own_precision():
@@ -246,10 +262,50 @@ def test_peak_fraction_divides_by_the_peak_of_the_cells_own_precision():
     assert sweep.peak_for({"given_gflops": 5.0}, "int8") == 5.0
 
 
-def test_measure_peak_has_one_denominator_per_precision(monkeypatch):
-    seen = []
-    monkeypatch.setattr(sweep.harness, "matmul_peak", lambda dtype, device, seconds: seen.append(dtype) or 1.0)
-    monkeypatch.setattr(sweep, "cpu_has_fast_bf16", lambda: True)
-    peak = sweep.measure_peak("cpu", seconds=0.0)
-    assert {k for k in peak if k.endswith(("_gflops", "_gops"))} == {"fp32_gflops", "bf16_gflops", "int8_gops"}
-    assert seen == [torch.float32, torch.bfloat16, torch.int8]
+def test_speedup_is_the_median_of_per_round_ratios(results):
+    """The file's speed-up is recomputable from its own trial records: baseline trial median over the
+    cell's trial median in the same round, median over rounds."""
+    cells = [c for c in results["cells"] if c["status"] == "ok"]
+    for c in cells:
+        base = next(b for b in cells if b["baseline"] and b["batch_size"] == c["batch_size"]
+                    and b["threads"] == c["threads"])
+        by_round = {t["round"]: t["median_ms"] for t in base["trials"]}
+        ratios = sorted(by_round[t["round"]] / t["median_ms"] for t in c["trials"])
+        assert c["speedup_vs_eager_fp32"] == pytest.approx(ratios[len(ratios) // 2])
+        assert c["speedup_range"] == pytest.approx([ratios[0], ratios[-1]])
+        for t in c["trials"]:   # raw per-call timings: the trial median is recomputable too
+            calls = harness.decode_calls(t["calls_ms"])
+            assert len(calls) == t["n"] and t["median_ms"] == pytest.approx(float(np.median(calls)), rel=1e-5)
+
+
+def test_thread_groups():
+    assert sweep.thread_groups(2, [1, 128], True) == [(2, [1, 128]), (1, [1])]
+    assert sweep.thread_groups(2, [32, 128], True) == [(2, [32, 128])]     # no batch 1
+    assert sweep.thread_groups(1, [1], True) == [(1, [1])]                 # already 1 thread
+    assert sweep.thread_groups(4, [1], False) == [(4, [1])]
+
+
+def test_batch1_also_at_one_thread_and_layout_axis(tmp_path):
+    res = sweep.run_sweep(cfg(tmp_path, backends=["eager"], precisions=["fp32"], batches=[1, 8], channels_last=True),
+                          progress=False)
+    keys = {(c["memory_format"], c["batch_size"], c["threads"]) for c in res["cells"] if c["status"] == "ok"}
+    assert keys == {(f, b, t) for f in ("nchw", "channels_last") for b, t in ((1, 2), (8, 2), (1, 1))}
+    for c in res["cells"]:
+        assert c["baseline"] == (c["memory_format"] == "nchw")
+        if c["baseline"]:
+            assert c["speedup_vs_eager_fp32"] == 1.0     # each thread count has its own baseline
+    assert {c.key for c in sweep.cells_of(res)} == {("lightnn", "eager", "fp32", b, "device", t, f)
+                                                     for f, b, t in keys}
+
+
+def test_old_results_files_still_read():
+    """Cells of a /1 file (one timed block, no threads or trials) become Cell records."""
+    old = {"schema": "cifar-speed-bench/1", "provenance": {"torch_threads": 2}, "cells": [
+        {"model": "cnn", "architecture": "cnn", "backend": "eager", "precision": "bf16", "device": "cpu",
+         "batch_size": 128, "mode": "device", "status": "ok", "runner": {"memory_format": "channels_last"},
+         "latency": {"median_ms": 20.0, "p99_ms": 25.0}, "images_per_s": 6400.0, "gflops": 1.0,
+         "peak_fraction": 0.5, "speedup_vs_eager_fp32": 3.4, "accuracy": {"top1": 0.8}, "disturbed": False}]}
+    sweep.validate_results(old)
+    (c,) = sweep.cells_of(old)
+    assert c.threads == 2 and c.memory_format == "channels_last" and c.trials == [] and c.images_per_s_range is None
+    assert sweep.csv_row(c, {})["images_per_s"] == 6400.0
