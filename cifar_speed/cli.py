@@ -29,6 +29,7 @@ VERBOSE_HELP = "also print third-party warnings (one line each; they are always 
 # tests/test_cli.py checks it against the help each module registers.
 COMMANDS: dict[str, str] = {
     "bench": "benchmark checkpoints across backends, precisions and batch sizes",
+    "compare": "compare two bench results files cell by cell, with their noise",
     "compile": "compile a checkpoint into a saved artifact (ONNX, AOTInductor .pt2, TensorRT)",
     "data": "verify or download CIFAR-10; build its JPEG test set",
     "doctor": "what runs on this machine: a verdict per backend, runtimes, data set, machine facts",

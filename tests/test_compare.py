@@ -1,0 +1,132 @@
+"""compare: cells matched across runs, changes judged against both runs' noise, exit codes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cifar_speed import sweep
+from cifar_speed.cli import main
+from cifar_speed.commands import compare as C
+from cifar_speed.provenance import provenance
+
+
+def _cell(backend, ips, lo, hi, batch=128, threads=2, speedup=None, sp_range=None, **kw):
+    c = sweep.Cell(model="cnn", architecture="cnn", backend=backend, precision="fp32", device="cpu", batch_size=batch,
+                   mode="device", threads=threads, memory_format="nchw" if backend == "eager" else None,
+                   baseline=backend == "eager", images_per_s=ips, images_per_s_range=[lo, hi],
+                   latency={"median_ms": batch / ips * 1e3,
+                            "trial_median_ms": {"min": batch / hi * 1e3, "max": batch / lo * 1e3, "iqr": 0.0}},
+                   speedup_vs_eager_fp32=speedup if backend != "eager" else 1.0,
+                   speedup_range=sp_range if backend != "eager" else [1.0, 1.0], accuracy={"top1": 0.8}, **kw)
+    return c.to_dict()
+
+
+def _results(cells) -> dict:
+    return {"schema": sweep.SCHEMA, "created": "2026-01-01T00:00:00+00:00", "provenance": provenance(),
+            "harness": {"accuracy_images": 10000, "modes": ["device"]}, "peak": {}, "models": {}, "skipped": [],
+            "cells": cells}
+
+
+def _write(tmp_path, name, cells) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(_results(cells)))
+    return str(path)
+
+
+def _run(capsys, *argv):
+    code = main(["compare", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def old(tmp_path):
+    return _write(tmp_path, "old", [_cell("eager", 1000, 980, 1020),
+                                    _cell("onnxrt", 2000, 1960, 2040, speedup=2.0, sp_range=[1.95, 2.05])])
+
+
+def test_same_run_is_all_inside_the_noise(capsys, old):
+    code, out, _ = _run(capsys, old, old, "--fail-on", "images_per_s:-5%")
+    assert code == 0
+    assert "REGRESSION" not in out and "inside the noise" in out
+    assert "2 cells matched" in out and "0 regression(s) beyond images_per_s:-5%" in out
+
+
+def test_regression_outside_the_noise_fails(capsys, tmp_path, old):
+    new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020),
+                                   _cell("onnxrt", 1600, 1580, 1620, speedup=1.6, sp_range=[1.55, 1.65])])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "REGRESSION (images_per_s:-5%)" in out and "-20.0%" in out
+    code, out, _ = _run(capsys, old, new)                       # no threshold: a report, not a verdict
+    assert code == 0 and "worse" in out and "REGRESSION" not in out
+    code, _, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-25%")   # within the allowed drop
+    assert code == 0
+    code, out, _ = _run(capsys, old, new, "--fail-on", "speedup_vs_eager_fp32:-10%")
+    assert code == 1 and "REGRESSION (speedup_vs_eager_fp32:-10%)" in out
+
+
+def test_a_drop_inside_either_runs_noise_does_not_fail(capsys, tmp_path, old):
+    # -20 % at the median, but the new run's trials spanned up to 2,100 img/s: the runs overlap.
+    new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020),
+                                   _cell("onnxrt", 1600, 1200, 2100, speedup=1.6, sp_range=[1.2, 2.1])])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%", "--fail-on", "median_ms:+5%")
+    assert code == 0 and "inside the noise" in out and "REGRESSION" not in out
+
+
+def test_latency_threshold_is_a_ceiling(capsys, tmp_path, old):
+    new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020), _cell("onnxrt", 1600, 1580, 1620, speedup=1.6,
+                                                                          sp_range=[1.55, 1.65])])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "median_ms:+10%")
+    assert code == 1 and "REGRESSION (median_ms:+10%)" in out
+
+
+def test_cells_match_by_threads_too(capsys, tmp_path, old):
+    new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020, threads=1),
+                                   _cell("onnxrt", 2000, 1960, 2040, threads=1, speedup=2.0, sp_range=[1.9, 2.1])])
+    code, _, err = _run(capsys, old, new)
+    assert code == 2 and "no cell of" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("images_per_s", "expected METRIC:PCT"), ("fps:-5%", "expected METRIC:PCT"),
+    ("images_per_s:+5%", "use a negative percentage"), ("median_ms:-5%", "use a positive percentage"),
+    ("images_per_s:0%", "0 % threshold"),
+])
+def test_bad_fail_on_is_one_line(capsys, old, spec, needle):
+    code, _, err = _run(capsys, old, old, "--fail-on", spec)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_or_foreign_file_is_one_line(capsys, tmp_path, old):
+    code, _, err = _run(capsys, old, str(tmp_path / "missing.json"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    code, _, err = _run(capsys, old, str(bad))
+    assert code == 2 and "not a cifar-speed results file" in err
+
+
+def test_unknown_noise_counts_as_real():
+    old = sweep.Cell.from_dict({**_cell("onnxrt", 2000, 1960, 2040), "images_per_s_range": None})
+    new = sweep.Cell.from_dict(_cell("onnxrt", 1800, 1790, 1810))
+    (change,) = [C.Change(old.key, "images_per_s", C.readings(old)["images_per_s"], C.readings(new)["images_per_s"])]
+    assert change.inside_noise is None and change.fraction == pytest.approx(-0.1)
+    assert change.regression([C.parse_fail_on("images_per_s:-5%")]).metric == "images_per_s"
+
+
+def test_compare_reads_pytest_benchmark_json(capsys, tmp_path):
+    def case(backend, median):
+        return {"name": backend, "extra_info": {"model": "cnn", "backend": backend, "precision": "fp32", "batch_size": 128,
+                                                "device": "cpu"},
+                "stats": {"median": median, "q1": median * 0.99, "q3": median * 1.01, "min": median, "max": median,
+                          "mean": median, "rounds": 30}}
+    prov = provenance()
+    doc = {"machine_info": {"node": "x"}, "datetime": "2026", "benchmarks": [case("eager", 0.128), case("onnxrt", 0.064)],
+           "cifar_speed": {"provenance": prov}}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(doc))
+    doc["benchmarks"] = [case("eager", 0.128), case("onnxrt", 0.080)]
+    b.write_text(json.dumps(doc))
+    code, out, _ = _run(capsys, str(a), str(b), "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "REGRESSION" in out and "-20.0%" in out
