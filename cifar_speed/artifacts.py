@@ -11,6 +11,10 @@ input, a corrupt artifact or a foreign sidecar rebuilds. Loading refuses anythin
 hash does not check out. An int8 artifact also depends on its calibration sample: its size, seed,
 split and the sha256 of the chosen training indices are in the key and in the sidecar's
 `calibration`.
+
+A backend whose artifact is more than one file (OpenVINO IR: `.xml` + `.bin`) names the others'
+suffixes in `COMPANIONS`; they sit beside the artifact under its name, their sha256 go into the
+sidecar's `companions`, and a missing or changed one means rebuild (compile) or refuse (load).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .provenance import cpu_info, gpu_info, machine_slug, provenance, versions
 
 FORMAT = "cifar-speed-artifact/1"
 # Versions an artifact can depend on; python / cifar-speed changes alone do not invalidate it.
-KEY_VERSIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "torch_tensorrt", "tensorrt")
+KEY_VERSIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "torch_tensorrt", "tensorrt", "openvino", "nncf")
 
 
 def default_out_dir() -> Path:
@@ -63,6 +67,19 @@ def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str
     module = backends.get_backend(backend)
     stem = paths_for(checkpoint)[0].with_suffix("").name
     return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{module.EXTENSION}"
+
+
+def companion_paths(module, artifact: str | os.PathLike) -> list[Path]:
+    """The files that belong with `artifact` (the backend's COMPANIONS suffixes), e.g. the IR's .bin."""
+    return [Path(artifact).with_suffix(s) for s in getattr(module, "COMPANIONS", ())]
+
+
+def companions_intact(module, artifact, meta: dict) -> bool:
+    """Every companion file exists and matches the sha256 the sidecar recorded for it."""
+    want = meta.get("companions") or {}
+    paths = companion_paths(module, artifact)
+    return (sorted(p.name for p in paths) == sorted(want)
+            and all(p.is_file() and sha256_file(p) == want[p.name] for p in paths))
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
@@ -128,7 +145,8 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     note = ""
     old = read_artifact_sidecar(out)
     if old is not None and not force:
-        if old.get("cache_key") == key and out.is_file() and sha256_file(out) == old.get("artifact_sha256"):
+        if (old.get("cache_key") == key and out.is_file() and sha256_file(out) == old.get("artifact_sha256")
+                and companions_intact(module, out, old)):
             return CompileResult(out, sidecar_path(out), True, key, time.perf_counter() - t0, "cache hit")
         note = ("rebuilt: artifact corrupt (sha256 mismatch)" if old.get("cache_key") == key
                 else "rebuilt: inputs changed")
@@ -136,12 +154,17 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
         note = "rebuilt: previous file was not a cifar-speed artifact" if not force else "rebuilt: --force"
 
     model, meta = load_checkpoint(checkpoint)
+    companions = companion_paths(module, out)
     with atomic_path(out, suffix=module.EXTENSION) as tmp:
+        # Companions are written (atomically) straight to their final names: only the artifact
+        # itself goes through `tmp`, and the sidecar written last ties the set together.
         extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options,
-                            **({"calibration": calib} if calib is not None else {}))
+                            **({"calibration": calib} if calib is not None else {}),
+                            **({"companions": companions} if companions else {}))
     sidecar = {
         **extra,
         "format": FORMAT, "cache_key": key, "artifact": out.name, "artifact_sha256": sha256_file(out),
+        **({"companions": {p.name: sha256_file(p) for p in companions}} if companions else {}),
         "backend": backend, "precision": precision, "device": device,
         "device_description": device_description(device), "batch_profile": profile, "options": options,
         "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
@@ -173,4 +196,7 @@ def load_artifact(path, device: str | None = None) -> tuple[backends.Runner, dic
     if device != meta["device"]:
         raise CifarSpeedError(f"{path} was built for {meta['device']}, not {device}")
     module = backends.get_backend(meta["backend"])
+    if not companions_intact(module, path, meta):
+        raise CifarSpeedError(f"{path}: a file that belongs with it ({', '.join(p.name for p in companion_paths(module, path))}) "
+                              "is missing or does not match its sidecar: rebuild it with `cifar-speed compile --force`")
     return module.load(path, meta, device), meta

@@ -109,6 +109,8 @@ def versions() -> dict:
         "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "torch_tensorrt": _version("torch-tensorrt") or _version("torch_tensorrt"),
         "tensorrt": _version("tensorrt"),
+        "openvino": _version("openvino"),
+        "nncf": _version("nncf"),
         "cifar_speed": _version("cifar-speed"),
     }
 

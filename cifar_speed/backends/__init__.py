@@ -7,9 +7,13 @@ Each backend module exposes
 
 and, where the backend has a saved artifact (`cifar-speed compile`),
 
-    EXTENSION = ".onnx" | ".pt2" | ".ep"
+    EXTENSION = ".onnx" | ".pt2" | ".ep" | ".xml"
     save(model, meta, precision, device, batch_sizes, path, **options) -> dict   (extra sidecar facts)
     load(path, sidecar, device) -> Runner
+
+A backend registers itself by decorating its `availability` with `@register_backend("name")`; every
+module of this package is imported when the package is, so adding a backend is adding one module
+(its heavy imports stay inside functions: listing backends must not load onnxruntime or openvino).
 
 A Runner takes a float32, normalised NCHW batch already on its device and returns float32 logits
 on that device. A combination a backend or machine cannot run raises UnavailableError with the
@@ -33,8 +37,24 @@ from ..provenance import cpu_has_fast_bf16, cpu_has_fast_int8
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# name on the command line -> module in this package ("compile" would shadow the builtin).
-BACKENDS: dict[str, str] = {"eager": "eager", "compile": "torch_compile", "onnxrt": "onnxrt", "trt": "trt"}
+# name on the command line -> module in this package ("compile" would shadow the builtin), filled by
+# register_backend in `order` (eager first: it is the baseline every sweep measures first).
+BACKENDS: dict[str, str] = {}
+_ORDER: dict[str, int] = {}
+
+
+def register_backend(name: str, order: int = 100):
+    """Decorator for a backend module's `availability`: registers the module under `name`."""
+    def register(fn):
+        module = fn.__module__.rpartition(".")[2]
+        if BACKENDS.get(name, module) != module:
+            raise RuntimeError(f"backend name {name!r} registered twice ({BACKENDS[name]} and {module})")
+        _ORDER[name] = order
+        ordered = sorted({**BACKENDS, name: module}.items(), key=lambda kv: (_ORDER[kv[0]], kv[0]))
+        BACKENDS.clear()
+        BACKENDS.update(ordered)
+        return fn
+    return register
 
 
 @dataclass
@@ -45,6 +65,10 @@ class Runner:
     precision: str
     device: str
     info: dict = field(default_factory=dict)   # what was built: memory format, provider, mode, artifact ...
+    # Optional server-style throughput: inflight(batches, calls) runs `calls` calls (cycling through
+    # `batches`) with several requests in flight and returns each call's latency in seconds plus
+    # facts about how (requests, streams); the sweep records it as mode "async" (cifar_speed/inflight.py).
+    inflight: Callable | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -155,3 +179,14 @@ def parse_choices(text: str | None, valid, what: str) -> list[str] | None:
 
 def to_float_logits(y: torch.Tensor) -> torch.Tensor:
     return y if y.dtype == torch.float32 else y.float()
+
+
+def _import_all() -> None:
+    """Import every module of this package: each registers itself (see register_backend)."""
+    import pkgutil
+
+    for m in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{m.name}")
+
+
+_import_all()

@@ -14,11 +14,12 @@ import contextlib
 
 import torch
 
-from . import TORCH_DTYPES, Runner, precision_on_device
+from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
 
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
+@register_backend("eager", order=0)
 def availability(precision: str, device: str) -> tuple[bool, str]:
     if precision == "int8":
         # PyTorch eager has no int8 convolution path worth timing (the old torch.ao eager-mode

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import TORCH_DTYPES, Runner, precision_on_device
+from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
@@ -201,6 +201,7 @@ def _bf16_probe(provider: str = "CPUExecutionProvider") -> tuple[bool, str]:
     return True, ""
 
 
+@register_backend("onnxrt", order=20)
 def availability(precision: str, device: str) -> tuple[bool, str]:
     ort = _ort()
     if ort is None:

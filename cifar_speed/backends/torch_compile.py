@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import TORCH_DTYPES, Runner, precision_on_device
+from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError, UnavailableError
 
@@ -36,6 +36,7 @@ MODES = ("default", "max-autotune", "reduce-overhead")
 EXTENSION = ".pt2"
 
 
+@register_backend("compile", order=10)
 def availability(precision: str, device: str) -> tuple[bool, str]:
     ok, reason = precision_on_device(precision, device)
     if not ok:

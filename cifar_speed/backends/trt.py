@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import TORCH_DTYPES, Runner, batch_profile, precision_on_device
+from . import TORCH_DTYPES, Runner, batch_profile, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError
 
@@ -37,6 +37,7 @@ def _minor(version: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+@register_backend("trt", order=30)
 def availability(precision: str, device: str) -> tuple[bool, str]:
     if device != "cuda" or not torch.cuda.is_available():
         missing = "torch-tensorrt and a CUDA GPU"

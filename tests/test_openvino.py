@@ -1,0 +1,219 @@
+"""OpenVINO backend: availability reasons, IR round trip, NNCF int8, in-flight requests, Triton layout."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("openvino", reason="needs the openvino package (pip install 'cifar-speed[openvino]')")
+
+from cifar_speed import artifacts, backends, calibration  # noqa: E402
+from cifar_speed.backends import openvino as ovb  # noqa: E402
+from cifar_speed.checkpoint import load_checkpoint  # noqa: E402
+from cifar_speed.errors import CifarSpeedError  # noqa: E402
+
+from _infer_util import fake_split, make_checkpoint  # noqa: E402
+
+INT8_CPU = backends.availability("openvino", "int8", "cpu")[0]
+
+
+# -- registry and availability ----------------------------------------------------------------------
+
+def test_openvino_is_a_registered_backend_and_eager_stays_first():
+    assert "openvino" in backends.BACKENDS and list(backends.BACKENDS)[0] == "eager"
+    assert backends.get_backend("openvino") is ovb
+
+
+def test_a_backend_name_cannot_be_registered_twice():
+    def availability(precision, device):
+        return True, ""
+    availability.__module__ = "somewhere.else"
+    with pytest.raises(RuntimeError, match="registered twice"):
+        backends.register_backend("onnxrt")(availability)
+    assert backends.BACKENDS["onnxrt"] == "onnxrt"
+
+
+@pytest.mark.parametrize("caps,ok", [(["FP32", "INT8", "BIN"], False), (["FP32", "BF16", "INT8"], True)])
+def test_bf16_follows_the_cpu_plugins_native_bf16(monkeypatch, caps, ok):
+    monkeypatch.setattr(ovb, "cpu_capabilities", lambda: caps)
+    got, reason = ovb.availability("bf16", "cpu")
+    assert got is ok
+    if not ok:
+        assert "native bf16" in reason and "FP32, INT8, BIN" in reason
+
+
+@pytest.mark.parametrize("devices,ok", [(["CPU"], False), (["CPU", "GPU.0"], True)])
+def test_fp16_needs_an_intel_gpu_device(monkeypatch, devices, ok):
+    monkeypatch.setattr(ovb, "devices", lambda: devices)
+    got, reason = ovb.availability("fp16", "cpu")
+    assert got is ok
+    if not ok:
+        assert "Intel GPU" in reason and "CPU" in reason
+    else:
+        assert ovb.compile_config("fp16", "LATENCY") == ("GPU.0", {"PERFORMANCE_HINT": "LATENCY",
+                                                                   "INFERENCE_PRECISION_HINT": "f16"})
+
+
+def test_cuda_and_missing_packages_are_unavailable_with_reasons(monkeypatch):
+    ok, reason = ovb.availability("fp32", "cuda")
+    assert not ok and "NVIDIA" in reason
+    monkeypatch.setattr(ovb.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(ovb, "precision_on_device", lambda p, d: (True, ""))
+    ok, reason = ovb.availability("int8", "cpu")
+    assert not ok and "nncf" in reason.lower()
+    monkeypatch.setattr(ovb, "_ov", lambda: None)
+    ok, reason = ovb.availability("fp32", "cpu")
+    assert not ok and "openvino package" in reason
+
+
+def test_int8_without_int8_kernels_says_so(monkeypatch):
+    monkeypatch.setattr(ovb, "precision_on_device", lambda p, d: (False, "int8 on CPU needs AVX2 (none here)"))
+    assert ovb.availability("int8", "cpu") == (False, "int8 on CPU needs AVX2 (none here)")
+
+
+def test_fp32_is_pinned_to_f32_and_int8_rest_follows_native_bf16(monkeypatch):
+    _, cfg = ovb.compile_config("fp32", "THROUGHPUT")
+    assert cfg["INFERENCE_PRECISION_HINT"] == "f32" and cfg["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert cfg["INFERENCE_NUM_THREADS"] == torch.get_num_threads()
+    monkeypatch.setattr(ovb, "cpu_capabilities", lambda: ["FP32", "INT8"])
+    assert ovb.compile_config("int8", "LATENCY")[1]["INFERENCE_PRECISION_HINT"] == "f32"
+    monkeypatch.setattr(ovb, "cpu_capabilities", lambda: ["FP32", "BF16", "INT8"])
+    assert ovb.compile_config("int8", "LATENCY")[1]["INFERENCE_PRECISION_HINT"] == "bf16"
+
+
+# -- fp32: build, artifact round trip ------------------------------------------------------------------
+
+def test_fp32_runner_matches_eager_and_records_what_the_plugin_chose(tmp_path):
+    model, meta = load_checkpoint(make_checkpoint(tmp_path))
+    runner = backends.build("openvino", model, meta, "fp32", "cpu", [1, 7])
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7):
+        x = torch.randn(n, 3, 32, 32, generator=g)
+        with torch.no_grad():
+            torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-4)
+    sync = runner.info["sync"]
+    assert sync["hint"] == "LATENCY" and sync["inference_precision"] == "f32" and sync["ov_device"] == "CPU"
+    assert sync["streams"] == 1 and sync["threads"] == torch.get_num_threads()
+    assert runner.info["openvino"] == ovb.version()
+
+
+def test_inflight_runs_every_call_with_the_throughput_hint(tmp_path):
+    model, meta = load_checkpoint(make_checkpoint(tmp_path))
+    runner = backends.build("openvino", model, meta, "fp32", "cpu", [4])
+    xs = [torch.randn(4, 3, 32, 32) for _ in range(3)]
+    latencies, how = runner.inflight(xs, 7)
+    assert len(latencies) == 7 and all(t > 0 for t in latencies)
+    assert how["hint"] == "THROUGHPUT" and how["requests_in_flight"] >= 1 and how["streams"] >= 1
+
+
+@pytest.fixture
+def compiled(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    res = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
+    return ckpt, res
+
+
+def test_compile_writes_ir_xml_and_bin_with_hashes(compiled):
+    _, res = compiled
+    assert res.artifact.suffix == ".xml" and res.artifact.with_suffix(".bin").is_file()
+    side = artifacts.read_artifact_sidecar(res.artifact)
+    assert side["artifact_format"] == "openvino-ir" and side["weights_precision"] == "fp32"
+    assert list(side["companions"]) == [res.artifact.with_suffix(".bin").name]
+    assert ovb.version().startswith(side["provenance"]["versions"]["openvino"])
+
+
+def test_saved_ir_loads_and_matches_eager(compiled):
+    ckpt, res = compiled
+    model, _ = load_checkpoint(ckpt)
+    runner, side = artifacts.load_artifact(res.artifact)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-4)
+    assert runner.backend == "openvino" and runner.info["artifact"] == str(res.artifact)
+
+
+def test_second_compile_is_a_cache_hit_and_a_changed_bin_rebuilds(compiled, tmp_path):
+    ckpt, res = compiled
+    again = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
+    assert again.cache_hit
+    weights = res.artifact.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(CifarSpeedError, match="does not match its sidecar"):
+        artifacts.load_artifact(res.artifact)
+    rebuilt = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
+    assert not rebuilt.cache_hit
+    artifacts.load_artifact(rebuilt.artifact)
+
+
+def test_missing_bin_is_refused(compiled):
+    _, res = compiled
+    res.artifact.with_suffix(".bin").unlink()
+    with pytest.raises(CifarSpeedError, match="missing or does not match"):
+        artifacts.load_artifact(res.artifact)
+
+
+# -- int8 (NNCF) ---------------------------------------------------------------------------------------
+
+def _trained_lightnn(train, steps: int = 40):
+    """lightnn fitted briefly to fake images whose class sets their colour: a model with a real
+    top-1 to lose, so an int8 drop would show."""
+    from cifar_speed.data import CIFAR_MEAN, CIFAR_STD, normalize
+    from cifar_speed.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lightnn")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x = normalize(train.images, CIFAR_MEAN, CIFAR_STD)
+    for i in range(steps):
+        idx = torch.arange(i * 32, i * 32 + 32) % len(x)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), train.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def _coloured_split(n: int, seed: int):
+    from cifar_speed.data import Split
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    base = (labels * 25).view(n, 1, 1, 1)
+    images = (base + torch.randint(0, 40, (n, 3, 32, 32), generator=g)).clamp(0, 255).to(torch.uint8)
+    return Split(images, labels)
+
+
+@pytest.mark.skipif(not INT8_CPU, reason="openvino int8 unavailable here")
+def test_int8_top1_close_to_fp32_and_records_its_settings():
+    from cifar_speed.data import CIFAR_MEAN, CIFAR_STD, normalize
+
+    train, test = _coloured_split(640, 1), _coloured_split(500, 2)
+    model = _trained_lightnn(train)
+    meta = {"normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}}
+    calib = calibration.calibration_sample(meta, 128, 0, train=train)
+    runner = backends.build("openvino", model, meta, "int8", "cpu", [100], calibration=calib)
+    x = normalize(test.images, CIFAR_MEAN, CIFAR_STD)
+    with torch.no_grad():
+        ref = model(x)
+    y = torch.cat([runner(x[i:i + 100]) for i in range(0, 500, 100)])
+    top1 = lambda logits: (logits.argmax(1) == test.labels).float().mean().item()  # noqa: E731
+    assert top1(ref) >= 0.5, "the fixture model should have learned the colours"
+    assert abs(top1(y) - top1(ref)) <= 0.03 and (y.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.9
+    q = runner.info["quantization"]
+    assert q["calibration"] == calib.describe() and q["target_device"] == "CPU"
+    assert runner.info["int8_isa"] == q["int8_isa"] and q["overflow_fix"] in ("enable", "first_layer_only")
+
+
+@pytest.mark.skipif(not INT8_CPU, reason="openvino int8 unavailable here")
+def test_int8_ir_is_quantized(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    res = artifacts.compile_checkpoint(ckpt, "openvino", "int8", "cpu", [8], tmp_path / "art",
+                                       calibration_size=32, train_split=fake_split(64, seed=5))
+    side = artifacts.read_artifact_sidecar(res.artifact)
+    assert side["calibration"]["size"] == 32 and side["quantization"]["calibration"]["split"] == "train"
+    assert "FakeQuantize" in res.artifact.read_text()   # NNCF's quantizers are in the saved graph
+    runner, _ = artifacts.load_artifact(res.artifact)
+    model, _ = load_checkpoint(ckpt)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x)
+    assert (runner(x).argmax(1) == ref.argmax(1)).float().mean().item() >= 0.75
