@@ -17,7 +17,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet $(TORCH_PINS) -e '.[test,triton,int8]'
+	$(VENV)/bin/pip install --quiet $(TORCH_PINS) -e '.[test,triton,int8,openvino]'
 	touch $@
 
 setup: $(VENV)/.installed
