@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 from .errors import CifarSpeedError
-from .fileio import atomic_path
 from .sweep import SCHEMA, Cell, cells_of, validate_results
 
 
@@ -281,12 +280,6 @@ def _mode_tables(results: dict) -> list[str]:
     return out
 
 
-def _combo(c: dict) -> str:
-    """A plot legend entry: backend and precision, and eager's layout where the run made it an axis."""
-    fmt = c.get("memory_format")
-    return f"{c['backend']} {c['precision']}" + (f" {fmt}" if c["backend"] == "eager" and fmt == "channels_last" else "")
-
-
 def _largest_batch_cells(results: dict, mode: str) -> list[dict]:
     """The cells of the largest batch at the run's own thread count (the 1-thread cells are batch 1 extras)."""
     cells = _ok(results, mode)
@@ -299,58 +292,11 @@ def _largest_batch_cells(results: dict, mode: str) -> list[dict]:
 
 
 def plot(results_list: list[dict], out_dir) -> list[Path]:
-    """Two PNGs per results file and mode: accuracy vs images/s, and speed-up over eager fp32."""
-    import matplotlib
+    """Two PNGs per results file and mode: accuracy vs images/s, and speed-up over eager fp32
+    (cifar_speed/plots.py: fixed colours per backend x precision, a marker per model)."""
+    from .plots import per_results_file
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, results in enumerate(results_list):
-        tag = results["provenance"]["machine"] + (f"-{i}" if len(results_list) > 1 else "")
-        for mode in _modes(results):
-            cells = _largest_batch_cells(results, mode)
-            if not cells:
-                continue
-            batch = cells[0]["batch_size"]
-            models = list(dict.fromkeys(c["model"] for c in cells))
-            combos = list(dict.fromkeys(_combo(c) for c in cells))
-            markers = "osD^v<>px*"
-
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            for j, combo in enumerate(combos):
-                pts = [c for c in cells if _combo(c) == combo and "top1" in (c.get("accuracy") or {})]
-                ax.scatter([c["images_per_s"] for c in pts], [c["accuracy"]["top1"] * 100 for c in pts],
-                           marker=markers[j % len(markers)], label=combo)
-                for c in pts:
-                    ax.annotate(c["model"] + (" (disturbed)" if c.get("disturbed") else ""),
-                                (c["images_per_s"], c["accuracy"]["top1"] * 100), fontsize=7,
-                                xytext=(3, 3), textcoords="offset points")
-            ax.set_xscale("log")
-            ax.set_xlabel(f"images/s at batch {batch} (log scale)")
-            ax.set_ylabel("top-1 on the test set (%)")
-            ax.set_title(f"accuracy vs throughput, {tag}, {mode} inputs")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
-            written.append(_save(fig, out_dir / f"{tag}-{mode}-accuracy-vs-speed.png"))
-
-            fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(models) * max(1, len(combos)) / 2), 4.5))
-            width = 0.8 / max(1, len(combos))
-            for j, combo in enumerate(combos):
-                ys = []
-                for m in models:
-                    c = next((c for c in cells if c["model"] == m and _combo(c) == combo), None)
-                    ys.append(c["speedup_vs_eager_fp32"] if c and c.get("speedup_vs_eager_fp32") else 0)
-                ax.bar([k + j * width for k in range(len(models))], ys, width, label=combo)
-            ax.axhline(1.0, color="k", linewidth=0.8)
-            ax.set_xticks([k + width * (len(combos) - 1) / 2 for k in range(len(models))], models)
-            ax.set_ylabel(f"speed-up over eager fp32 (batch {batch})")
-            ax.set_title(f"speed-up, {tag}, {mode} inputs")
-            ax.legend(fontsize=7)
-            written.append(_save(fig, out_dir / f"{tag}-{mode}-speedup.png"))
-    return written
+    return per_results_file(results_list, out_dir)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -364,52 +310,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot_overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | None:
-    """One accuracy-vs-throughput plot of every model in every given results file of one machine:
-    all cells at the largest batch size, each model's fastest cell labelled, and the Pareto front
-    (which model + backend + precision to ship for a given speed)."""
-    import matplotlib
+    """One accuracy-vs-throughput figure of every model, backend and precision of one machine with
+    its Pareto front (cifar_speed/plots.py); None when the files come from several machines."""
+    from .plots import overview
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    machines = {r["provenance"]["machine"] for r in results_list}
-    cells = [c for r in results_list for c in _ok(r, mode)]
-    if len(machines) != 1 or not cells:
-        return None  # speeds of different machines do not belong on one axis
-    batch = max(c["batch_size"] for c in cells)
-    cells = [c for c in cells if c["batch_size"] == batch and c.get("accuracy")]
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for model in dict.fromkeys(c["model"] for c in cells):
-        mine = [c for c in cells if c["model"] == model]
-        ax.scatter([c["images_per_s"] for c in mine], [c["accuracy"]["top1"] * 100 for c in mine], s=14, alpha=0.7,
-                   label=model)
-    shaky = [c for c in cells if c.get("disturbed")]
-    if shaky:  # a disturbed cell's speed is not this machine's: ring it
-        ax.scatter([c["images_per_s"] for c in shaky], [c["accuracy"]["top1"] * 100 for c in shaky], s=60,
-                   facecolors="none", edgecolors="red", linewidths=0.8, label="disturbed")
-    front = pareto_front([(c["images_per_s"], c["accuracy"]["top1"] * 100) for c in cells])
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k", linewidth=0.8, label="Pareto front")
-    on_front = [next(c for c in cells if (c["images_per_s"], c["accuracy"]["top1"] * 100) == p) for p in front]
-    for model in dict.fromkeys(c["model"] for c in on_front):  # name each model's fastest cell worth shipping
-        c = max((c for c in on_front if c["model"] == model), key=lambda c: c["images_per_s"])
-        ax.annotate(f"{model}: {c['backend']} {c['precision']}", (c["images_per_s"], c["accuracy"]["top1"] * 100),
-                    fontsize=7, xytext=(-4, 4), textcoords="offset points", ha="right")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"images/s at batch {batch}, {mode} inputs (log scale)")
-    ax.set_ylabel("top-1 on the test set (%)")
-    ax.set_title(f"every model x backend x precision, {machines.pop()}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, Path(out_dir) / f"{results_list[0]['provenance']['machine']}-{mode}-overview.png")
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return overview(results_list, out_dir, mode)
 
 
 def write_report(paths, out_dir) -> tuple[Path, list[Path]]:

@@ -1,0 +1,97 @@
+"""Figures: fixed colours per backend x precision, a marker per model, labels apart, names that say
+what they show, at most ~1,600 px wide."""
+from __future__ import annotations
+
+import struct
+from itertools import combinations
+
+import pytest
+
+from cifar_speed import plots, report
+
+from test_report import _cell, synthetic_results
+
+MODELS = ["lightnn", "lightnn_kd", "lightnn_cosine", "lightnn_kd_tuned", "lightnn_regressor", "cnn", "fast", "mlp"]
+COMBOS = [("eager", "fp32"), ("eager", "bf16"), ("compile", "fp32"), ("compile", "bf16"), ("compile", "int8"),
+          ("onnxrt", "fp32"), ("onnxrt", "int8")]
+
+
+def crowded_results() -> dict:
+    """Five near-identical models in one cluster (the lightnn family), each a step of the Pareto
+    front (a little faster, a little less accurate than the one before), every backend x precision."""
+    r = synthetic_results()
+    cells = []
+    for i, model in enumerate(MODELS):
+        base = 10000.0 * (1 + 0.05 * i) if i < 5 else 300.0 * i
+        top1 = 0.71 - 0.002 * i if i < 5 else 0.6 + 0.04 * i
+        for j, (backend, precision) in enumerate(COMBOS):
+            cells.append(_cell(model, backend, precision, 128, base * (1 + 0.3 * j + 0.01 * i), top1, base))
+    r["cells"] = cells
+    return r
+
+
+def png_width(path) -> int:
+    return struct.unpack(">I", path.read_bytes()[16:20])[0]
+
+
+def test_colours_are_fixed_and_distinct():
+    pairs = [(b, p) for b in plots.BACKEND_CMAPS for p in plots.PRECISION_SHADE]
+    colours = [plots.colour(b, p) for b, p in pairs]
+    assert len(set(colours)) == len(pairs)
+    assert plots.colour("onnxrt", "int8") == colours[pairs.index(("onnxrt", "int8"))]   # a pure function
+    assert plots.colour("newbackend", "fp32") == plots.colour("newbackend", "fp32")
+
+
+def test_one_marker_per_model_whatever_the_order():
+    markers = plots.marker_map(MODELS)
+    assert len(set(markers.values())) == len(MODELS)
+    assert plots.marker_map(reversed(MODELS)) == markers
+
+
+def test_file_names_say_what_they_show(tmp_path):
+    r = crowded_results()
+    machine = plots.slug(r["provenance"]["machine"])
+    names = sorted(p.name for p in report.plot([r, synthetic_results()], tmp_path))
+    assert names == sorted([
+        f"{machine}-accuracy-vs-throughput-b128-device-cnn-fast-and-6-more.png",
+        f"{machine}-speedup-over-eager-fp32-b128-device-cnn-fast-and-6-more.png",
+        f"{machine}-accuracy-vs-throughput-b128-device-cnn-fast.png",
+        f"{machine}-speedup-over-eager-fp32-b128-device-cnn-fast.png"])
+    overview = report.plot_overview([r], tmp_path)
+    assert overview.name == f"{machine}-accuracy-vs-throughput-b128-device-overview.png"
+    for p in list(tmp_path.glob("*.png")):
+        assert png_width(p) <= plots.MAX_WIDTH_PX, p.name
+
+
+def test_same_models_twice_do_not_overwrite(tmp_path):
+    r = synthetic_results()
+    paths = report.plot([r, r], tmp_path)
+    assert len(set(paths)) == 4 and all(p.is_file() for p in paths)
+
+
+def test_overview_labels_do_not_overlap(tmp_path, monkeypatch):
+    figures = []
+    real_save = plots.save
+
+    def keep(fig, path, extra=None):
+        figures.append(fig)
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in fig.axes[0].texts]
+        figures.append(boxes)
+        return real_save(fig, path, extra)
+
+    monkeypatch.setattr(plots, "save", keep)
+    assert report.plot_overview([crowded_results()], tmp_path) is not None
+    boxes = figures[1]
+    assert len(boxes) >= 5
+    for a, b in combinations(boxes, 2):
+        assert not a.overlaps(b), (a, b)
+
+
+@pytest.mark.parametrize("n_models", [1, 15])
+def test_width_stays_under_the_limit(tmp_path, n_models):
+    r = synthetic_results()
+    r["cells"] = [_cell(f"model_with_a_long_name_{i}", b, p, 128, 100.0 * (i + 1) * (j + 1), 0.5 + i / 100, 100.0)
+                  for i in range(n_models) for j, (b, p) in enumerate(COMBOS)]
+    for p in report.plot([r], tmp_path) + [report.plot_overview([r], tmp_path)]:
+        assert png_width(p) <= plots.MAX_WIDTH_PX, (p.name, png_width(p))
