@@ -255,6 +255,48 @@ def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | Non
     return sess, sess.get_providers()[0]
 
 
+def _parallel_sessions(model_bytes: bytes, threads: int):
+    """The in-flight mode on CPU (cifar_speed/inflight.py): `threads` sessions of one intra-op thread
+    each, called from as many Python threads (ORT releases the GIL in run), so several requests are
+    served at once, as a server with one session per core would. Built on first use (from the
+    model's bytes: a temporary export may be gone by then) and kept for the runner's life."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    state: dict = {}
+
+    def start():
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(threads):
+            free.put(ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"]))
+        state.update(free=free, pool=ThreadPoolExecutor(threads, thread_name_prefix="ort-inflight"))
+
+    def inflight(batches, calls: int):
+        import time
+
+        if not state:
+            start()
+        arrays = [b.contiguous().numpy() for b in batches]
+
+        def one(i: int, t0: float) -> float:
+            sess = state["free"].get()
+            try:
+                sess.run([OUTPUT_NAME], {INPUT_NAME: arrays[i % len(arrays)]})
+            finally:
+                state["free"].put(sess)
+            return time.perf_counter() - t0
+
+        futures = [state["pool"].submit(one, i, time.perf_counter()) for i in range(calls)]
+        latencies = [f.result() for f in futures]
+        return latencies, {"sessions": threads, "intra_op_threads": 1, "requests_in_flight": threads}
+
+    return inflight
+
+
 def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None) -> Runner:
     sess, provider = _session(Path(onnx_path), precision, device, cache_dir)
     info = {"provider": provider, "onnx": str(onnx_path), "threads": torch.get_num_threads() if device == "cpu" else None,
@@ -264,7 +306,8 @@ def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | N
             # .numpy() shares the tensor's memory: no copy on the way in or out.
             (y,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x.contiguous().numpy()})
             return torch.from_numpy(y)
-        return Runner(run, "onnxrt", precision, device, info)
+        return Runner(run, "onnxrt", precision, device, info,
+                      inflight=_parallel_sessions(Path(onnx_path).read_bytes(), torch.get_num_threads()))
 
     import numpy as np
     binding = sess.io_binding()
