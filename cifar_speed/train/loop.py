@@ -2,15 +2,18 @@
 
 Runs single-process or under torchrun (DistributedDataParallel: gloo on CPU, nccl on CUDA; each
 rank takes its slice of every global batch, rank 0 alone writes). Every epoch ends with an atomic
-checkpoint plus optimiser / RNG state, so `--resume` loses at most one epoch.
+resume point (weights, optimiser and RNG state committed as one set, resume.py), so `--resume` loses at
+most one epoch and never pairs one epoch's weights with another's optimiser.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +21,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
 from torch import nn
 
 from .. import data as D
 from .. import harness
-from ..checkpoint import SHIPPED_DIR, load_checkpoint, paths_for, save_checkpoint
+from ..checkpoint import SHIPPED_DIR, load_checkpoint, paths_for, save_checkpoint, weights_bytes
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
 from ..models import count_params, create_model, flops_per_image
 from ..provenance import REPO_ROOT, cpu_has_fast_bf16, provenance
 from . import distill
+from . import resume as resume_store
 from .recipe import Recipe, load_recipe
 
 NORMALIZATION = {"cifar": (D.CIFAR_MEAN, D.CIFAR_STD), "imagenet": (D.IMAGENET_MEAN, D.IMAGENET_STD)}
@@ -313,25 +319,14 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
     best_state = None
 
     # resume
-    last = work / "last"
-    if resume and paths_for(last)[1].is_file():
-        resumed, _ = load_checkpoint(last, recipe.model)
-        model.load_state_dict(resumed.state_dict())
-        st = torch.load(work / "state.pt", map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(st["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(st["scheduler"])
-        if regressor is not None:
-            regressor.load_state_dict(st["regressor"])
-        if lookahead is not None:
-            lookahead.ema = st["lookahead"]
-        if st.get("best_model") is not None:
-            best_state = st["best_model"]
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        state = json.loads(st["progress"])
-    elif resume and ddp.main:
-        print(f"no checkpoint to resume in {work}; starting from scratch")
+    if ddp.main:
+        resume_store.remove_stale(work)
+    if resume:
+        point = resume_store.latest(work, say=print if ddp.main else (lambda _: None))
+        if point is not None:
+            best_state, state = _restore(point, recipe, model, optimizer, scheduler, regressor, lookahead, gen)
+        elif ddp.main:
+            print(f"no checkpoint to resume in {work}; starting from scratch")
 
     # train
     n_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -496,16 +491,51 @@ def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def _save_progress(work, model, recipe, mean, std, optimizer, scheduler, regressor, lookahead, best_state, gen, state):
-    """The per-epoch resume point: weights as a checkpoint, the rest (tensors and plain data only)
-    in state.pt, which loads with weights_only=True."""
-    save_checkpoint(work / "last", model, {"model": recipe.model, "name": recipe.name,
-                                           "normalize": {"mean": list(mean), "std": list(std)}, "epoch": state["epoch"]})
+    """The per-epoch resume point, committed as one set (resume.py): the weights as safetensors and the
+    rest (tensors and plain data only) in state.pt, which loads with weights_only=True."""
     st = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
           "regressor": regressor.state_dict() if regressor is not None else None,
           "lookahead": lookahead.ema if lookahead is not None else None, "best_model": best_state,
           "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "progress": json.dumps(state)}
-    with atomic_path(work / "state.pt") as tmp:
-        torch.save(st, tmp)
+    buf = io.BytesIO()
+    torch.save(st, buf)
+    resume_store.save_epoch(work, state["epoch"], {"weights.safetensors": weights_bytes(model, recipe.model),
+                                                   "state.pt": buf.getvalue()},
+                            extra={"model": recipe.model, "recipe": _resume_recipe(recipe)})
+
+
+def _restore(point, recipe, model, optimizer, scheduler, regressor, lookahead, gen) -> tuple[dict | None, dict]:
+    """Load a verified resume point into the run; (best_state, progress). A point of another recipe,
+    or files that do not fit this model and optimiser, are refused in one line: resuming them would
+    silently train a different model."""
+    where = point.folder
+    if point.manifest.get("recipe") != json.loads(json.dumps(_resume_recipe(recipe))):
+        raise CifarSpeedError(f"cannot resume from {where}: it was trained with a different recipe or seed; "
+                              "delete its .work folder or train without --resume")
+    try:
+        weights = safetensors_load(point.files["weights.safetensors"])
+        st = torch.load(io.BytesIO(point.files["state.pt"]), map_location="cpu", weights_only=True)
+        expected = model.state_dict()
+        if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
+            raise ValueError(f"its weights are not {recipe.model!r} weights")
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(st["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(st["scheduler"])
+        if regressor is not None:
+            regressor.load_state_dict(st["regressor"])
+        if lookahead is not None:
+            lookahead.ema = st["lookahead"]
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        progress = json.loads(st["progress"])
+        if not isinstance(progress, dict) or progress.get("epoch") != point.epoch:
+            raise ValueError("its progress record names another epoch")
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
+            AttributeError, IndexError) as e:  # untrusted bytes: any of these means "not a state of this run"
+        raise CifarSpeedError(f"cannot resume from {where}: {' '.join(str(e).split())[:120] or type(e).__name__}; "
+                              "delete its .work folder or train without --resume") from None
+    return st.get("best_model"), progress
 
 
 def _epoch_line(r: dict) -> str:
@@ -521,3 +551,13 @@ def _progress(enabled: bool):
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
+def _resume_recipe(recipe: Recipe) -> dict:
+    """What must match for a resumed run to be the same run: the recipe without its file's location,
+    its name and its epoch count (resuming with more epochs extends a run; --epochs may differ)."""
+    d = recipe.to_dict()
+    for k in ("path", "name"):
+        d.pop(k, None)
+    d["train"] = {k: v for k, v in d["train"].items() if k != "epochs"}
+    return d
+
+

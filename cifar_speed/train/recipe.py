@@ -10,7 +10,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import SEED, Range, check
 from ..errors import CifarSpeedError
+from ..fileio import require_file
 from ..models import list_models
 
 
@@ -31,6 +33,9 @@ class AugmentCfg:
     rotate_degrees: float = 0.0
     shift_fraction: float = 0.0
     cutout: int = 0
+    jpeg_fraction: float = 0.0    # JPEG-compress this fraction of each batch (robustness to compressed inputs)
+    jpeg_quality_min: int = 30    # ... at a quality drawn uniformly from [min, max]
+    jpeg_quality_max: int = 95
 
 
 @dataclass
@@ -72,6 +77,7 @@ class DistillCfg:
     kind: str = ""                # "" (none) | kd | cosine | regressor
     teacher: str = ""             # teacher checkpoint (sidecar path), relative to the repo root or absolute
     teacher_recipe: str = ""      # recipe that trains the teacher if the checkpoint is missing
+    teacher_tta: int = 0          # kd: run the teacher with this test-time-augmentation level (fast: 0-2)
     temperature: float = 2.0
     soft_weight: float = 0.25     # weight of the distillation term
     ce_weight: float = 0.75       # weight of the hard-label cross-entropy
@@ -106,7 +112,55 @@ _CHOICES = {
 }
 
 
-def _build(cls, table: dict, where: str):
+# Every numeric field's allowed values (tests/test_hardening.py fails for a numeric field missing
+# here). Bounds are generous: they refuse what is nonsense or would crash, not unusual choices.
+_UNIT = dict(low=0, high=1)
+RANGES: dict[tuple[str, str], Range] = {
+    ("", "seed"): SEED,
+    ("data", "val_size"): Range(1, 49_999, integer=True, why="images held out of the 50,000 training images"),
+    ("data", "split_seed"): SEED,
+    ("data", "batch_size"): Range(1, 10_000, integer=True, why="a batch larger than the 10,000-image test set is a typo"),
+    ("augment", "translate"): Range(0, 16, integer=True, why="pixels of a 32-pixel image"),
+    ("augment", "rotate_degrees"): Range(0, 180),
+    ("augment", "shift_fraction"): Range(0, 0.5, why="of the image size"),
+    ("augment", "cutout"): Range(0, 32, integer=True, why="pixels of a 32-pixel image"),
+    ("augment", "jpeg_fraction"): Range(**_UNIT, why="of each batch"),
+    ("augment", "jpeg_quality_min"): Range(1, 100, integer=True, why="JPEG quality"),
+    ("augment", "jpeg_quality_max"): Range(1, 100, integer=True, why="JPEG quality"),
+    ("optim", "lr"): Range(0, 1000, low_open=True),
+    ("optim", "weight_decay"): Range(0, 1000),
+    ("optim", "momentum"): Range(0, 1, high_open=True),
+    ("optim", "bias_scaler"): Range(0, 1000, low_open=True),
+    ("schedule", "factor"): Range(0, 1, low_open=True, high_open=True, why="the lr is multiplied by it"),
+    ("schedule", "patience"): Range(0, 10_000, integer=True),
+    ("schedule", "min_lr"): Range(0, 1000),
+    ("schedule", "warmup_fraction"): Range(0, 1, high_open=True, why="of all steps"),
+    ("schedule", "start_factor"): Range(0, 1000),
+    ("schedule", "end_factor"): Range(0, 1000),
+    ("train", "epochs"): Range(0, 10_000, low_open=True),
+    ("train", "early_stopping_patience"): Range(0, 10_000, integer=True),
+    ("train", "label_smoothing"): Range(0, 1, high_open=True),
+    ("train", "lookahead_every"): Range(0, 1_000_000, integer=True),
+    ("train", "whiten_bias_epochs"): Range(0, 10_000),
+    ("train", "eval_tta"): Range(0, 2, integer=True, why="fast's test-time-augmentation levels"),
+    ("distill", "teacher_tta"): Range(0, 2, integer=True, why="fast's test-time-augmentation levels"),
+    ("distill", "temperature"): Range(0, 1000, low_open=True),
+    ("distill", "soft_weight"): Range(0, 1000),
+    ("distill", "ce_weight"): Range(0, 1000),
+}
+# A numeric field not (yet) in RANGES is still refused when it is NaN or infinite.
+_FINITE = Range(-float("inf"), float("inf"), low_open=True, high_open=True)
+
+
+def check_field(section: str, key: str, value, source: str):
+    """A recipe value or the flag that overrides it, range-checked; `source` names where it came from
+    ("train/x.toml" or "--epochs")."""
+    rng = RANGES.get((section, key), _FINITE)
+    what = source if source.startswith("--") else f"{f'[{section}] ' if section else ''}{key} in {source}"
+    return check(value, rng, what)
+
+
+def _build(cls, table: dict, where: str, source: str = "the recipe"):
     if not isinstance(table, dict):
         raise CifarSpeedError(f"[{where}] must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -120,49 +174,77 @@ def _build(cls, table: dict, where: str):
             raise CifarSpeedError(f"[{where}] {key} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise CifarSpeedError(f"[{where}] {key} must be a number, got {value!r}")
+                raise CifarSpeedError(f"[{where}] {key} must be a number, got {_short(value)}")
             if isinstance(default, int) and not isinstance(value, int):
-                raise CifarSpeedError(f"[{where}] {key} must be an integer, got {value!r}")
+                raise CifarSpeedError(f"[{where}] {key} must be an integer, got {_short(value)}")
+            check_field(where, key, value, source)
         if isinstance(default, str) and not isinstance(value, str):
-            raise CifarSpeedError(f"[{where}] {key} must be a string, got {value!r}")
+            raise CifarSpeedError(f"[{where}] {key} must be a string, got {_short(value)}")
         if (where, key) in _CHOICES and value not in _CHOICES[(where, key)]:
-            raise CifarSpeedError(f"[{where}] {key} = {value!r} is not one of {', '.join(sorted(map(repr, _CHOICES[(where, key)])))}")
+            raise CifarSpeedError(f"[{where}] {key} = {_short(value)} is not one of {', '.join(sorted(map(repr, _CHOICES[(where, key)])))}")
         values[key] = value
     return cls(**values)
+
+
+def _short(value) -> str:
+    # Recipe values are echoed in errors; a 10 kB string or a 5,000-digit integer must stay one short line.
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+SECTIONS = {"data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg, "schedule": ScheduleCfg,
+            "train": TrainCfg, "distill": DistillCfg}
 
 
 def parse_recipe(text: str, name: str = "recipe", path: str = "") -> Recipe:
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise CifarSpeedError(f"{path or name} is not valid TOML: {e}") from None
-    sections = {"data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg, "schedule": ScheduleCfg,
-                "train": TrainCfg, "distill": DistillCfg}
-    top = {"model", "seed", "description", *sections}
+    except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: integers past Python's int->str digit limit
+        raise CifarSpeedError(f"{path or name} is not valid TOML: {' '.join(str(e).split())[:200]}") from None
+    return build_recipe(raw, name=name, path=path)
+
+
+def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
+    """A Recipe from a parsed TOML document, every key and value checked (types, choices, ranges)."""
+    source = path or name
+    if not isinstance(raw, dict):
+        raise CifarSpeedError(f"{source} is not a TOML table")
+    top = {"model", "seed", "description", *SECTIONS}
     unknown = set(raw) - top
     if unknown:
-        raise CifarSpeedError(f"unknown key(s) {', '.join(sorted(unknown))} in {path or name}; valid: {', '.join(sorted(top))}")
+        raise CifarSpeedError(f"unknown key(s) {_short(', '.join(sorted(map(str, unknown))))} in {source}; valid: {', '.join(sorted(top))}")
     if "model" not in raw:
-        raise CifarSpeedError(f"{path or name} has no `model` key; available models: {', '.join(list_models())}")
-    if raw["model"] not in list_models():
-        raise CifarSpeedError(f"{path or name}: unknown model {raw['model']!r}; available: {', '.join(list_models())}")
-    parts = {k: _build(cls, raw.get(k, {}), k) for k, cls in sections.items()}
+        raise CifarSpeedError(f"{source} has no `model` key; available models: {', '.join(list_models())}")
+    if not isinstance(raw["model"], str) or raw["model"] not in list_models():
+        raise CifarSpeedError(f"{source}: unknown model {_short(raw['model'])}; available: {', '.join(list_models())}")
+    parts = {k: _build(cls, raw.get(k, {}), k, source) for k, cls in SECTIONS.items()}
     seed = raw.get("seed", 42)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise CifarSpeedError(f"{path or name}: seed must be an integer")
-    recipe = Recipe(model=raw["model"], seed=seed, description=str(raw.get("description", "")), name=name, path=path, **parts)
+        raise CifarSpeedError(f"{source}: seed must be an integer")
+    check_field("", "seed", seed, source)
+    if not isinstance(raw.get("description", ""), str):
+        raise CifarSpeedError(f"{source}: description must be a string")
+    recipe = Recipe(model=raw["model"], seed=seed, description=raw.get("description", ""), name=name, path=path, **parts)
     if recipe.distill.kind and not recipe.distill.teacher:
-        raise CifarSpeedError(f"{path or name}: [distill] kind = {recipe.distill.kind!r} needs a teacher checkpoint")
+        raise CifarSpeedError(f"{source}: [distill] kind = {recipe.distill.kind!r} needs a teacher checkpoint")
     if recipe.train.early_stopping_patience and recipe.data.split == "official":
-        raise CifarSpeedError(f"{path or name}: early stopping needs a validation split (data.split = 'report' or 'holdout'), "
+        raise CifarSpeedError(f"{source}: early stopping needs a validation split (data.split = 'report' or 'holdout'), "
                               "never the official test set")
     if recipe.schedule.name == "plateau" and recipe.data.split == "official":
-        raise CifarSpeedError(f"{path or name}: a plateau schedule needs a validation split, never the official test set")
+        raise CifarSpeedError(f"{source}: a plateau schedule needs a validation split, never the official test set")
+    a = recipe.augment
+    if a.jpeg_quality_min > a.jpeg_quality_max:
+        raise CifarSpeedError(f"{source}: [augment] jpeg_quality_min = {a.jpeg_quality_min} is above "
+                              f"jpeg_quality_max = {a.jpeg_quality_max}")
     return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    p = Path(path)
-    if not p.is_file():
-        raise CifarSpeedError(f"recipe {p} not found")
-    return parse_recipe(p.read_text(), name=p.stem, path=str(p))
+    p = require_file(path, "recipe")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CifarSpeedError(f"recipe {p} is not UTF-8 text (byte {e.start})") from None
+    return parse_recipe(text, name=p.stem, path=str(p))
