@@ -5,7 +5,9 @@
       <model>/labels.txt          the ten CIFAR-10 class names (Triton's classification extension)
       <model>/cifar-speed.json    where it came from: checkpoint, normalisation, precision, provenance
       <model>/1/model.onnx        --backend onnxrt (platform onnxruntime_onnx), or
-      <model>/1/model.plan        --backend trt    (platform tensorrt_plan; TensorRT + CUDA GPU needed)
+      <model>/1/model.plan        --backend trt    (platform tensorrt_plan; TensorRT + CUDA GPU needed), or
+      <model>/1/model.xml + .bin  --backend openvino (backend "openvino": OpenVINO IR, fp32 weights,
+                                  CPU instances, the THROUGHPUT hint a server wants)
 
 The model takes the *normalised* fp32 NCHW batch (mean / std in cifar-speed.json and the checkpoint
 sidecar) and returns fp32 logits, whatever the precision inside. Input / output names, dtypes and
@@ -38,7 +40,10 @@ MAX_QUEUE_DELAY_US = 100
 BACKENDS = {  # --backend -> (Triton platform, file in the version folder, default instance kind)
     "onnxrt": ("onnxruntime_onnx", "model.onnx", "auto"),
     "trt": ("tensorrt_plan", "model.plan", "gpu"),
+    "openvino": ("openvino", "model.xml", "cpu"),   # a backend, not a platform: config says backend: "openvino"
 }
+BACKEND_PRECISIONS = {"openvino": ("fp32",)}   # Triton's OpenVINO backend serves on CPUs: no fp16 there
+OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "THROUGHPUT"}   # several requests in flight on several streams
 FORMATS = ("triton",)
 PRECISIONS = ("fp32", "fp16")
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -117,8 +122,14 @@ def build_config(name: str, backend: str, inputs: list[TensorSpec], outputs: lis
         raise CifarSpeedError(f"unknown instance kind {kind!r}; valid: {', '.join(INSTANCE_KINDS)}")
     if backend == "trt" and kind == "cpu":
         raise CifarSpeedError("a TensorRT plan runs on a GPU only: --instance-kind cpu is not possible with --backend trt")
-    cfg = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch_size,
-                         default_model_filename=filename)
+    if backend == "openvino":
+        cfg = pb.ModelConfig(name=name, backend=platform, max_batch_size=max_batch_size,
+                             default_model_filename=filename)
+        for key, value in OPENVINO_PARAMETERS.items():
+            cfg.parameters[key].string_value = value
+    else:
+        cfg = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch_size,
+                             default_model_filename=filename)
     for t in inputs:
         cfg.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
     for i, t in enumerate(outputs):
@@ -242,6 +253,9 @@ def check_request(fmt: str, backend: str, precision: str, name: str | None, max_
         raise CifarSpeedError(f"unknown backend {backend!r} for --format triton; valid: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise CifarSpeedError(f"precision {precision!r} cannot be exported for Triton; valid: {', '.join(PRECISIONS)}")
+    if precision not in BACKEND_PRECISIONS.get(backend, PRECISIONS):
+        raise CifarSpeedError(f"--backend {backend} exports {', '.join(BACKEND_PRECISIONS[backend])} only (Triton's "
+                              f"OpenVINO backend serves on CPUs, which have no fast {precision} here)")
     if name is not None and not _NAME.match(name):
         raise CifarSpeedError(f"model name {name!r} must be letters, digits, '_', '.', '-' (not starting with '.' or '-')")
     if not 1 <= max_batch_size <= 4096:
@@ -252,6 +266,9 @@ def check_request(fmt: str, backend: str, precision: str, name: str | None, max_
         raise CifarSpeedError(f"unknown instance kind {instance_kind!r}; valid: {', '.join(INSTANCE_KINDS)}")
     if backend == "trt" and instance_kind == "cpu":
         raise CifarSpeedError("a TensorRT plan runs on a GPU only: --instance-kind cpu is not possible with --backend trt")
+    if backend == "openvino" and instance_kind not in (None, "cpu"):
+        raise CifarSpeedError(f"Triton's OpenVINO backend runs CPU instances: --instance-kind {instance_kind} is not "
+                              "possible with --backend openvino")
 
 
 def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model_repository", *, backend: str = "onnxrt",
@@ -267,6 +284,11 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
     model_config_pb2()  # fail early, before any work, when the schema is missing
     if backend == "trt" and (reason := trt_unavailable_reason()):
         raise CifarSpeedError(reason)
+    if backend == "openvino":
+        from .backends import openvino as ov_backend
+        ok, reason = ov_backend.availability(precision, "cpu")
+        if not ok:
+            raise CifarSpeedError(f"--backend openvino: {reason}")
     model, meta = load_checkpoint(checkpoint)
     name = name or meta.get("name") or paths_for(checkpoint)[1].stem
     if not _NAME.match(name):
@@ -305,6 +327,10 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         extra = {}
         if backend == "trt":
             extra = build_plan(onnx_file, version / filename, precision=precision, max_batch=max_batch_size)
+            onnx_file.unlink()
+        elif backend == "openvino":
+            from .backends import openvino as ov_backend
+            extra = ov_backend.ir_from_onnx(onnx_file, version / filename)
             onnx_file.unlink()
         cfg = build_config(name, backend, inputs, outputs, max_batch_size=max_batch_size, instance_kind=kind,
                            instances=instances)

@@ -217,3 +217,55 @@ def test_int8_ir_is_quantized(tmp_path):
     with torch.no_grad():
         ref = model(x)
     assert (runner(x).argmax(1) == ref.argmax(1)).float().mean().item() >= 0.75
+
+
+# -- Triton export --------------------------------------------------------------------------------------
+
+def test_triton_export_layout_config_and_served_ir(tmp_path):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (Triton's config schema)")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from cifar_speed import cli
+    from cifar_speed.fileio import sha256_file
+
+    ckpt = make_checkpoint(tmp_path, stem="lightnn")
+    rc = cli.main(["export", str(ckpt), "--format", "triton", "--backend", "openvino", "--out", str(tmp_path / "repo")])
+    assert rc == 0
+    repo = tmp_path / "repo"
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    assert files == ["lightnn", "lightnn/1", "lightnn/1/model.bin", "lightnn/1/model.xml", "lightnn/cifar-speed.json",
+                     "lightnn/config.pbtxt", "lightnn/labels.txt"]
+    cfg = text_format.Parse((repo / "lightnn" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert cfg.backend == "openvino" and cfg.platform == "" and cfg.default_model_filename == "model.xml"
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert cfg.parameters["PERFORMANCE_HINT"].string_value == "THROUGHPUT"
+    assert [(d.name, list(d.dims)) for d in cfg.input] == [("input", [3, 32, 32])]
+    assert [(d.name, list(d.dims)) for d in cfg.output] == [("logits", [10])]
+    import json
+    meta = json.loads((repo / "lightnn" / "cifar-speed.json").read_text())
+    assert meta["companions"] == {"model.bin": sha256_file(repo / "lightnn" / "1" / "model.bin")}
+
+    # The IR Triton would load: names as in the config, batch dynamic, the checkpoint's logits.
+    ir = ovb.core().read_model(str(repo / "lightnn" / "1" / "model.xml"))
+    assert ir.inputs[0].get_any_name() == "input" and ir.outputs[0].get_any_name() == "logits"
+    assert ir.inputs[0].get_partial_shape()[0].is_dynamic
+    compiled = ovb.core().compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    model, _ = load_checkpoint(ckpt)
+    for n in (1, 32):
+        x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(compiled({0: x.numpy()})[0]), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra,needle", [(["--precision", "fp16"], "exports fp32 only"),
+                                          (["--instance-kind", "gpu"], "CPU instances")])
+def test_triton_openvino_bad_options_are_one_line(tmp_path, capsys, extra, needle):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from cifar_speed import cli
+
+    ckpt = make_checkpoint(tmp_path)
+    rc = cli.main(["export", str(ckpt), "--backend", "openvino", "--out", str(tmp_path / "repo"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "repo").exists()

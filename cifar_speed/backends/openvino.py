@@ -38,7 +38,7 @@ import torch
 from . import Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, sha256_file
 from ..provenance import int8_isa
 
 EXTENSION = ".xml"
@@ -291,6 +291,17 @@ def write_ir(ov_model, xml_path: Path, bin_path: Path | None = None) -> tuple[Pa
             with atomic_path(dst, suffix=dst.suffix) as out:
                 shutil.copyfile(src, out)
     return xml_path, bin_path
+
+
+def ir_from_onnx(onnx_path: Path, xml_path: Path) -> dict:
+    """An fp32 IR (xml + bin beside it) converted from an ONNX file (the Triton export's path)."""
+    try:
+        ov_model = _ov().convert_model(str(onnx_path))
+    except Exception as e:
+        raise CifarSpeedError(f"OpenVINO could not convert {onnx_path}: {_first_line(e)}") from None
+    _, weights = write_ir(ov_model, xml_path)
+    return {"openvino": version(), "weights_precision": "fp32",
+            "companions": {weights.name: sha256_file(weights)}}
 
 
 def save(model, meta, precision, device, batch_sizes, path, profile=None, companions=None, **options) -> dict:

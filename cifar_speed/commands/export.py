@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
                    help="a shipped checkpoint's name (`cifar-speed models`), or a sidecar / its stem, e.g. results/checkpoints/cnn.json")
     p.add_argument("--format", default="triton", choices=FORMATS, help="the only format so far (default)")
     p.add_argument("--backend", default="onnxrt", choices=list(BACKENDS),
-                   help="onnxrt: <model>/1/model.onnx (default); trt: <model>/1/model.plan (needs TensorRT and a CUDA GPU)")
+                   help="onnxrt: <model>/1/model.onnx (default); trt: <model>/1/model.plan (needs TensorRT and a CUDA GPU); "
+                        "openvino: <model>/1/model.xml + model.bin (Triton's OpenVINO backend, CPU, fp32)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default fp32; inputs and logits stay fp32")
     p.add_argument("--out", default="model_repository", help="the model repository folder (default: model_repository)")
     p.add_argument("--name", help="model name, the folder under --out (default: the checkpoint's name)")
