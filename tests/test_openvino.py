@@ -269,3 +269,11 @@ def test_triton_openvino_bad_options_are_one_line(tmp_path, capsys, extra, needl
     err = capsys.readouterr().err.strip()
     assert rc == 2 and needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "repo").exists()
+
+
+def test_doctor_lists_openvinos_version_and_devices():
+    from cifar_speed.commands import doctor
+
+    (ov,) = [r for r in doctor.runtimes() if r.name == "openvino"]
+    assert ov.version and ovb.version().startswith(ov.version)
+    assert "devices: CPU" in ov.detail and "CPU capabilities:" in ov.detail

@@ -57,9 +57,23 @@ def _tensorrt_runtime() -> Runtime:
     return Runtime("tensorrt", trt, f"torch-tensorrt {tt or 'not installed'}")
 
 
-# One probe per runtime, in the order doctor prints them. A new backend's runtime (OpenVINO: its
-# version and `Core().available_devices`) adds its probe here; nothing else in doctor changes.
-RUNTIME_PROBES: list[Callable[[], Runtime]] = [_torch_runtime, _onnxruntime_runtime, _tensorrt_runtime]
+def _openvino_runtime() -> Runtime:
+    from ..backends import openvino as ov_backend
+
+    if ov_backend.version() is None:
+        return Runtime("openvino", None, "not installed (pip install -e '.[openvino]')")
+    names = ov_backend.device_names()
+    caps = ", ".join(ov_backend.cpu_capabilities())
+    from ..provenance import _version
+
+    return Runtime("openvino", _version("openvino") or ov_backend.version(),
+                   "devices: " + ", ".join(f"{d} ({n})" for d, n in names.items()) + f"; CPU capabilities: {caps}")
+
+
+# One probe per runtime, in the order doctor prints them. A new backend's runtime adds its probe
+# here; nothing else in doctor changes.
+RUNTIME_PROBES: list[Callable[[], Runtime]] = [_torch_runtime, _onnxruntime_runtime, _tensorrt_runtime,
+                                               _openvino_runtime]
 
 
 def runtimes() -> list[Runtime]:
