@@ -93,6 +93,13 @@ def from_pytest_benchmark(obj: dict, path=None) -> dict:
 
 # -- the bench command's console table ---------------------------------------------------------------
 
+def mode_text(mode: str) -> str:
+    """How a table names a mode: where the inputs live, or for "async" how the requests are served."""
+    if mode == "async":
+        return "async: several requests in flight, images/s = served throughput"
+    return f"{mode}-resident inputs"
+
+
 def fastest(results: dict) -> dict[tuple[str, int, str], tuple[str, str]]:
     """(model, batch, mode) -> (backend, precision) of the highest images/s among ok cells."""
     best: dict = {}
@@ -137,7 +144,7 @@ def table(results: dict, mode: str | None = None):
     cells = [c for c in cells if c.mode == mode]
     batches = sorted({c.batch_size for c in cells if c.batch_size})
     best = fastest(results)
-    t = Table(title=f"images/s ({mode}-resident inputs; median of trials ± half their range; x = paired "
+    t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± half their range; x = paired "
                     f"speed-up over eager fp32; ★ fastest per model)")
     for col in ("model", "backend precision", "layout", "threads"):
         t.add_column(col, no_wrap=True)
@@ -230,7 +237,7 @@ def _mode_tables(results: dict) -> list[str]:
                 + [f"b{b} img/s ± trials (x eager)" for b in batches]
                 + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
                    "agree", "max Δlogit"])
-        out.append(f"\n{mode}-resident inputs (**bold** = fastest for the model at that batch size; ± = half the "
+        out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size; ± = half the "
                    f"range of the trial medians; x = median of per-round ratios against eager fp32):\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")
