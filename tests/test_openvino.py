@@ -81,10 +81,22 @@ def test_fp32_is_pinned_to_f32_and_int8_rest_follows_native_bf16(monkeypatch):
 
 
 # -- fp32: build, artifact round trip ------------------------------------------------------------------
+# One checkpoint, one runner and one compiled artifact per module (each conversion is an ONNX export);
+# tests that damage an artifact work on a copy.
 
-def test_fp32_runner_matches_eager_and_records_what_the_plugin_chose(tmp_path):
-    model, meta = load_checkpoint(make_checkpoint(tmp_path))
-    runner = backends.build("openvino", model, meta, "fp32", "cpu", [1, 7])
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ov-ckpt"))
+
+
+@pytest.fixture(scope="module")
+def fp32_runner(ckpt):
+    model, meta = load_checkpoint(ckpt)
+    return model, backends.build("openvino", model, meta, "fp32", "cpu", [1, 7])
+
+
+def test_fp32_runner_matches_eager_and_records_what_the_plugin_chose(fp32_runner):
+    model, runner = fp32_runner
     g = torch.Generator().manual_seed(0)
     for n in (1, 7):
         x = torch.randn(n, 3, 32, 32, generator=g)
@@ -96,20 +108,29 @@ def test_fp32_runner_matches_eager_and_records_what_the_plugin_chose(tmp_path):
     assert runner.info["openvino"] == ovb.version()
 
 
-def test_inflight_runs_every_call_with_the_throughput_hint(tmp_path):
-    model, meta = load_checkpoint(make_checkpoint(tmp_path))
-    runner = backends.build("openvino", model, meta, "fp32", "cpu", [4])
+def test_inflight_runs_every_call_with_the_throughput_hint(fp32_runner):
+    _, runner = fp32_runner
     xs = [torch.randn(4, 3, 32, 32) for _ in range(3)]
     latencies, how = runner.inflight(xs, 7)
     assert len(latencies) == 7 and all(t > 0 for t in latencies)
     assert how["hint"] == "THROUGHPUT" and how["requests_in_flight"] >= 1 and how["streams"] >= 1
 
 
+@pytest.fixture(scope="module")
+def _compiled_once(ckpt, tmp_path_factory):
+    return artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path_factory.mktemp("ov-art"))
+
+
 @pytest.fixture
-def compiled(tmp_path):
-    ckpt = make_checkpoint(tmp_path)
-    res = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
-    return ckpt, res
+def compiled(ckpt, _compiled_once, tmp_path):
+    """(checkpoint, a CompileResult whose files are this test's own copies)."""
+    import dataclasses
+    import shutil
+
+    for f in _compiled_once.artifact.parent.iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+    art = tmp_path / _compiled_once.artifact.name
+    return ckpt, dataclasses.replace(_compiled_once, artifact=art, sidecar=artifacts.sidecar_path(art))
 
 
 def test_compile_writes_ir_xml_and_bin_with_hashes(compiled):
@@ -131,15 +152,15 @@ def test_saved_ir_loads_and_matches_eager(compiled):
     assert runner.backend == "openvino" and runner.info["artifact"] == str(res.artifact)
 
 
-def test_second_compile_is_a_cache_hit_and_a_changed_bin_rebuilds(compiled, tmp_path):
+def test_second_compile_is_a_cache_hit_and_a_changed_bin_rebuilds(compiled):
     ckpt, res = compiled
-    again = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
+    again = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], res.artifact.parent)
     assert again.cache_hit
     weights = res.artifact.with_suffix(".bin")
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(CifarSpeedError, match="does not match its sidecar"):
         artifacts.load_artifact(res.artifact)
-    rebuilt = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path / "art")
+    rebuilt = artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], res.artifact.parent)
     assert not rebuilt.cache_hit
     artifacts.load_artifact(rebuilt.artifact)
 
