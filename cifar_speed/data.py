@@ -285,6 +285,9 @@ def batches(split: Split, batch_size: int, mean, std, *, augment: Augment | None
 # optimisation passes: the common default of cameras and web pipelines. A different libjpeg build may
 # round differently; `jpeg_test_split` records the content hash so a reader can tell.
 JPEG_SUBSAMPLING = 2  # Pillow's code for 4:2:0
+# sha256 of the official test set after the quality-75 round trip with Pillow 13's libjpeg-turbo: a
+# regression check on the encoder (tests), and how `data jpeg` tells a reader whether their copy matches.
+JPEG75_TEST_SHA256 = "b698d41aa1bb3aac2930e97e34e4b1e42590c494dd5190151a30ba1d80a0cbed"
 
 
 def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
@@ -314,37 +317,44 @@ def jpeg_cache_dir() -> Path:
     return Path(base) / "derived"
 
 
-@functools.lru_cache(maxsize=4)
-def _jpeg_test(folder: str, quality: int) -> tuple[Split, str]:
+_JPEG_MEMO: dict[tuple[str, int], Split] = {}
+
+
+def jpeg_version(split: Split, quality: int = 75) -> Split:
+    """`split` after a JPEG round trip at `quality`, built once per content and quality and cached on
+    disk (numpy .npy, loaded without pickle; a damaged cache file is rebuilt, never trusted)."""
     from .fileio import atomic_path
 
-    clean = _load(folder, "test", True)
-    source = SHA256["test"][0]
-    path = jpeg_cache_dir() / f"test-jpeg{quality}-{source[:16]}.npy"
+    source = _sha256(split.images.numpy())
+    key = (source, int(quality))
+    if key in _JPEG_MEMO:
+        return _JPEG_MEMO[key]
+    path = jpeg_cache_dir() / f"jpeg{int(quality)}-{source[:16]}.npy"
     images = None
     if path.is_file():
         try:
             arr = np.load(path, allow_pickle=False)
-            if arr.shape == tuple(clean.images.shape) and arr.dtype == np.uint8:
+            if arr.shape == tuple(split.images.shape) and arr.dtype == np.uint8:
                 images = torch.from_numpy(arr)
-        except (OSError, ValueError):
-            images = None  # a damaged cache file is rebuilt, never trusted
+        except (OSError, ValueError, EOFError):
+            images = None
     if images is None:
-        images = jpeg_roundtrip(clean.images, quality)
+        images = jpeg_roundtrip(split.images, quality)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, images.numpy(), allow_pickle=False)
-    return Split(images, clean.labels), _sha256(images.numpy())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
+            np.save(f, images.numpy(), allow_pickle=False)
+    _JPEG_MEMO[key] = Split(images, split.labels)
+    return _JPEG_MEMO[key]
 
 
 def jpeg_test_split(data_dir: str | os.PathLike | None = None, quality: int = 75) -> Split:
-    """The official 10,000 test images after a JPEG round trip at `quality` (built once, cached)."""
-    return _jpeg_test(str(resolve_data_dir(data_dir)), int(quality))[0]
+    """The official 10,000 test images after a JPEG round trip at `quality`."""
+    return jpeg_version(load_split("test", data_dir), quality)
 
 
-def jpeg_test_sha256(data_dir: str | os.PathLike | None = None, quality: int = 75) -> str:
-    """sha256 of the JPEG test set's uint8 array, recorded beside every top1_jpeg figure."""
-    return _jpeg_test(str(resolve_data_dir(data_dir)), int(quality))[1]
+def content_sha256(split: Split) -> str:
+    """sha256 of a split's uint8 image array: recorded beside every top1_jpeg figure."""
+    return _sha256(split.images.numpy())
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,58 @@ def test_regressor_loss_by_hand():
     mse = ((out - target) ** 2).mean()
     expected = 0.25 * mse + 0.75 * math.log(4)
     assert torch.allclose(distill.regressor_loss(logits, out, target, y), expected)
+
+
+def test_kd_loss_matches_a_hand_computation():
+    """0.7 * T^2 * KL(softmax(t/T) || softmax(s/T)) + 0.3 * CE, on numbers small enough to do by hand."""
+    import math
+
+    from cifar_speed.train.distill import kd_loss
+
+    s = torch.tensor([[2.0, 0.0, 0.0]])
+    t = torch.tensor([[0.0, 2.0, 0.0]])
+    y = torch.tensor([0])
+    T = 2.0
+    ps = [math.exp(v / T) for v in (2.0, 0.0, 0.0)]
+    pt = [math.exp(v / T) for v in (0.0, 2.0, 0.0)]
+    ps = [p / sum(ps) for p in ps]
+    pt = [p / sum(pt) for p in pt]
+    kl = sum(q * math.log(q / p) for q, p in zip(pt, ps))
+    ce = -math.log(math.exp(2.0) / (math.exp(2.0) + 2))
+    expected = 0.7 * T * T * kl + 0.3 * ce
+    got = kd_loss(s, t, y, temperature=T, soft_weight=0.7, ce_weight=0.3).item()
+    assert abs(got - expected) < 1e-5
+
+
+def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypatch):
+    """kd is not tied to deepnn/lightnn: a frontier student learns from a FastNet teacher with TTA, and
+    the teacher's logits are cached once for every later run."""
+    from cifar_speed.checkpoint import save_checkpoint
+    from cifar_speed.models import create_model
+    from cifar_speed.train.loop import train
+    from cifar_speed.train.recipe import parse_recipe
+
+    monkeypatch.setenv("CIFAR_SPEED_CACHE", str(tmp_path / "cache"))
+    teacher = create_model("frontier_s")  # a FastNet like `fast`, with the same TTA, at a test's cost
+    save_checkpoint(tmp_path / "teacher", teacher, {"model": "frontier_s", "name": "teacher",
+                                                    "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}})
+    recipe = parse_recipe(f"""
+model = "frontier_s"
+[data]
+batch_size = 256
+[augment]
+translate = 2
+jpeg_fraction = 0.5
+[distill]
+kind = "kd"
+teacher = "{tmp_path / 'teacher.json'}"
+teacher_tta = 2
+""", name="student")
+    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
+    assert sidecar.is_file()
+    cached = list((tmp_path / "cache" / "teacher-logits").glob("*-tta2-*.npy"))
+    assert len(cached) == 1
+    import json
+
+    meta = json.loads(sidecar.read_text())
+    assert 0 <= meta["test_accuracy_jpeg75"] <= 1 and meta["recipe"]["distill"]["teacher_tta"] == 2

@@ -63,3 +63,27 @@ def test_fast_tta_shares_weights_and_averages():
 def test_unknown_model_lists_the_valid_ones():
     with pytest.raises(CifarSpeedError, match="available: cnn, deepnn"):
         create_model("resnet50")
+
+
+# -- the frontier family (issue: fastest model per accuracy bar) -----------------------------------
+
+FRONTIER = {"frontier_s": (76_280, 13_680_704), "frontier_m": (295_096, 39_774_784),
+            "frontier_l": (1_161_272, 130_863_680)}
+
+
+@pytest.mark.parametrize("name,expected", FRONTIER.items())
+def test_frontier_parameter_and_flop_counts(name, expected):
+    m = create_model(name)
+    params, flops = expected
+    assert count_params(m, trainable_only=False) == params
+    assert flops_per_image(m) == flops
+    with torch.no_grad():
+        assert m.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_frontier_is_plain_dense_convolutions():
+    # no depthwise or grouped convolutions: CPUs run those far below peak
+    for name in FRONTIER:
+        convs = [m for m in create_model(name).modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(c.groups == 1 for c in convs)
+        assert all(c.out_channels % 8 == 0 for c in convs)

@@ -236,6 +236,28 @@ def teacher_targets(teacher: nn.Module, kind: str, split: D.Split, mean, std, de
     return torch.cat(outs)
 
 
+def cached_teacher_logits(teacher: nn.Module, teacher_meta: dict, tta: int, split: D.Split, mean, std, device,
+                          dtype) -> torch.Tensor:
+    """`teacher_targets` for kd, kept in the cache folder under the teacher's weights hash, its TTA level
+    and the images' hash (numpy .npy: loaded without pickle)."""
+    import numpy as np
+
+    key = f"{teacher_meta.get('weights_sha256', 'unhashed')[:16]}-tta{tta}-{D._sha256(split.images.numpy())[:16]}"
+    path = D.jpeg_cache_dir().parent / "teacher-logits" / f"{key}.npy"
+    if path.is_file():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == (len(split), 10) and arr.dtype == np.float32:
+                return torch.from_numpy(arr)
+        except (OSError, ValueError, EOFError):
+            pass  # rebuilt below
+    logits = teacher_targets(teacher, "kd", split, mean, std, device, dtype).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
+        np.save(f, logits.numpy().astype(np.float32), allow_pickle=False)
+    return logits
+
+
 # -- the loop ----------------------------------------------------------------------------------------
 
 def make_splits(recipe: Recipe, data_dir) -> tuple[D.Split, D.Split | None, D.Split | None]:
@@ -273,6 +295,7 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                     rotate_degrees=recipe.augment.rotate_degrees, shift_fraction=recipe.augment.shift_fraction,
                     cutout=recipe.augment.cutout)
     augmenting = aug.flip or aug.translate or aug.rotate_degrees or aug.shift_fraction or aug.cutout or recipe.augment.alternating_flip
+    jpeg_aug = D.JpegAugment(recipe.augment.jpeg_fraction, recipe.augment.jpeg_quality_min, recipe.augment.jpeg_quality_max)
 
     # model: seeded right before it is built, as the tutorial does, so inits match across runs
     torch.manual_seed(recipe.seed)
@@ -289,16 +312,28 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
     kind = recipe.distill.kind
     teacher, teacher_meta, targets, regressor = None, None, None, None
     if kind:
-        if recipe.model != "lightnn":
-            raise CifarSpeedError(f"distillation recipes train the lightnn student, not {recipe.model!r}")
+        # kd needs only logits, so any teacher teaches any student; the feature-based objectives are
+        # wired to the tutorial's deepnn -> lightnn shapes.
+        if kind != "kd" and recipe.model != "lightnn":
+            raise CifarSpeedError(f"{kind} distillation trains the lightnn student, not {recipe.model!r}")
         teacher, teacher_meta = find_teacher(recipe, out_dir, data_dir=data_dir, device=device, epochs=epochs if epochs != recipe.train.epochs else None,
                                              show_progress=show_progress)
-        if teacher_meta["model"] != "deepnn":
-            raise CifarSpeedError(f"the teacher must be a deepnn checkpoint, got {teacher_meta['model']!r}")
+        if kind != "kd" and teacher_meta["model"] != "deepnn":
+            raise CifarSpeedError(f"the {kind} teacher must be a deepnn checkpoint, got {teacher_meta['model']!r}")
         teacher = teacher.to(dev).eval()
+        if recipe.distill.teacher_tta:
+            if not hasattr(teacher, "tta_level"):
+                raise CifarSpeedError(f"[distill] teacher_tta: the {teacher_meta['model']!r} teacher has no test-time augmentation")
+            teacher.tta_level = recipe.distill.teacher_tta
         if tuple(teacher_meta["normalize"]["mean"]) != tuple(mean):
             raise CifarSpeedError("teacher and student recipes normalise differently; use the same [data] normalize")
-        if not augmenting:
+        if kind == "kd":
+            # The teacher sees each clean training image once; the student learns those soft targets
+            # through its own augmentations (flip, crop, JPEG). Cached on disk: every seed and every
+            # student of one teacher reuses them.
+            targets = cached_teacher_logits(teacher, teacher_meta, recipe.distill.teacher_tta, train_split,
+                                            mean, std, dev, dtype)
+        elif not augmenting:
             targets = teacher_targets(teacher, kind, train_split, mean, std, dev, dtype)
         if kind == "regressor":
             torch.manual_seed(recipe.seed + 1)
@@ -347,6 +382,7 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                     x = torch.where(flip_mask[idx].to(dev).view(-1, 1, 1, 1), x.flip(-1), x)
                 if augmenting:
                     x = aug(x, gen)
+                x = jpeg_aug(x, mean, std, gen)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(dev, dtype):
@@ -363,6 +399,8 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                     d = recipe.distill
                     if kind == "kd":
                         loss = distill.kd_loss(logits, t_out, y, d.temperature, d.soft_weight, d.ce_weight)
+                        if recipe.train.loss_reduction == "sum":
+                            loss = loss * len(y) * ddp.world_size  # lr scaled for a summed loss (airbench_sgd)
                     elif kind == "cosine":
                         loss = distill.cosine_loss(logits, hidden.float(), t_out, y, d.soft_weight, d.ce_weight)
                     elif kind == "regressor":
@@ -480,6 +518,9 @@ def _finish(recipe, model, dev, mean, std, test_split, report_test, state, out_d
         meta["test_accuracy_tta"] = evaluate(model, test_split, mean, std, dev)["accuracy"]
         meta["tta_level"] = recipe.train.eval_tta
         model.tta_level = 0
+    jpeg = D.jpeg_version(test_split, 75)  # the same images as users' JPEGs arrive (issue: robustness)
+    meta["test_accuracy_jpeg75"] = evaluate(model, jpeg, mean, std, dev)["accuracy"]
+    meta["jpeg75_sha256"] = D.content_sha256(jpeg)
     if teacher_meta is not None:
         meta["teacher"] = {"name": teacher_meta.get("name"), "weights_sha256": teacher_meta.get("weights_sha256"),
                            "test_accuracy": teacher_meta.get("test_accuracy")}
@@ -488,6 +529,16 @@ def _finish(recipe, model, dev, mean, std, test_split, report_test, state, out_d
 
 def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> dict:
     return {c: (pred[labels == i] == i).float().mean().item() for i, c in enumerate(D.CLASSES)}
+
+
+def _resume_recipe(recipe: Recipe) -> dict:
+    """What must match for a resumed run to be the same run: the recipe without its file's location,
+    its name and its epoch count (resuming with more epochs extends a run; --epochs may differ)."""
+    d = recipe.to_dict()
+    for k in ("path", "name"):
+        d.pop(k, None)
+    d["train"] = {k: v for k, v in d["train"].items() if k != "epochs"}
+    return d
 
 
 def _save_progress(work, model, recipe, mean, std, optimizer, scheduler, regressor, lookahead, best_state, gen, state):
@@ -551,13 +602,3 @@ def _progress(enabled: bool):
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
-def _resume_recipe(recipe: Recipe) -> dict:
-    """What must match for a resumed run to be the same run: the recipe without its file's location,
-    its name and its epoch count (resuming with more epochs extends a run; --epochs may differ)."""
-    d = recipe.to_dict()
-    for k in ("path", "name"):
-        d.pop(k, None)
-    d["train"] = {k: v for k, v in d["train"].items() if k != "epochs"}
-    return d
-
-

@@ -166,7 +166,8 @@ def _build(cls, table: dict, where: str, source: str = "the recipe"):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(table) - set(fields)
     if unknown:
-        raise CifarSpeedError(f"unknown key(s) {', '.join(sorted(unknown))} in [{where}]; valid: {', '.join(fields)}")
+        raise CifarSpeedError(f"unknown key(s) {_short(', '.join(sorted(map(str, unknown))))} in [{where}]; "
+                              f"valid: {', '.join(fields)}")
     values = {}
     for key, value in table.items():
         default = fields[key].default

@@ -1,0 +1,73 @@
+"""`cifar-speed recommend --min-top1 85`: the fastest measured (checkpoint, backend, precision, threads)
+that meets the bar on the 10,000 test images in that very cell, per machine, with the command that
+reproduces it."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a top-1 in percent, 0 < x <= 100, got {text!r}")
+    return value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("recommend", help="the fastest model/backend/precision that meets an accuracy bar, from measured results")
+    p.add_argument("--min-top1", type=_percent, required=True, metavar="PCT",
+                   help="top-1 on the 10,000 test images, in percent (e.g. 85), met by the cell itself")
+    p.add_argument("--min-top1-jpeg", type=_percent, metavar="PCT",
+                   help="also require this top-1 on the quality-75 JPEG copy of the test set")
+    p.add_argument("--batch", type=int, default=128, choices=[1, 32, 64, 128],
+                   help="batch size the cell was measured at (default 128; 1 = latency)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--results", nargs="+", metavar="FILE",
+                   help="results files (default: every results/*/sweep-*.json); machines are never mixed")
+    p.add_argument("--include-disturbed", action="store_true",
+                   help="also consider cells whose trials were mostly disturbed by other load")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..locate import CHECKPOINTS, shipped_dirs
+    from ..recommend import Query, default_results_files, recommend
+    from ..report import load_results
+
+    if args.results:
+        files = args.results
+    else:
+        roots = [d.parent for d in shipped_dirs()] or [CHECKPOINTS.parent]
+        files = [str(f) for f in default_results_files(roots[0])]
+    loaded = [(str(f), load_results(f)) for f in files]
+    q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
+              min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
+              include_disturbed=args.include_disturbed)
+    answer = recommend(loaded, q)
+    if args.json:
+        print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()}},
+                         indent=2))
+        return 0 if any(answer.values()) else 1
+    _print(answer, q)
+    return 0 if any(answer.values()) else 1
+
+
+def _print(answer, q) -> None:
+    from ..console import make_console
+
+    out = make_console()
+    bar = f"top-1 >= {q.min_top1:.1%}" + (f" and JPEG-75 top-1 >= {q.min_top1_jpeg:.1%}" if q.min_top1_jpeg else "")
+    for machine, c in sorted(answer.items()):
+        if c is None:
+            out.print(f"[bold]{machine}[/]: no measured {q.device} cell at batch {q.batch} meets {bar}")
+            continue
+        speed = f"{c.images_per_s:,.0f} img/s" + (f", {c.latency_ms:.3f} ms per batch" if c.latency_ms else "")
+        jpeg = f", JPEG-75 {c.top1_jpeg75:.2%}" if c.top1_jpeg75 is not None else ""
+        out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.checkpoint} {c.backend} {c.precision}[/]"
+                  f" ({c.threads or '?'} threads) — {speed}; top-1 {c.top1:.2%}{jpeg}")
+        out.print(f"  from {c.results_file}; reproduce: {c.command}")

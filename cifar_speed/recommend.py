@@ -1,0 +1,121 @@
+"""Which (checkpoint, backend, precision, threads) to ship: the fastest measured cell that meets an
+accuracy bar on the full 10,000-image test set *in that cell*.
+
+An int8 or bf16 cell is judged by its own top-1, never by its fp32 sibling's, so a model that loses
+accuracy when quantised meets a bar only at the precision that keeps it. Machines are never mixed:
+the answer is per machine (results folder), from the committed sweep files or the ones given.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import CifarSpeedError
+from .sweep import Cell, cells_of
+
+FULL_TEST_SET = 10_000
+
+
+@dataclass(frozen=True)
+class Query:
+    min_top1: float                       # a fraction, 0.85
+    batch: int = 128
+    device: str = "cpu"
+    min_top1_jpeg: float | None = None    # on the quality-75 JPEG copy of the test set
+    include_disturbed: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    machine: str
+    results_file: str
+    checkpoint: str
+    backend: str
+    precision: str
+    threads: int | None
+    mode: str | None
+    batch: int
+    images_per_s: float
+    latency_ms: float | None
+    latency_spread_ms: list | None
+    top1: float
+    top1_jpeg75: float | None
+    disturbed: bool | None
+    command: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _top1(cell: Cell) -> float | None:
+    acc = cell.accuracy or {}
+    if acc.get("images") != FULL_TEST_SET:
+        return None  # a cell scored on a subset cannot vouch for the bar
+    return acc.get("top1")
+
+
+def meets(cell: Cell, q: Query) -> bool:
+    top1 = _top1(cell)
+    if cell.status != "ok" or top1 is None or cell.images_per_s is None:
+        return False
+    if cell.device != q.device or cell.batch_size != q.batch:
+        return False
+    if cell.disturbed and not q.include_disturbed:
+        return False
+    if top1 < q.min_top1:
+        return False
+    if q.min_top1_jpeg is not None:
+        jpeg = (cell.accuracy or {}).get("top1_jpeg75")
+        if jpeg is None or jpeg < q.min_top1_jpeg:
+            return False
+    return True
+
+
+def reproduce_command(cell: Cell, checkpoint: str) -> str:
+    parts = ["cifar-speed", "bench", checkpoint, "--backend", cell.backend, "--precision", cell.precision,
+             "--batch", str(cell.batch_size), "--device", cell.device]
+    if cell.threads:
+        parts += ["--threads", str(cell.threads)]
+    return shlex.join(parts)
+
+
+def _choice(cell: Cell, results: dict, path: str) -> Choice:
+    model_info = (results.get("models") or {}).get(cell.model, {})
+    checkpoint = model_info.get("checkpoint") or cell.model
+    lat = cell.latency or {}
+    acc = cell.accuracy or {}
+    return Choice(
+        machine=(results.get("provenance") or {}).get("machine") or Path(path).parent.name,
+        results_file=path, checkpoint=cell.model, backend=cell.backend, precision=cell.precision,
+        threads=cell.threads, mode=cell.mode, batch=cell.batch_size, images_per_s=cell.images_per_s,
+        latency_ms=lat.get("median_ms"), latency_spread_ms=lat.get("median_ms_range"),
+        top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,
+        command=reproduce_command(cell, Path(checkpoint).stem if checkpoint.endswith(".json") else checkpoint))
+
+
+def folder_of(path: str) -> str:
+    """Results are kept per machine in results/<machine>/: the folder is the machine."""
+    return Path(path).parent.name
+
+
+def recommend(results: list[tuple[str, dict]], q: Query) -> dict[str, Choice | None]:
+    """machine folder -> the fastest cell meeting the query (None where no cell does)."""
+    best: dict[str, tuple[float, Cell, dict, str] | None] = {}
+    for path, res in results:
+        machine = folder_of(path)
+        best.setdefault(machine, None)
+        for cell in cells_of(res):
+            if not meets(cell, q):
+                continue
+            if best[machine] is None or cell.images_per_s > best[machine][0]:
+                best[machine] = (cell.images_per_s, cell, res, path)
+    return {m: (_choice(b[1], b[2], b[3]) if b else None) for m, b in best.items()}
+
+
+def default_results_files(root: Path) -> list[Path]:
+    files = sorted(root.glob("*/sweep-*.json"))
+    if not files:
+        raise CifarSpeedError(f"no results files (sweep-*.json) under {root}/*/: run `cifar-speed bench` "
+                              "or pass --results FILE")
+    return files

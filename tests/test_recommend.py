@@ -1,0 +1,86 @@
+"""`cifar-speed recommend`: the fastest cell that meets the bar in that very cell, per machine."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from _fakedata import REPO
+
+from cifar_speed.recommend import Query, recommend
+from cifar_speed.sweep import Cell
+
+
+def _cell(model, backend, precision, ips, top1, batch=128, images=10_000, jpeg=None, disturbed=False, status="ok"):
+    acc = {"top1": top1, "images": images}
+    if jpeg is not None:
+        acc["top1_jpeg75"] = jpeg
+    return Cell(model=model, architecture=model, backend=backend, precision=precision, device="cpu",
+                batch_size=batch, mode="device", threads=2, status=status, images_per_s=ips,
+                latency={"median_ms": 1000 * batch / ips}, accuracy=acc, disturbed=disturbed).to_dict()
+
+
+# A committed results file lends the run-level fields (provenance, harness, peak): only cells vary here.
+_REAL = json.loads((REPO / "results" / "amd-epyc-2c-avx512bf16" / "sweep-fast-cnn.json").read_text())
+
+
+def _results(cells):
+    models = {name: {**_REAL["models"]["fast"], "checkpoint": f"results/checkpoints/{name}.json"} for name in ("small", "big")}
+    return {**_REAL, "models": models, "skipped": [], "cells": cells}
+
+
+CELLS = [
+    _cell("small", "eager", "fp32", 10_000, 0.852),
+    _cell("small", "onnxrt", "int8", 30_000, 0.846),   # fastest, but quantisation cost it the bar
+    _cell("small", "compile", "fp32", 12_000, 0.852),
+    _cell("big", "onnxrt", "int8", 3_000, 0.935, jpeg=0.92),
+    _cell("big", "eager", "fp32", 1_000, 0.936, jpeg=0.921),
+    _cell("small", "onnxrt", "fp32", 50_000, 0.86, images=500),        # scored on a subset: not evidence
+    _cell("small", "eager", "bf16", 40_000, 0.86, disturbed=True),      # mostly disturbed trials
+    _cell("small", "compile", "int8", 60_000, 0.86, status="failed"),
+]
+
+
+def test_int8_that_misses_the_bar_loses_to_fp32_that_meets_it():
+    answer = recommend([("results/m1/sweep-a.json", _results(CELLS))], Query(min_top1=0.85))
+    c = answer["m1"]
+    assert (c.checkpoint, c.backend, c.precision) == ("small", "compile", "fp32")
+    assert "--backend compile --precision fp32 --batch 128" in c.command and "--threads 2" in c.command
+
+
+def test_lower_bar_takes_the_int8_cell():
+    c = recommend([("results/m1/sweep-a.json", _results(CELLS))], Query(min_top1=0.84))["m1"]
+    assert (c.backend, c.precision) == ("onnxrt", "int8")
+
+
+def test_jpeg_bar_and_batch_and_disturbed():
+    res = [("results/m1/sweep-a.json", _results(CELLS))]
+    c = recommend(res, Query(min_top1=0.9, min_top1_jpeg=0.921))["m1"]
+    assert (c.checkpoint, c.backend) == ("big", "eager")
+    assert recommend(res, Query(min_top1=0.85, batch=1))["m1"] is None
+    c = recommend(res, Query(min_top1=0.85, include_disturbed=True))["m1"]
+    assert (c.backend, c.precision) == ("eager", "bf16")
+
+
+def test_machines_are_never_mixed():
+    slow = _results([_cell("big", "eager", "fp32", 500, 0.95)])
+    fast = _results([_cell("big", "eager", "fp32", 5_000, 0.95)])
+    answer = recommend([("results/slow/sweep-a.json", slow), ("results/fast/sweep-a.json", fast)], Query(0.9))
+    assert answer["slow"].images_per_s == 500 and answer["fast"].images_per_s == 5_000
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cifar_speed", "recommend", *args], capture_output=True, text=True)
+
+
+def test_cli_json_and_exit_codes(tmp_path):
+    path = tmp_path / "m1" / "sweep-a.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_results(CELLS)))
+    r = _cli("--min-top1", "85", "--results", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["answer"]["m1"]
+    assert (got["backend"], got["precision"]) == ("compile", "fp32")
+    assert _cli("--min-top1", "99", "--results", str(path)).returncode == 1  # nothing meets it
+    bad = _cli("--min-top1", "850", "--results", str(path))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
