@@ -48,6 +48,7 @@ def run(args) -> int:
     cm = confusion_matrix(result["pred"], test.labels)
     # The same model on the same images as users' JPEGs arrive: the clean top-1 alone flatters models
     # that lean on high-frequency detail (see README "Accuracy on JPEG inputs").
+    status(f"evaluating on the JPEG copy (quality {args.jpeg_quality}; built once, then cached)")
     jpeg = D.jpeg_version(test, args.jpeg_quality)
     jpeg_result = evaluate(model, jpeg, norm["mean"], norm["std"], device)
     jpeg_cm = confusion_matrix(jpeg_result["pred"], test.labels)
