@@ -18,6 +18,18 @@ from . import __version__
 from .errors import CifarSpeedError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is the same one line as every other bad input (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"cifar-speed: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(text: str) -> str:
+    # Messages may quote user input or library text; the contract is one line on stderr.
+    return " ".join(str(text).split())
+
+
 DESCRIPTION = ("Train, compile and benchmark CIFAR-10 classifiers: which model and which inference backend "
                "(eager PyTorch, torch.compile, ONNX Runtime, OpenVINO, TensorRT) to ship, how fast and how accurate, "
                "measured on this machine.")
@@ -107,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CifarSpeedError as e:
-        print(f"cifar-speed: error: {e}", file=sys.stderr)
+        print(f"cifar-speed: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permissions, a folder where a file should be, a full disk: the path and the cause
+        from .fileio import os_error_line
+
+        print(f"cifar-speed: error: {_one_line(os_error_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cifar-speed: interrupted", file=sys.stderr)

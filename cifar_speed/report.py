@@ -11,23 +11,29 @@ import os
 from pathlib import Path
 
 from .errors import CifarSpeedError
+from .fileio import require_file
+from .schemas import PYTEST_BENCHMARK_READ, read_json_file, results_read_schema, schema_error
 from .sweep import SCHEMA, Cell, cells_of, validate_results
 
 
 def load_results(path) -> dict:
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CifarSpeedError(f"results file {path} not found") from None
-    except (OSError, ValueError) as e:
-        raise CifarSpeedError(f"{path} is not valid JSON ({type(e).__name__})") from None
+    """A `cifar-speed bench` results file, or pytest-benchmark's --benchmark-json of bench/ (converted)."""
+    path = require_file(path, "results file")
+    obj = read_json_file(path, "results file")
     if is_pytest_benchmark(obj):
-        return from_pytest_benchmark(obj, path)
-    try:
-        return validate_results(obj)
-    except CifarSpeedError as e:
-        raise CifarSpeedError(f"{path}: {e}") from None
+        problem = schema_error(obj, PYTEST_BENCHMARK_READ)
+        if problem:
+            raise CifarSpeedError(f"{path} is not a usable pytest-benchmark file: {problem}")
+        obj = from_pytest_benchmark(obj, path)
+    else:
+        try:
+            validate_results(obj)
+        except CifarSpeedError as e:
+            raise CifarSpeedError(f"{path}: {e}") from None
+    problem = schema_error(obj, results_read_schema())  # every field report and compare read, typed
+    if problem:
+        raise CifarSpeedError(f"{path} is not a usable results file: {problem}")
+    return obj
 
 
 def _ok(results: dict, mode: str):

@@ -12,6 +12,7 @@ from ..errors import CifarSpeedError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark checkpoints across backends, precisions and batch sizes")
+from ..fileio import check_output_file
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="shipped checkpoint names (`cifar-speed models`), or sidecars / stems "
                         "(default: every checkpoint in ./results/checkpoints/)")
@@ -67,6 +68,19 @@ def run(args) -> int:
     from ..locate import resolve_checkpoint
 
     checkpoints = [resolve_checkpoint(c) for c in args.checkpoints] or sweep.default_checkpoints()
+def _check_numeric_flags(args) -> None:
+    """NaN, infinities and absurd values would otherwise reach the results file (NaN --min-time) or a
+    peak fraction (negative --peak-gflops)."""
+    from ..checks import Range, check
+
+    check(args.min_time, Range(0, 3600, low_open=True, why="seconds per cell"), "--min-time")
+    check(args.max_warmup, Range(0, 3600, low_open=True, why="seconds per cell"), "--max-warmup")
+    check(args.min_reps, Range(1, 10**7, integer=True), "--min-reps")
+    check(args.tolerance, Range(0, 1, high_open=True, why="a fraction of top-1"), "--tolerance")
+    if args.peak_gflops is not None:
+        check(args.peak_gflops, Range(0, 10**9, low_open=True), "--peak-gflops")
+
+
     device = args.device or backends.default_device()
     if device == "cuda":
         import torch
@@ -76,6 +90,7 @@ def run(args) -> int:
     settings = harness.Settings(min_time_s=args.min_time, min_reps=args.min_reps, warmup_max_s=args.max_warmup)
     cfg = sweep.SweepConfig(
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
+    _check_numeric_flags(args)
         data_dir=args.data_dir, settings=settings, cache_dir=args.cache_dir, tolerance=args.tolerance,
         modes=None if args.mode in (None,) else (["device", "host"] if args.mode == "both" else [args.mode]),
         compile_mode=args.compile_mode, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import report
 from ..console import make_console
+from ..fileio import check_output_dir
 
 
 def add_parser(sub) -> None:
@@ -17,6 +18,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     first = Path(args.results[0])
     out = Path(args.out) if args.out else first.with_name(first.stem + "-report")
+    check_output_dir(out)  # before reading and plotting: a bad --out is one line, not a late traceback
     md_path, pngs = report.write_report(args.results, out)
     print(md_path.read_text(), end="")
     make_console(stderr=True).print(f"wrote {md_path} and {len(pngs)} plot(s) in {out}")
