@@ -70,7 +70,7 @@ def _command_in(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser of the command named in `argv` (every command when argv is None), and a
     help-only entry for each other command."""
-    parser = argparse.ArgumentParser(prog="cifar-speed", description=DESCRIPTION, epilog=EPILOG)
+    parser = _Parser(prog="cifar-speed", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"cifar-speed {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
