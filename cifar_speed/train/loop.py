@@ -206,7 +206,8 @@ def find_teacher(recipe: Recipe, out_dir: Path, **train_kwargs) -> tuple[nn.Modu
     If it is missing and the recipe names a teacher recipe, train the teacher first."""
     t = recipe.distill.teacher
     candidates = [Path(t)] if t.endswith(".json") else []
-    candidates += [out_dir / f"{t}.json", SHIPPED_DIR / f"{t}.json"]
+    name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
+    candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
     for c in candidates:
         if paths_for(c)[1].is_file():
             return load_checkpoint(c)
