@@ -87,6 +87,9 @@ def _check_numeric_flags(args) -> None:
         if not torch.cuda.is_available():
             raise CifarSpeedError("--device cuda: no CUDA GPU visible to torch")
     out = Path(args.out) if args.out else sweep.default_results_path(args.name)
+    if args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")):
+        raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders)")
+    check_output_file(out)  # before the sweep: a bad --out must not cost a whole run
     settings = harness.Settings(min_time_s=args.min_time, min_reps=args.min_reps, warmup_max_s=args.max_warmup)
     cfg = sweep.SweepConfig(
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
