@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import backends, calibration, harness
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
 from .errors import CifarSpeedError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_many
 from .models import count_params, flops_per_image
 from .provenance import cpu_has_fast_bf16, machine_slug, provenance
 
@@ -324,13 +325,14 @@ def default_results_path(name: str | None = None) -> Path:
 
 
 def write_results(results: dict, path) -> tuple[Path, Path]:
-    """JSON and CSV side by side, each written atomically."""
+    """JSON and CSV side by side, written as a pair: both are staged and fsynced before either is
+    moved into place, so a full disk or a bad folder leaves neither, never a JSON without its CSV."""
     path = Path(path)
     if path.suffix != ".json":
         path = path.with_name(path.name + ".json")
     csv_path = path.with_suffix(".csv")
-    atomic_write_json(path, results)
-    atomic_write_text(csv_path, to_csv(results))
+    text = json.dumps(results, indent=2, sort_keys=False, default=str) + "\n"  # as atomic_write_json writes it
+    atomic_write_many({csv_path: to_csv(results).encode(), path: text.encode()})
     return path, csv_path
 
 
