@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 CIFAR_SPEED_DATA ?= $(abspath ../shared/cifar10)
 export CIFAR_SPEED_DATA
-# `make bench` measures these shipped checkpoints (all of results/checkpoints: `make bench-all`).
+# `make bench` measures these shipped checkpoints, by name (all of results/checkpoints: `make bench-all`).
 BENCH_MODELS ?= fast cnn
 # torch / torchvision pinned to the pair this project is developed and tested with.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 bench: setup
-	$(VENV)/bin/cifar-speed bench $(BENCH_MODELS:%=results/checkpoints/%.json) --batch 128
+	$(VENV)/bin/cifar-speed bench $(BENCH_MODELS) --batch 128
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
