@@ -496,8 +496,7 @@ def probe(call, flops: float, device: str = "cpu", seconds: float = 0.5, counter
     """Best GFLOP/s of `call` over `seconds`, judged like a trial with a threshold of 0.9 x threads
     (an arithmetic loop keeps every thread busy; less means the cores were shared)."""
     sync = _sync(device)
-    for _ in range(2):
-        call()
+    call()          # warm (caches, oneDNN primitive creation); sized_op already ran it once
     sync()
     threads = torch.get_num_threads()
     before = counters()
@@ -514,6 +513,29 @@ def probe(call, flops: float, device: str = "cpu", seconds: float = 0.5, counter
     else:
         dist = judge(wall, cpu, threads, before, counters(), process_fraction=PEAK_THREADS_FRACTION)
     return ProbeReading(best, dist)
+
+
+PROBE_CALL_S = 0.05   # grow a probe until one call takes this long (or its full size): long enough to time,
+                      # short enough that a slow fallback kernel cannot take minutes
+
+
+def sized_op(make, dtype: torch.dtype, device: str, scales: list):
+    """(call, flops, scale): `make(dtype, device, scale)` at the smallest scale whose one call takes
+    PROBE_CALL_S, or the largest. Without VNNI/AMX, torch._int_mm is a reference loop (~0.3 GOP/s on
+    an AVX2 EPYC): a fixed 2048^3 probe would run a minute per call."""
+    sync = _sync(device)
+    for scale in scales:
+        call, flops = make(dtype, device, scale)
+        t0 = time.perf_counter()
+        call()
+        sync()
+        if time.perf_counter() - t0 >= PROBE_CALL_S:
+            break
+    return call, flops, scale
+
+
+MATMUL_SIZES = [256, 512, 1024, 2048]
+CONV_SHAPES = [{**CONV_SHAPE, "batch": b} for b in (1, 2, 4, 8, 16, 32)]
 
 
 def best_reading(readings: list[ProbeReading]) -> ProbeReading:
@@ -550,15 +572,24 @@ def measure_peak(device: str, seconds: float = 0.5, repeats: int = 3, counters=r
     any_disturbed = False
     for name, dtype in peak_precisions(device).items():
         kept = {}
-        for kind, make in (("matmul", matmul_op), ("conv", conv_op)):
+        for kind, make, scales in (("matmul", matmul_op, MATMUL_SIZES), ("conv", conv_op, CONV_SHAPES)):
             try:
-                call, flops = make(dtype, device)
+                call, flops, scale = sized_op(make, dtype, device, scales)
                 readings = [probe(call, flops, device, seconds, counters) for _ in range(repeats)]
             except RuntimeError:  # no kernel of this kind on this device: no denominator from it
                 continue
             best = best_reading(readings)
             kept[kind] = best
-            out["probes"].setdefault(name, {})[kind] = {**best.to_dict(), "readings": [r.gflops for r in readings]}
+            out["probes"].setdefault(name, {})[kind] = {**best.to_dict(), "readings": [r.gflops for r in readings],
+                                                       "shape": scale}
+        if name == "int8" and kept and "fp32_gflops" in out and \
+                max(r.gflops for r in kept.values()) < out["fp32_gflops"]:
+            # Slower than fp32: torch._int_mm has no int8 GEMM kernel for this CPU (a reference
+            # loop), so it says nothing of what ONNX Runtime or Inductor reach in int8 here.
+            out.setdefault("unmeasured", {})["int8"] = (
+                "torch._int_mm ran slower than the fp32 probe (no int8 GEMM kernel for this CPU's ISA): "
+                "no int8 denominator")
+            continue
         if not kept:
             continue
         kind, best = max(kept.items(), key=lambda kv: kv[1].gflops)

@@ -200,8 +200,9 @@ def peak_text(peak: dict) -> str:
         what = ", ".join(f"{k.split('_')[0]} {v:,.0f} {'GOP/s' if k.endswith('gops') else 'GFLOP/s'}"
                          + (f" ({kinds[k.split('_')[0]]})" if k.split('_')[0] in kinds else "")
                          for k, v in peak.items() if k.endswith(("_gflops", "_gops")))
+    missing = "".join(f"; {k}: {why}" for k, why in (peak.get("unmeasured") or {}).items())
     return (f"{what} ({peak.get('source', '?')}"
-            f"{'; measured under contention, so too low' if peak.get('disturbed') else ''})")
+            f"{'; measured under contention, so too low' if peak.get('disturbed') else ''}{missing})")
 
 
 def render_markdown(results_list: list[dict]) -> str:

@@ -1,15 +1,24 @@
-"""The benchmark sweep: checkpoints x backends x precisions x batch sizes -> one results file.
+"""The benchmark sweep: checkpoints x backends x precisions x batch sizes x threads -> one results file.
 
-For every cell: latency statistics and images/s (harness.measure), achieved GFLOP/s from the model's
-FLOP count and its fraction of this machine's measured matmul peak, speed-up over eager fp32 at the
-same batch size in the same run, and the artifact's top-1 on the official 10,000 test images plus
-its agreement with eager fp32 (top-1 agreement, max |logit difference|). Accuracy is computed once
-per model x backend x precision (the same compiled program serves every batch size), at the largest
-batch of the sweep; a cell more than `tolerance` below eager fp32's top-1 is flagged. int8 cells are
-calibrated on a fixed sample of training images (calibration.py: `calib_size` images drawn with
-`calib_seed`), never on the test images they are scored on.
+This module plans and runs; every table and plot is in report.py. Per model:
 
-Read top to bottom: plan -> accuracy -> run -> files -> table.
+  plan             which (backend, precision, memory format) variants run here, which are skipped and why
+  build_and_score  build each variant's runner once, at the run's thread count, and score it: top-1 on
+                   the official 10,000 test images and on the same images after a JPEG round trip
+                   (quality 75: `top1_jpeg75`), agreement with eager fp32 (top-1 agreement, max
+                   |logit difference|). A cell more than `tolerance` below eager fp32's top-1 is flagged.
+  time_cells       every cell (variant x batch x mode) warmed up once, then timed in `trials` short
+                   trials, round-robin across all the model's cells (harness.CellTimer), so the
+                   baseline and each cell share the machine's state round by round
+  finish_cell      a `Cell` record: median of trial medians with its spread, images/s, GFLOP/s and
+                   % of the measured peak of its precision, speed-up = median of per-round ratios
+                   against eager fp32 of the same batch, mode and threads
+
+Threads are an axis: the run's count (`threads`, default every usable core) for every cell, and at
+batch 1 also 1 thread (thread wake-up dominates tiny work). A runner is rebuilt per thread count,
+because backends fix it when they build (ONNX Runtime's session, Inductor's generated OpenMP code).
+int8 cells are calibrated on a fixed sample of training images (calibration.py), never on the test
+images they are scored on.
 """
 from __future__ import annotations
 
@@ -18,23 +27,27 @@ import datetime as _dt
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-from . import backends, calibration, harness
+from . import backends, calibration, harness, inflight
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
 from .errors import CifarSpeedError
 from .fileio import atomic_write_many
+from .harness import PEAK_KEYS, measure_peak, peak_for  # noqa: F401  (doctor and older callers import them from here)
 from .models import count_params, flops_per_image
-from .provenance import cpu_has_fast_bf16, machine_slug, provenance
+from .provenance import machine_slug, provenance
 
-SCHEMA = "cifar-speed-bench/1"
+SCHEMA = "cifar-speed-bench/2"
+READABLE_SCHEMAS = ("cifar-speed-bench/1", SCHEMA)   # /1: one timed block per cell, before trials
 DEFAULT_BATCHES = (32, 64, 128)
 DEFAULT_TOLERANCE = 0.005   # top-1 may drop 0.5 percentage points below eager fp32 before a flag
+DEFAULT_JPEG_QUALITY = 75
 BASELINE = ("eager", "fp32")
+BASELINE_FORMAT = "nchw"
 
 
 @dataclass
@@ -57,6 +70,77 @@ class SweepConfig:
     calib_size: int = calibration.DEFAULT_SIZE   # int8: training images in the calibration sample ...
     calib_seed: int = calibration.DEFAULT_SEED   # ... and the seed that draws them
     train_split: object = None                # a data.Split to calibrate from instead of loading (tests only)
+    threads: int | None = None                # None: every usable core
+    single_thread_at_batch1: bool = True      # batch 1 also at 1 thread when `threads` is more
+    channels_last: bool = False               # eager also in channels_last (else NCHW for every precision)
+    jpeg_quality: int | None = DEFAULT_JPEG_QUALITY   # None: no JPEG accuracy column
+    jpeg_split: object = None                 # a data.Split to use instead of data.jpeg_test_split (tests only)
+
+
+@dataclass
+class Cell:
+    """One row of a results file: a variant timed at one batch size, input mode and thread count.
+
+    The one schema that the sweep writes and the CSV, report.py and tools/update_readme.py read
+    (`Cell.from_dict` also reads cells of /1 files, which lack threads, trials and spreads)."""
+    model: str
+    architecture: str
+    backend: str
+    precision: str
+    device: str
+    batch_size: int | None = None
+    mode: str | None = None
+    threads: int | None = None
+    memory_format: str | None = None
+    status: str = "ok"                        # ok | failed
+    reason: str | None = None
+    baseline: bool = False
+    requested: bool = True
+    runner: dict = field(default_factory=dict)
+    build_and_eval_s: float | None = None
+    latency: dict = field(default_factory=dict)
+    images_per_s: float | None = None
+    images_per_s_range: list | None = None    # [min, max] over trials
+    gflops: float | None = None
+    peak_fraction: float | None = None
+    peak_denominator: str | None = None       # which measured figure peak_fraction divides by
+    peak_note: str | None = None              # why, where peak_fraction is above 1
+    speedup_vs_eager_fp32: float | None = None
+    speedup_range: list | None = None         # [min, max] of the per-round ratios
+    accuracy: dict = field(default_factory=dict)
+    accuracy_flagged: bool = False
+    disturbed: bool | None = None
+    trials: list = field(default_factory=list)
+    dawnbench: dict | None = None
+
+    @property
+    def key(self) -> tuple:
+        """What `compare` matches two runs' cells by."""
+        return (self.model, self.backend, self.precision, self.batch_size, self.mode, self.threads,
+                self.memory_format)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["dawnbench"] is None:
+            del d["dawnbench"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, default_threads: int | None = None) -> "Cell":
+        names = {f.name for f in fields(cls)}
+        d = {"architecture": d.get("model"), "device": "cpu", **d}   # hand-made / converted cells may lack them
+        cell = cls(**{k: v for k, v in d.items() if k in names})
+        if cell.threads is None:
+            cell.threads = (cell.latency or {}).get("threads") or default_threads
+        if cell.memory_format is None:
+            cell.memory_format = (cell.runner or {}).get("memory_format")
+        return cell
+
+
+def cells_of(results: dict) -> list[Cell]:
+    """The cells of a results file of either readable schema, as records."""
+    threads = results.get("provenance", {}).get("torch_threads")
+    return [Cell.from_dict(c, threads) for c in results["cells"]]
 
 
 # -- plan -----------------------------------------------------------------------------------------
@@ -93,6 +177,45 @@ def plan(backend_names, precisions, device: str) -> tuple[list[tuple[str, str]],
     return run, skipped
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What gets built once per model: a backend, a precision, and for eager the memory format."""
+    backend: str
+    precision: str
+    memory_format: str | None = None     # None: the backend's own (recorded from the runner)
+
+    @property
+    def is_baseline(self) -> bool:
+        return (self.backend, self.precision) == BASELINE and self.memory_format in (None, BASELINE_FORMAT)
+
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}" + (f" {self.memory_format}" if self.memory_format else "")
+
+
+def variants(pairs: list[tuple[str, str]], channels_last: bool) -> list[Variant]:
+    """Eager's memory format is an axis of its own (NCHW, and channels_last when asked), so a bf16
+    speed-up is never silently a layout speed-up; the other backends choose theirs (recorded)."""
+    out = []
+    for b, p in pairs:
+        if b == "eager":
+            out += [Variant(b, p, "nchw")] + ([Variant(b, p, "channels_last")] if channels_last else [])
+        else:
+            out.append(Variant(b, p))
+    return out
+
+
+def thread_groups(threads: int, batches: list[int], single_thread_at_batch1: bool) -> list[tuple[int, list[int]]]:
+    """(thread count, batch sizes timed at it): every batch at `threads`, batch 1 also at 1 thread."""
+    groups = [(threads, list(batches))]
+    if single_thread_at_batch1 and threads > 1 and 1 in batches:
+        groups.append((1, [1]))
+    return groups
+
+
+def default_threads() -> int:
+    return len(harness.usable_cpus())
+
+
 # -- accuracy -------------------------------------------------------------------------------------
 
 def predict(runner, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -118,37 +241,13 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tenso
     return res
 
 
-# -- the run ----------------------------------------------------------------------------------------
-
-PEAK_KEYS = {"fp32": "fp32_gflops", "bf16": "bf16_gflops", "fp16": "fp16_gflops", "int8": "int8_gops"}
-
-
-def measure_peak(device: str, seconds: float = 1.0) -> dict:
-    """Measured matmul peaks, one per precision: each cell's peak_fraction divides by the peak of its
-    own precision (an int8 cell over a bf16 peak would read above 100 %)."""
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    out = {"fp32_gflops": harness.matmul_peak(torch.float32, device, seconds=seconds)}
-    if device == "cuda" or cpu_has_fast_bf16():
-        out["bf16_gflops"] = harness.matmul_peak(torch.bfloat16, device, seconds=seconds)
-    if device == "cuda":
-        out["fp16_gflops"] = harness.matmul_peak(torch.float16, device, seconds=seconds)
-    try:
-        out["int8_gops"] = harness.matmul_peak(torch.int8, device, seconds=seconds)
-    except RuntimeError:  # no int8 GEMM kernel on this device: int8 cells get no peak_fraction
-        pass
-    out["source"] = f"measured by cifar_speed.harness.matmul_peak on {device} at the start of this run"
-    if device == "cpu":
-        # A peak measured while another process shares the cores is too low (and every
-        # peak_fraction too high): say so, and pass --peak-gflops from an idle measurement instead.
-        flag, ratio = harness.disturbed(time.process_time() - cpu0, time.perf_counter() - wall0,
-                                        torch.get_num_threads())
-        out.update({"cpu_wall_ratio": ratio, "disturbed": flag})
-    return out
-
-
-def peak_for(peak: dict, precision: str) -> float | None:
-    """The denominator of peak_fraction for a cell of this precision (None: not measured)."""
-    return peak.get(PEAK_KEYS.get(precision, "")) or peak.get("given_gflops")
+@dataclass
+class EvalSet:
+    """One model's normalised test images (and their JPEG round trip) with labels."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    jpeg_images: torch.Tensor | None
+    jpeg_quality: int | None
 
 
 def _one_line(e: BaseException) -> str:
@@ -156,8 +255,119 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:300]
 
 
+def build_runner(v: Variant, model, meta, device: str, batches: list[int], cfg: SweepConfig, calib):
+    """Build a variant's runner under the current torch thread count."""
+    options = {"mode": cfg.compile_mode} if v.backend == "compile" else {}
+    if v.memory_format:
+        options["memory_format"] = v.memory_format
+    if v.precision == "int8":
+        options["calibration"] = calib
+    return backends.build(v.backend, model, meta, v.precision, device, batches, cfg.cache_dir, **options)
+
+
+def build_and_score(v: Variant, model, meta, device: str, batches: list[int], cfg: SweepConfig, calib,
+                    ev: EvalSet, ref_logits: torch.Tensor | None):
+    """(runner, logits, accuracy, seconds): build once, then top-1 on the test images and their JPEG
+    round trip with the same runner, at the largest batch of the sweep."""
+    t0 = time.perf_counter()
+    runner = build_runner(v, model, meta, device, batches, cfg, calib)
+    logits = predict(runner, ev.images, max(batches))
+    acc = accuracy(logits, ev.labels, ref_logits if not v.is_baseline else None)
+    if v.is_baseline:
+        acc.update({"agreement": 1.0, "max_logit_diff": 0.0})
+    if ev.jpeg_images is not None:
+        acc[f"top1_jpeg{ev.jpeg_quality}"] = accuracy(predict(runner, ev.jpeg_images, max(batches)), ev.labels)["top1"]
+    acc["eval_batch"] = max(batches)
+    return runner, logits, acc, time.perf_counter() - t0
+
+
+# -- timing -----------------------------------------------------------------------------------------
+
+@dataclass
+class Slot:
+    """A cell being timed: its variant, its harness timer, and a failure if the runner raised."""
+    variant: Variant
+    timer: harness.CellTimer
+    error: str | None = None
+
+
+def time_cells(slots: list[Slot], trials: int, advance=lambda desc: None) -> None:
+    """Warm every cell up once, then `trials` rounds timing each cell in turn (A B C ... A B C ...).
+    A cell whose runner raises is marked failed and left out of later rounds, not the whole sweep."""
+    for s in slots:
+        advance(f"{s.variant.label()} b{s.timer.batch_size} {s.timer.threads}t: warm-up")
+        try:
+            s.timer.warm_up()
+        except Exception as e:
+            s.error = _one_line(e)
+    for r in range(trials):
+        for s in slots:
+            if s.error:
+                continue
+            advance(f"{s.variant.label()} b{s.timer.batch_size} {s.timer.threads}t: trial {r + 1}/{trials}")
+            try:
+                s.timer.trial(r)
+            except Exception as e:
+                s.error = _one_line(e)
+
+
+def _peak_note(fraction: float, precision: str, peak: dict) -> str | None:
+    if fraction <= 1:
+        return None
+    why = (f"above 100 % of the best {precision} probe: this model's convolutions ran faster than the "
+           f"probes' shapes (square matmul, {peak.get('conv_shape', 'conv')} conv) on this machine")
+    if peak.get("disturbed"):
+        why += "; the peak probe itself was disturbed, so the denominator is too low"
+    if "given_gflops" in peak:
+        why = "above the peak given on the command line (--peak-gflops): that figure is too low for this precision"
+    return why
+
+
+def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, peak: dict) -> Cell:
+    """The Cell record of a timed slot: statistics, throughput, % peak, paired speed-up."""
+    t = slot.timer
+    if slot.error or not t.trials:
+        return Cell(**base, batch_size=t.batch_size, mode=t.mode, threads=t.threads, status="failed",
+                    reason=slot.error or "no trial ran")
+    lat = t.summary()
+    ips = lat["images_per_s"]
+    gflops = flops * ips / 1e9
+    denom = peak_for(peak, base["precision"])
+    fraction = gflops / denom if denom else None
+    ratio = harness.paired_ratio(baseline.timer.trials, t.trials) if baseline and not baseline.error else None
+    kinds = peak.get("denominators", {})
+    return Cell(**base, batch_size=t.batch_size, mode=t.mode, threads=t.threads, latency=lat, images_per_s=ips,
+                images_per_s_range=lat["images_per_s_range"], gflops=gflops, peak_fraction=fraction,
+                peak_denominator=(f"{base['precision']} {kinds[base['precision']]} probe" if base["precision"] in kinds
+                                  else "--peak-gflops" if "given_gflops" in peak else None),
+                peak_note=(_peak_note(fraction, base["precision"], peak) if fraction is not None
+                           else peak.get("unmeasured", {}).get(base["precision"])),
+                speedup_vs_eager_fp32=ratio["median"] if ratio else None,
+                speedup_range=[ratio["min"], ratio["max"]] if ratio else None,
+                disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in t.trials])
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+def _load_eval(cfg: SweepConfig, split, jpeg, meta, n_eval: int) -> EvalSet:
+    norm = meta["normalize"]
+    images = normalize(split.images[:n_eval], norm["mean"], norm["std"])
+    jpeg_images = normalize(jpeg.images[:n_eval], norm["mean"], norm["std"]) if jpeg is not None else None
+    return EvalSet(images, split.labels[:n_eval], jpeg_images, cfg.jpeg_quality if jpeg is not None else None)
+
+
+def _jpeg_split(cfg: SweepConfig):
+    """The JPEG-75 test split beside the clean one (None when not asked for or in tests without one)."""
+    if cfg.jpeg_split is not None:
+        return cfg.jpeg_split
+    if not cfg.jpeg_quality or cfg.test_split is not None:
+        return None
+    from .data import jpeg_test_split
+    return jpeg_test_split(cfg.data_dir, cfg.jpeg_quality)
+
+
 def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     device = backends.check_device(cfg.device or backends.default_device())
     if not cfg.checkpoints:
@@ -165,6 +375,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     batches = [int(b) for b in cfg.batches]
     if not batches or any(b < 1 for b in batches):
         raise CifarSpeedError(f"batch sizes must be positive integers, got {cfg.batches!r}")
+    if cfg.settings.trials < 1:
+        raise CifarSpeedError(f"trials must be a positive integer, got {cfg.settings.trials!r}")
+    threads = cfg.threads or default_threads()
+    if threads < 1:
+        raise CifarSpeedError(f"threads must be a positive integer, got {cfg.threads!r}")
     calib_size, calib_seed = calibration.check_params(cfg.calib_size, cfg.calib_seed)
     pairs, skipped = plan(cfg.backends, cfg.precisions, device)
     requested = set(pairs)
@@ -174,23 +389,10 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     # Validate every checkpoint, then the data, before any time is spent.
     loaded = [(ck, *load_checkpoint(ck)) for ck in cfg.checkpoints]
     split = cfg.test_split if cfg.test_split is not None else load_split("test", cfg.data_dir)
+    jpeg = _jpeg_split(cfg)
     n_eval = min(len(split), cfg.eval_limit or len(split))
-    # int8 calibration samples (training images only), one per checkpoint's normalisation, drawn up front.
-    # Without the training images, int8 asked for by name is an error; in a default sweep it is skipped.
-    calibs = {}
-    if any(p == "int8" for _, p in pairs):
-        try:
-            for ck, _, meta in loaded:
-                calibs[str(ck)] = calibration.calibration_sample(meta, calib_size, calib_seed, cfg.data_dir,
-                                                                 train=cfg.train_split)
-        except CifarSpeedError as e:
-            if cfg.precisions is not None and "int8" in cfg.precisions:
-                raise
-            calibs = {}
-            skipped += [{"backend": b, "precision": p, "reason": f"int8 calibration needs the training images: {e}"}
-                        for b, p in pairs if p == "int8"]
-            pairs = [(b, p) for b, p in pairs if p != "int8"]
-
+    calibs, pairs, skipped = _calibrations(cfg, loaded, pairs, skipped, calib_size, calib_seed)
+    torch.set_num_threads(threads)
     peak = ({"given_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops), every precision"}
             if cfg.peak_gflops else measure_peak(device))
 
@@ -198,8 +400,13 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(),
-        "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device,
+        "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device, "threads": threads,
+                    "thread_groups": [{"threads": t, "batches": b} for t, b in
+                                      thread_groups(threads, batches, cfg.single_thread_at_batch1)],
+                    "channels_last_axis": cfg.channels_last, "order": "round-robin over a model's cells per trial",
+                    "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
+                    "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,
                     "compile_mode": cfg.compile_mode, "dawnbench": cfg.dawnbench,
                     **({"calibration": {"size": calib_size, "seed": calib_seed, "split": calibration.SPLIT}}
                        if calibs else {})},
@@ -207,114 +414,167 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "request": {"backends": cfg.backends, "precisions": cfg.precisions, "batches": batches},
         "models": {}, "skipped": skipped, "cells": [],
     }
-    total = len(loaded) * len(pairs) * len(batches) * len(modes)
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                     console=console, disable=not progress, transient=False)
     with prog:
-        task = prog.add_task("bench", total=total)
+        task = prog.add_task("bench", total=None)
         for ckpt, model, meta in loaded:
-            # A row is a checkpoint, named by its file: several checkpoints may share an architecture
-            # (lightnn and its distilled variants) and must not merge into one row.
-            name = paths_for(ckpt)[1].stem
-            while name in results["models"]:
-                name += "+"
-            norm = meta["normalize"]
-            images = normalize(split.images[:n_eval], norm["mean"], norm["std"])
-            labels = split.labels[:n_eval]
-            flops = flops_per_image(model)
-            ref_logits = None
-            info = {"checkpoint": str(paths_for(ckpt)[1]), "architecture": meta["model"],
-                    "weights_sha256": meta.get("weights_sha256"),
-                    "params": count_params(model, trainable_only=False), "flops_per_image": flops,
-                    "checkpoint_test_accuracy": meta.get("test_accuracy")}
-            results["models"][name] = info
-            baseline_ips: dict[tuple[int, str], float] = {}
-            for backend, precision in pairs:
-                base = {"model": name, "architecture": meta["model"], "backend": backend, "precision": precision,
-                        "device": device}
-                prog.update(task, description=f"{name} {backend} {precision}: building")
-                t0 = time.perf_counter()
-                try:
-                    options = {"mode": cfg.compile_mode} if backend == "compile" else {}
-                    if precision == "int8":
-                        options["calibration"] = calibs[str(ckpt)]
-                    runner = backends.build(backend, model, meta, precision, device, batches, cfg.cache_dir, **options)
-                    prog.update(task, description=f"{name} {backend} {precision}: accuracy")
-                    logits = predict(runner, images, max(batches))
-                    build_s = time.perf_counter() - t0
-                except backends.UnavailableError as e:
-                    results["skipped"].append({"model": name, "backend": backend, "precision": precision, "reason": str(e)})
-                    prog.advance(task, len(batches) * len(modes))
-                    continue
-                except Exception as e:  # a backend failing on one model must not lose the whole sweep
-                    results["cells"].append({**base, "status": "failed", "reason": _one_line(e)})
-                    prog.advance(task, len(batches) * len(modes))
-                    continue
-                if (backend, precision) == BASELINE:
-                    ref_logits = logits
-                    info["eager_fp32_top1"] = accuracy(logits, labels)["top1"]
-                acc = accuracy(logits, labels, ref_logits)
-                acc["eval_batch"] = max(batches)
-                ref_top1 = info.get("eager_fp32_top1")
-                flagged = ref_top1 is not None and acc["top1"] < ref_top1 - cfg.tolerance
-                dawn = None
-                if cfg.dawnbench:
-                    prog.update(task, description=f"{name} {backend} {precision}: batch-1 latency")
-                    try:
-                        dawn = harness.dawnbench_latency(runner, images, labels)
-                    except Exception as e:
-                        dawn = {"status": "failed", "reason": _one_line(e)}
-                for batch in batches:
-                    for mode in modes:
-                        prog.update(task, description=f"{name} {backend} {precision} b{batch} {mode}")
-                        try:
-                            stats = harness.measure(runner, batch, cfg.settings, mode, source=images)
-                        except Exception as e:
-                            results["cells"].append({**base, "batch_size": batch, "mode": mode,
-                                                     "status": "failed", "reason": _one_line(e)})
-                            prog.advance(task)
-                            continue
-                        ips = stats["images_per_s"]
-                        if (backend, precision) == BASELINE:
-                            baseline_ips[(batch, mode)] = ips
-                        gflops = flops * ips / 1e9
-                        peak_gflops = peak_for(peak, precision)
-                        cell = {**base, "batch_size": batch, "mode": mode, "status": "ok",
-                                "baseline": (backend, precision) == BASELINE,
-                                "requested": (backend, precision) in requested,
-                                "runner": runner.info, "build_and_eval_s": build_s,
-                                "latency": stats, "images_per_s": ips, "gflops": gflops,
-                                "peak_fraction": gflops / peak_gflops if peak_gflops else None,
-                                "speedup_vs_eager_fp32": (ips / baseline_ips[(batch, mode)]
-                                                          if (batch, mode) in baseline_ips else None),
-                                "accuracy": acc, "accuracy_flagged": flagged, "disturbed": stats["disturbed"]}
-                        if dawn is not None:
-                            cell["dawnbench"] = dawn
-                        results["cells"].append(cell)
-                        prog.advance(task)
-                del runner
+            cells = _sweep_model(cfg, results, ckpt, model, meta, _load_eval(cfg, split, jpeg, meta, n_eval),
+                                 device, batches, modes, threads, requested, pairs, calibs.get(str(ckpt)), peak,
+                                 advance=lambda desc: prog.update(task, description=desc))
+            results["cells"] += [c.to_dict() for c in cells]
+    torch.set_num_threads(threads)
     return results
+
+
+def _calibrations(cfg, loaded, pairs, skipped, size, seed):
+    """int8 calibration samples (training images only), one per checkpoint, drawn up front. Without
+    the training images, int8 asked for by name is an error; in a default sweep it is skipped."""
+    calibs = {}
+    if not any(p == "int8" for _, p in pairs):
+        return calibs, pairs, skipped
+    try:
+        for ck, _, meta in loaded:
+            calibs[str(ck)] = calibration.calibration_sample(meta, size, seed, cfg.data_dir, train=cfg.train_split)
+    except CifarSpeedError as e:
+        if cfg.precisions is not None and "int8" in cfg.precisions:
+            raise
+        skipped = skipped + [{"backend": b, "precision": p, "reason": f"int8 calibration needs the training images: {e}"}
+                             for b, p in pairs if p == "int8"]
+        return {}, [(b, p) for b, p in pairs if p != "int8"], skipped
+    return calibs, pairs, skipped
+
+
+def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, modes, threads, requested,
+                 pairs, calib, peak, advance) -> list[Cell]:
+    # A row is a checkpoint, named by its file: several checkpoints may share an architecture
+    # (lightnn and its distilled variants) and must not merge into one row.
+    name = paths_for(ckpt)[1].stem
+    while name in results["models"]:
+        name += "+"
+    flops = flops_per_image(model)
+    info = {"checkpoint": str(paths_for(ckpt)[1]), "architecture": meta["model"],
+            "weights_sha256": meta.get("weights_sha256"), "params": count_params(model, trainable_only=False),
+            "flops_per_image": flops, "checkpoint_test_accuracy": meta.get("test_accuracy")}
+    results["models"][name] = info
+    out: list[Cell] = []
+    bases: dict[Variant, dict] = {}            # variant -> the fields its cells share (accuracy, runner ...)
+    built: dict[Variant, object] = {}          # variant -> its runner at the run's thread count
+    ref_logits = None
+    for v in variants(pairs, cfg.channels_last):
+        advance(f"{name} {v.label()}: building and scoring")
+        base = {"model": name, "architecture": meta["model"], "backend": v.backend, "precision": v.precision,
+                "device": device, "memory_format": v.memory_format, "baseline": v.is_baseline,
+                "requested": (v.backend, v.precision) in requested}
+        try:
+            runner, logits, acc, build_s = build_and_score(v, model, meta, device, batches, cfg, calib, ev, ref_logits)
+        except backends.UnavailableError as e:
+            results["skipped"].append({"model": name, "backend": v.backend, "precision": v.precision, "reason": str(e)})
+            continue
+        except Exception as e:  # a backend failing on one model must not lose the whole sweep
+            out.append(Cell(**base, status="failed", reason=_one_line(e)))
+            continue
+        if v.is_baseline:
+            ref_logits = logits
+            info["eager_fp32_top1"] = acc["top1"]
+        ref_top1 = info.get("eager_fp32_top1")
+        base.update({"runner": runner.info, "build_and_eval_s": build_s, "accuracy": acc,
+                     "accuracy_flagged": ref_top1 is not None and acc["top1"] < ref_top1 - cfg.tolerance,
+                     "memory_format": v.memory_format or runner.info.get("memory_format")})
+        if cfg.dawnbench:
+            advance(f"{name} {v.label()}: batch-1 latency")
+            try:
+                base["dawnbench"] = harness.dawnbench_latency(runner, ev.images, ev.labels)
+            except Exception as e:
+                base["dawnbench"] = {"status": "failed", "reason": _one_line(e)}
+        built[v], bases[v] = runner, base
+    for n_threads, group_batches in thread_groups(threads, batches, cfg.single_thread_at_batch1):
+        torch.set_num_threads(n_threads)
+        runners = {v: (r, bases[v]) for v, r in built.items()} if n_threads == threads else \
+            _rebuild(bases, model, meta, device, batches, cfg, calib, out, n_threads)
+        slots = [Slot(v, harness.CellTimer(runner, b, cfg.settings, mode, ev.images, n_threads))
+                 for v, (runner, _) in runners.items() for b in group_batches for mode in modes]
+        # Mode "async" beside the synchronous cells where the backend keeps requests in flight (inflight.py).
+        slots += [Slot(v, t) for v, (runner, _) in runners.items()
+                  for t in inflight.timers_for(runner, group_batches, cfg.settings, ev.images, n_threads)]
+        time_cells(slots, cfg.settings.trials, advance=lambda d: advance(f"{name} {d}"))
+        for s in slots:
+            ref = next((r for r in slots if r.variant.is_baseline and r.timer.batch_size == s.timer.batch_size
+                        and r.timer.mode == getattr(s.timer, "baseline_mode", s.timer.mode)), None)
+            out.append(finish_cell(runners[s.variant][1], s, ref, flops, peak))
+        del slots, runners
+        built = {}   # the run's-threads runners are done: free them before the next group builds its own
+    torch.set_num_threads(threads)
+    return out
+
+
+def _rebuild(bases, model, meta, device, batches, cfg, calib, out: list, n_threads: int) -> dict:
+    """The variants built again under `n_threads` (scores reused: the same program at another thread
+    count); a build that fails here is a failed cell of that thread count."""
+    runners = {}
+    for v, base in bases.items():
+        try:
+            runner = build_runner(v, model, meta, device, batches, cfg, calib)
+        except Exception as e:
+            out.append(Cell(**base, threads=n_threads, status="failed", reason=_one_line(e)))
+            continue
+        runners[v] = (runner, {**base, "runner": runner.info})
+    return runners
 
 
 # -- files ------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["model", "backend", "precision", "device", "batch_size", "mode", "status", "images_per_s",
-               "median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops", "peak_fraction",
-               "speedup_vs_eager_fp32", "top1", "agreement", "max_logit_diff", "accuracy_flagged",
-               "disturbed", "cpu_wall_ratio", "reason"]
+RUN_COLUMNS = ["created", "machine", "commit"]
+CSV_COLUMNS = RUN_COLUMNS + [
+    "model", "backend", "precision", "memory_format", "device", "batch_size", "mode", "threads", "trials", "n",
+    "status", "images_per_s", "images_per_s_min", "images_per_s_max", "median_ms", "trial_median_min_ms",
+    "trial_median_max_ms", "trial_median_iqr_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops",
+    "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_min", "speedup_max", "top1",
+    "top1_jpeg75", "agreement", "max_logit_diff", "accuracy_flagged", "disturbed", "trials_disturbed",
+    "cpu_wall_ratio", "reason"]
+SKIPPED_COLUMNS = RUN_COLUMNS + ["model", "backend", "precision", "reason"]
+
+
+def _run_columns(results: dict) -> dict:
+    prov = results.get("provenance", {})
+    return {"created": results.get("created"), "machine": prov.get("machine"), "commit": prov.get("git_commit")}
+
+
+def csv_row(cell: Cell, run: dict) -> dict:
+    lat, acc = cell.latency or {}, cell.accuracy or {}
+    trial = lat.get("trial_median_ms") or {}
+    ips = cell.images_per_s_range or [None, None]
+    sp = cell.speedup_range or [None, None]
+    return {**run, **{k: v for k, v in asdict(cell).items() if k in CSV_COLUMNS},
+            "trials": lat.get("trials"), "n": lat.get("n"), "images_per_s_min": ips[0], "images_per_s_max": ips[1],
+            **{k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "cpu_wall_ratio",
+                                      "trials_disturbed")},
+            "trial_median_min_ms": trial.get("min"), "trial_median_max_ms": trial.get("max"),
+            "trial_median_iqr_ms": trial.get("iqr"), "speedup_min": sp[0], "speedup_max": sp[1],
+            **{k: acc.get(k) for k in ("top1", "top1_jpeg75", "agreement", "max_logit_diff")}}
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def to_csv(results: dict) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for c in results["cells"]:
-        lat, acc = c.get("latency", {}), c.get("accuracy", {})
-        w.writerow({**c, **{k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "cpu_wall_ratio")},
-                    **{k: acc.get(k) for k in ("top1", "agreement", "max_logit_diff")}})
-    for s in results.get("skipped", []):
-        w.writerow({**s, "status": "unavailable"})
-    return buf.getvalue()
+    """One row per cell, the run's columns on every row, so several runs' CSVs concatenate."""
+    run = _run_columns(results)
+    return _csv([csv_row(c, run) for c in cells_of(results)], CSV_COLUMNS)
+
+
+def skipped_csv(results: dict) -> str:
+    run = _run_columns(results)
+    return _csv([{**run, **s} for s in results.get("skipped", [])], SKIPPED_COLUMNS)
+
+
+def skipped_path(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.stem + "-skipped.csv")
 
 
 def default_results_path(name: str | None = None) -> Path:
@@ -325,92 +585,25 @@ def default_results_path(name: str | None = None) -> Path:
 
 
 def write_results(results: dict, path) -> tuple[Path, Path]:
-    """JSON and CSV side by side, written as a pair: both are staged and fsynced before either is
-    moved into place, so a full disk or a bad folder leaves neither, never a JSON without its CSV."""
+    """JSON, the cells' CSV and the skipped combinations' CSV (skipped_path) side by side, each
+    written atomically."""
     path = Path(path)
     if path.suffix != ".json":
         path = path.with_name(path.name + ".json")
     csv_path = path.with_suffix(".csv")
+    # One set: all three are staged and fsynced before any is moved into place (a full disk or a bad
+    # folder leaves none of them, never a JSON without its CSV).
     text = json.dumps(results, indent=2, sort_keys=False, default=str) + "\n"  # as atomic_write_json writes it
-    atomic_write_many({csv_path: to_csv(results).encode(), path: text.encode()})
+    atomic_write_many({skipped_path(csv_path): skipped_csv(results).encode(), csv_path: to_csv(results).encode(),
+                       path: text.encode()})
     return path, csv_path
 
 
 def validate_results(obj) -> dict:
-    """Refuse anything that is not a results file of this schema (one line)."""
-    if not isinstance(obj, dict) or obj.get("schema") != SCHEMA or not isinstance(obj.get("cells"), list):
-        raise CifarSpeedError(f"not a cifar-speed results file (schema {SCHEMA})")
+    """Refuse anything that is not a results file of a schema this version reads (one line)."""
+    if not isinstance(obj, dict) or obj.get("schema") not in READABLE_SCHEMAS or not isinstance(obj.get("cells"), list):
+        raise CifarSpeedError(f"not a cifar-speed results file (schema {' or '.join(READABLE_SCHEMAS)})")
     return obj
-
-
-# -- table ------------------------------------------------------------------------------------------
-
-def fastest(results: dict) -> dict[tuple[str, int, str], tuple[str, str]]:
-    """(model, batch, mode) -> (backend, precision) of the highest images/s among ok cells."""
-    best: dict = {}
-    for c in results["cells"]:
-        if c.get("status") != "ok":
-            continue
-        k = (c["model"], c["batch_size"], c["mode"])
-        if k not in best or c["images_per_s"] > best[k][0]:
-            best[k] = (c["images_per_s"], (c["backend"], c["precision"]))
-    return {k: v[1] for k, v in best.items()}
-
-
-def table(results: dict, mode: str | None = None):
-    """A rich Table: rows model x backend/precision, a column group per batch size; ★ = fastest."""
-    from rich.table import Table
-
-    cells = [c for c in results["cells"] if mode is None or c.get("mode") == mode]
-    mode = mode or (cells[0]["mode"] if cells else "device")
-    cells = [c for c in cells if c.get("mode") == mode]
-    batches = sorted({c["batch_size"] for c in cells if "batch_size" in c})
-    best = fastest(results)
-    t = Table(title=f"images/s ({mode}-resident inputs; x = speed-up over eager fp32; ★ fastest per model)")
-    t.add_column("model", no_wrap=True)
-    t.add_column("backend precision", no_wrap=True)
-    for b in batches:
-        t.add_column(f"b{b} img/s", justify="right", no_wrap=True)
-        t.add_column(f"b{b} x", justify="right", no_wrap=True)
-    t.add_column("top-1", justify="right")
-    t.add_column("agree", justify="right")
-    t.add_column("notes")
-    rows: dict = {}
-    for c in cells:
-        rows.setdefault((c["model"], c["backend"], c["precision"]), {})[c.get("batch_size")] = c
-    for (model, backend, precision), by_batch in rows.items():
-        row = [model, f"{backend} {precision}"]
-        notes, acc = set(), None
-        for b in batches:
-            c = by_batch.get(b)
-            if not c or c.get("status") != "ok":
-                row += ["failed" if c else "-", ""]
-                if c:
-                    notes.add(c.get("reason", "")[:60])
-                continue
-            star = best.get((model, b, mode)) == (backend, precision)
-            ips = f"{c['images_per_s']:,.0f}" + (" ★" if star else "")
-            row += [f"[bold green]{ips}[/]" if star else ips,
-                    f"{c['speedup_vs_eager_fp32']:.2f}" if c.get("speedup_vs_eager_fp32") else ""]
-            acc = c["accuracy"]
-            if c.get("disturbed"):
-                notes.add("disturbed")
-            if c.get("accuracy_flagged"):
-                notes.add("ACCURACY DROP")
-        row += [f"{acc['top1'] * 100:.2f}%" if acc else "",
-                f"{acc['agreement'] * 100:.2f}%" if acc and "agreement" in acc else "", ", ".join(sorted(notes))]
-        t.add_row(*row)
-    return t
-
-
-def skipped_lines(results: dict) -> list[str]:
-    seen, out = set(), []
-    for s in results.get("skipped", []):
-        k = (s["backend"], s["precision"], s["reason"])
-        if k not in seen:
-            seen.add(k)
-            out.append(f"{s['backend']} {s['precision']}: {s['reason']}")
-    return out
 
 
 def default_checkpoints() -> list[Path]:

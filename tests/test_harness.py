@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -277,8 +278,8 @@ def test_measure_peak_keeps_the_higher_of_matmul_and_conv_per_precision(monkeypa
     # Scripted readings per probe kind (GFLOP/s, disturbed), consumed by fp32 then int8.
     script = {"matmul": [(100, False), (300, True), (110, False)], "conv": [(120, False), (90, False), (50, False)]}
     queues = {kind: iter(values * 2) for kind, values in script.items()}
-    monkeypatch.setattr(harness, "matmul_op", lambda dtype, device: ("matmul", 1.0))
-    monkeypatch.setattr(harness, "conv_op", lambda dtype, device: ("conv", 1.0))
+    monkeypatch.setattr(harness, "sized_op", lambda make, dtype, device, scales:
+                        ("matmul" if make is harness.matmul_op else "conv", 1.0, scales[-1]))
     monkeypatch.setattr(harness, "peak_precisions", lambda device: {"fp32": torch.float32, "int8": torch.int8})
     monkeypatch.setattr(harness, "probe", lambda call, flops, device, seconds, counters: _reading(*next(queues[call])))
     peak = harness.measure_peak("cpu", seconds=0.0, repeats=3)
@@ -291,12 +292,28 @@ def test_measure_peak_keeps_the_higher_of_matmul_and_conv_per_precision(monkeypa
     assert harness.peak_for({"given_gflops": 5.0}, "int8") == 5.0
 
 
-def test_probes_run_for_real():
-    for dtype in (torch.float32, torch.int8):
-        call, flops = harness.matmul_op(dtype, "cpu", size=64)
-        assert harness.probe(call, flops, "cpu", seconds=0.01).gflops > 0
-        call, flops = harness.conv_op(dtype, "cpu", {"batch": 2, "channels": 16, "size": 8, "kernel": 3})
-        assert harness.probe(call, flops, "cpu", seconds=0.01).gflops > 0
+def test_an_int8_probe_slower_than_fp32_is_no_denominator(monkeypatch):
+    # torch._int_mm without VNNI/AMX is a reference loop: it says nothing of ORT's or Inductor's int8.
+    monkeypatch.setattr(harness, "sized_op", lambda make, dtype, device, scales: (dtype, 1.0, scales[-1]))
+    monkeypatch.setattr(harness, "peak_precisions", lambda device: {"fp32": torch.float32, "int8": torch.int8})
+    monkeypatch.setattr(harness, "probe", lambda call, flops, device, seconds, counters:
+                        _reading(150 if call == torch.float32 else 0.3, False))
+    peak = harness.measure_peak("cpu", seconds=0.0, repeats=1)
+    assert peak["fp32_gflops"] == 150 and "int8_gops" not in peak and "no int8 GEMM kernel" in peak["unmeasured"]["int8"]
+
+
+def test_sized_op_stops_growing_once_a_call_is_long_enough(monkeypatch):
+    # A fake clock that only the calls advance: no timing threshold, whatever the machine's load.
+    now = [0.0]
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    made = []
+
+    def make(dtype, device, scale):
+        made.append(scale)
+        return (lambda: now.__setitem__(0, now[0] + scale * 0.01)), scale * 10
+
+    call, flops, scale = harness.sized_op(make, torch.float32, "cpu", [1, 2, 4, 8, 16])
+    assert harness.PROBE_CALL_S == 0.05 and made == [1, 2, 4, 8] and scale == 8 and flops == 80   # 8 x 0.01 s >= 0.05 s
 
 
 @pytest.mark.gpu

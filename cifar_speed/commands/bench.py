@@ -1,18 +1,21 @@
-"""`cifar-speed bench [CKPT...]`: the sweep over checkpoints x backends x precisions x batch sizes."""
+"""`cifar-speed bench [CKPT...]`: the sweep over checkpoints x backends x precisions x batch sizes x threads.
+
+Exit status: 0; 1 when a cell failed to build or run; 3 with --fail-on-disturbed when a cell (or
+the peak probe) was disturbed; 2 for bad input. Results are written in every case."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from rich.console import Console
-
 from .. import backends, calibration, harness, sweep
-from ..report import peak_text
+from ..report import peak_text, skipped_lines, table
+from ..console import make_console
 from ..errors import CifarSpeedError
+from ..fileio import check_output_file
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark checkpoints across backends, precisions and batch sizes")
-from ..fileio import check_output_file
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="shipped checkpoint names (`cifar-speed models`), or sidecars / stems "
                         "(default: every checkpoint in ./results/checkpoints/)")
@@ -31,8 +34,21 @@ from ..fileio import check_output_file
     p.add_argument("--name", help="results file name (default: bench-<date>-<time>)")
     p.add_argument("--cache-dir", help="where ONNX exports and TensorRT engines are cached")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode: default, max-autotune, reduce-overhead (CUDA)")
-    p.add_argument("--min-time", type=float, default=harness.Settings.min_time_s, help="seconds timed per cell (default %(default)s)")
-    p.add_argument("--min-reps", type=int, default=harness.Settings.min_reps, help="calls timed per cell, at least (default %(default)s)")
+    p.add_argument("--trials", type=int, default=harness.Settings.trials,
+                   help="timed trials per cell, run round-robin across a model's cells (default %(default)s)")
+    p.add_argument("--min-time", type=float, default=harness.Settings.trial_time_s,
+                   help="seconds timed per trial, at least (default %(default)s)")
+    p.add_argument("--min-reps", type=int, default=harness.Settings.trial_min_reps,
+                   help="calls timed per trial, at least (default %(default)s)")
+    p.add_argument("--threads", type=int, help="threads for every cell (default: every usable core); batch 1 is "
+                                               "also measured at 1 thread (see --no-single-thread)")
+    p.add_argument("--no-single-thread", action="store_true", help="do not add the 1-thread cells at batch 1")
+    p.add_argument("--channels-last", action="store_true",
+                   help="memory format as an axis: eager also in channels_last (default: NCHW for every precision)")
+    p.add_argument("--fail-on-disturbed", action="store_true",
+                   help="exit 3 when a cell or the peak probe was disturbed (results are still written)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results document to stdout (tables and progress go to stderr)")
     p.add_argument("--max-warmup", type=float, default=harness.Settings.warmup_max_s,
                    help="seconds to wait for stable timings before measuring anyway (recorded; default %(default)s)")
     p.add_argument("--tolerance", type=float, default=sweep.DEFAULT_TOLERANCE,
@@ -51,70 +67,84 @@ def _joined(values):
     return None if not values else ",".join(values)
 
 
-def run(args) -> int:
-    console = Console()
-    if not console.is_terminal:  # piped / CI log: do not squeeze the table into 80 columns
-        console = Console(width=160)
-    batches = backends.parse_batches(args.batch)
-    names = backends.parse_choices(_joined(args.backend), list(backends.BACKENDS), "backend")
-    precisions = backends.parse_choices(_joined(args.precision), list(backends.PRECISIONS), "precision")
-    if args.min_time <= 0 or args.min_reps < 1 or args.max_warmup <= 0:
-        raise CifarSpeedError("--min-time and --max-warmup must be positive, --min-reps a positive integer")
-    calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
-    if not 0 <= args.tolerance < 1:
-        raise CifarSpeedError("--tolerance is a fraction of top-1 in [0, 1)")
-    if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
-        raise CifarSpeedError(f"unknown torch.compile mode {args.compile_mode!r}; valid modes: default, max-autotune, reduce-overhead")
-    from ..locate import resolve_checkpoint
-
-    checkpoints = [resolve_checkpoint(c) for c in args.checkpoints] or sweep.default_checkpoints()
 def _check_numeric_flags(args) -> None:
     """NaN, infinities and absurd values would otherwise reach the results file (NaN --min-time) or a
     peak fraction (negative --peak-gflops)."""
     from ..checks import Range, check
 
-    check(args.min_time, Range(0, 3600, low_open=True, why="seconds per cell"), "--min-time")
+    check(args.min_time, Range(0, 3600, low_open=True, why="seconds per trial"), "--min-time")
     check(args.max_warmup, Range(0, 3600, low_open=True, why="seconds per cell"), "--max-warmup")
     check(args.min_reps, Range(1, 10**7, integer=True), "--min-reps")
+    check(args.trials, Range(1, 1000, integer=True), "--trials")
+    if args.threads is not None:
+        check(args.threads, Range(1, 4096, integer=True), "--threads")
     check(args.tolerance, Range(0, 1, high_open=True, why="a fraction of top-1"), "--tolerance")
     if args.peak_gflops is not None:
         check(args.peak_gflops, Range(0, 10**9, low_open=True), "--peak-gflops")
 
 
+def _config(args) -> tuple[sweep.SweepConfig, Path]:
+    """Every flag checked, before any time is spent: the sweep's configuration and where it writes."""
+    from ..locate import resolve_checkpoint
+
+    batches = backends.parse_batches(args.batch)
+    names = backends.parse_choices(_joined(args.backend), list(backends.BACKENDS), "backend")
+    precisions = backends.parse_choices(_joined(args.precision), list(backends.PRECISIONS), "precision")
+    _check_numeric_flags(args)
+    calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
+    if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
+        raise CifarSpeedError(f"unknown torch.compile mode {args.compile_mode!r}; valid modes: default, max-autotune, reduce-overhead")
+    checkpoints = [resolve_checkpoint(c) for c in args.checkpoints] or sweep.default_checkpoints()
     device = args.device or backends.default_device()
     if device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise CifarSpeedError("--device cuda: no CUDA GPU visible to torch")
-    out = Path(args.out) if args.out else sweep.default_results_path(args.name)
     if args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")):
         raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders)")
+    out = Path(args.out) if args.out else sweep.default_results_path(args.name)
     check_output_file(out)  # before the sweep: a bad --out must not cost a whole run
-    settings = harness.Settings(min_time_s=args.min_time, min_reps=args.min_reps, warmup_max_s=args.max_warmup)
+    settings = harness.Settings(trials=args.trials, trial_time_s=args.min_time, trial_min_reps=args.min_reps,
+                                warmup_max_s=args.max_warmup)
     cfg = sweep.SweepConfig(
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
-    _check_numeric_flags(args)
         data_dir=args.data_dir, settings=settings, cache_dir=args.cache_dir, tolerance=args.tolerance,
         modes=None if args.mode in (None,) else (["device", "host"] if args.mode == "both" else [args.mode]),
         compile_mode=args.compile_mode, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,
-        calib_size=calib_size, calib_seed=calib_seed)
+        calib_size=calib_size, calib_seed=calib_seed, threads=args.threads,
+        single_thread_at_batch1=not args.no_single_thread, channels_last=args.channels_last)
+    return cfg, out
+
+
+def run(args) -> int:
+    cfg, out = _config(args)
+    console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
     results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
     json_path, csv_path = sweep.write_results(results, out)
+    if args.json:
+        print(json.dumps(results, default=str))
     for mode in results["harness"]["modes"]:
-        console.print(sweep.table(results, mode))
-    for line in sweep.skipped_lines(results):
+        console.print(table(results, mode))
+    for line in skipped_lines(results):
         console.print(f"[yellow]skipped[/] {line}")
     for c in results["cells"]:
         if c.get("status") == "failed":
             console.print(f"[red]failed[/] {c['model']} {c['backend']} {c['precision']} b{c.get('batch_size', '-')}: {c['reason']}")
     n_dist = sum(1 for c in results["cells"] if c.get("disturbed"))
     if n_dist:
-        console.print(f"[yellow]{n_dist} cell(s) disturbed[/]: another process shared the CPU (cpu/wall below "
-                      f"{settings.disturbed_fraction} x threads); rerun on an idle machine")
+        console.print(f"[yellow]{n_dist} cell(s) disturbed[/]: most of their trials got less CPU than they asked "
+                      f"for (other processes or steal took the cores, or cpu/wall below "
+                      f"{cfg.settings.disturbed_fraction} x threads); rerun on an idle machine")
     peak = results["peak"]
     console.print(f"peak used for peak_fraction: {peak_text(peak)}"
                   + (" [yellow]- disturbed: pass --peak-gflops from `cifar-speed doctor --peak` on an idle machine[/]"
                      if peak.get("disturbed") else ""))
-    console.print(f"results: {json_path} and {csv_path}")
+    console.print(f"results: {json_path}, {csv_path} and {sweep.skipped_path(csv_path)}")
     # Results are written either way; a cell that failed to build or run makes the exit status 1.
-    return 1 if any(c.get("status") == "failed" for c in results["cells"]) else 0
+    if any(c.get("status") == "failed" for c in results["cells"]):
+        return 1
+    if args.fail_on_disturbed and (n_dist or peak.get("disturbed")):
+        console.print("[red]--fail-on-disturbed[/]: " + (f"{n_dist} cell(s)" if n_dist else "the peak probe")
+                      + " disturbed")
+        return 3
+    return 0
