@@ -89,9 +89,15 @@ def _choice(cell: Cell, results: dict, path: str) -> Choice:
         machine=(results.get("provenance") or {}).get("machine") or Path(path).parent.name,
         results_file=path, checkpoint=cell.model, backend=cell.backend, precision=cell.precision,
         threads=cell.threads, mode=cell.mode, batch=cell.batch_size, images_per_s=cell.images_per_s,
-        latency_ms=lat.get("median_ms"), latency_spread_ms=lat.get("median_ms_range"),
+        latency_ms=lat.get("median_ms"), latency_spread_ms=_trial_range(lat),
         top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,
         command=reproduce_command(cell, Path(checkpoint).stem if checkpoint.endswith(".json") else checkpoint))
+
+
+def _trial_range(latency: dict) -> list | None:
+    """[min, max] of the per-trial median latencies (files of the trials harness; None before it)."""
+    trial = latency.get("trial_median_ms") or {}
+    return [trial["min"], trial["max"]] if trial.get("min") is not None else None
 
 
 def folder_of(path: str) -> str:

@@ -73,8 +73,8 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
 
 def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] | None = None) -> str:
     seed_files = seed_files or []
-    rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | target | epochs | training time | train img/s | where trained | stored |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 | target | epochs | training time | train img/s | where trained | stored |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     sidecars = shipped_checkpoints()
     metas = [json.loads(s.read_text()) for s in sidecars]
     plain_student = next((m["test_accuracy"] for m in metas if m.get("name") == "lightnn"), None)
@@ -104,11 +104,11 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
         rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
-                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {reached} | {m.get('epochs_run')} | "
+                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {_pct(m.get('test_accuracy_jpeg75'))} | {reached} | {m.get('epochs_run')} | "
                     f"{m.get('train_seconds', 0) / 60:,.1f} min | {m.get('train_images_per_s', 0):,.0f} | {where} | "
                     f"{m.get('storage_dtype')} |")
     if len(rows) == 2:
-        rows.append("| (no checkpoint shipped yet) | | | | | | | | | | |")
+        rows.append("| (no checkpoint shipped yet) | | | | | | | | | | | |")
     lines = seeds_lines(seed_files, seed_paths or [])
     return "\n".join(rows) + ("\n\n" + "\n\n".join(lines) if lines else "")
 
@@ -142,6 +142,39 @@ def vs_report_section(results_list) -> str:
     return "\n".join(rows)
 
 
+BARS = (0.85, 0.90, 0.94)
+
+
+def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
+    """The README's first answer: `cifar-speed recommend` for each accuracy bar at batch 1 and 128,
+    per machine, straight from the results files (the same function the command runs)."""
+    from cifar_speed.recommend import Query, recommend
+
+    loaded = list(zip(paths, results_list))
+    machines = sorted({Path(p).parent.name for p in paths})
+    out = []
+    for machine in machines:
+        mine = [(p, r) for p, r in loaded if Path(p).parent.name == machine]
+        rows = [f"**{machine}** (`cifar-speed recommend --min-top1 BAR --batch N`; top-1 of the cell itself, "
+                "single view, on the 10,000 test images; JPEG: the same images at quality 75)", "",
+                "| top-1 bar | batch | fastest cell that meets it | img/s | ms per batch (trial range) | top-1 | top-1 JPEG-75 | source |",
+                "|---|---:|---|---:|---:|---:|---:|---|"]
+        for bar in BARS:
+            for batch in (1, 128):
+                c = recommend(mine, Query(min_top1=bar, batch=batch))[machine]
+                if c is None:
+                    rows.append(f"| ≥ {bar:.0%} | {batch} | none measured | | | | | |")
+                    continue
+                spread = (f" ({c.latency_spread_ms[0]:.3f}-{c.latency_spread_ms[1]:.3f})"
+                          if c.latency_spread_ms else "")
+                jpeg = _pct(c.top1_jpeg75) if c.top1_jpeg75 is not None else "-"
+                rows.append(f"| ≥ {bar:.0%} | {batch} | {c.checkpoint} {c.backend} {c.precision}, {c.threads} threads | "
+                            f"{c.images_per_s:,.0f} | {c.latency_ms:.3f}{spread} | {_pct(c.top1)} | {jpeg} | "
+                            f"[`{Path(c.results_file).name}`]({rel(c.results_file)}) |")
+        out.append("\n".join(rows))
+    return "\n\n".join(out)
+
+
 def replace(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
     if not pattern.search(text):
@@ -169,6 +202,8 @@ def main() -> int:
         md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(results, Path(args.bench[0]).parent))
         md += "\n\nSource: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in args.bench)
         text = replace(text, "bench", md)
+    if results and "<!-- BEGIN answer -->" in text:
+        text = replace(text, "answer", answer_section(args.bench, results, lambda p: os.path.relpath(p, args.readme.parent)))
     text = replace(text, "vs-report", vs_report_section(results))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")
