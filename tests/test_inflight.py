@@ -65,3 +65,25 @@ def test_onnxrt_parallel_sessions_serve_every_request(tmp_path):
     assert len(latencies) == 5 and all(t > 0 for t in latencies)
     assert how == {"sessions": torch.get_num_threads(), "intra_op_threads": 1,
                    "requests_in_flight": torch.get_num_threads()}
+
+
+def test_sweep_records_async_cells_beside_the_synchronous_ones(tmp_path):
+    if not backends.availability("openvino", "fp32", "cpu")[0]:
+        pytest.skip("openvino unavailable")
+    from cifar_speed import sweep
+
+    from _infer_util import fake_split
+
+    cfg = sweep.SweepConfig(checkpoints=[make_checkpoint(tmp_path)], backends=["eager", "openvino"], precisions=["fp32"],
+                            batches=[8], device="cpu", settings=harness.QUICK, peak_gflops=1000.0,
+                            test_split=fake_split(16), threads=2, jpeg_quality=None)
+    res = sweep.run_sweep(cfg, progress=False)
+    cells = {(c["backend"], c["mode"]): c for c in res["cells"] if c["status"] == "ok"}
+    assert set(cells) == {("eager", "device"), ("openvino", "device"), ("openvino", "async")}
+    sync, served = cells[("openvino", "device")], cells[("openvino", "async")]
+    assert served["batch_size"] == sync["batch_size"] == 8 and served["accuracy"] == sync["accuracy"]
+    how = served["latency"]["inflight"]
+    assert how["hint"] == "THROUGHPUT" and how["requests_in_flight"] >= 1 and how["calls_per_group"] >= inflight.MIN_GROUP
+    assert sync["runner"]["sync"]["hint"] == "LATENCY"
+    # paired against eager fp32's synchronous trials of the same round
+    assert served["speedup_vs_eager_fp32"] > 0 and len(served["trials"]) == harness.QUICK.trials
