@@ -12,9 +12,9 @@ quantization of the fp32 model (`nncf.quantize`, target device CPU), calibrated 
 training-image sample as every other int8 backend (cifar_speed/calibration.py), one image per
 calibration item, activation ranges the sample's global min / max (MINMAX, as ORT's and PT2E's
 calibration: NNCF's default averages each item's min / max, which with one image per item clips
-the brightest and darkest images' inputs); on CPUs without VNNI/AMX (`int8_isa() == "avx2"`) NNCF's overflow fix is on for
-every layer (7-bit weights: VPMADDUBSW adds two u8 x s8 products into a saturating int16, the same
-reason ONNX Runtime's reduce_range is on there). What the quantizer leaves in floating point runs in
+the brightest and darkest images' inputs). On CPUs without VNNI/AMX (`int8_isa() == "avx2"`)
+NNCF's overflow fix is on for every layer (7-bit weights: VPMADDUBSW adds two u8 x s8 products
+into a saturating int16, the same reason ONNX Runtime's reduce_range is on there). What the quantizer leaves in floating point runs in
 bf16 where the CPU has it natively, else f32.
 
 Programs are compiled per batch size with a static shape (the plugin plans memory and picks kernels
