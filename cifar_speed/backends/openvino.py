@@ -14,8 +14,8 @@ calibration item, activation ranges the sample's global min / max (MINMAX, as OR
 calibration: NNCF's default averages each item's min / max, which with one image per item clips
 the brightest and darkest images' inputs). On CPUs without VNNI/AMX (`int8_isa() == "avx2"`)
 NNCF's overflow fix is on for every layer (7-bit weights: VPMADDUBSW adds two u8 x s8 products
-into a saturating int16, the same reason ONNX Runtime's reduce_range is on there). What the quantizer leaves in floating point runs in
-bf16 where the CPU has it natively, else f32.
+into a saturating int16, the same reason ONNX Runtime's reduce_range is on there). What the
+quantizer leaves in floating point runs in bf16 where the CPU has it natively, else f32.
 
 Programs are compiled per batch size with a static shape (the plugin plans memory and picks kernels
 for the exact shape; compiled on first use, inside the harness's warm-up). Synchronous calls use the
