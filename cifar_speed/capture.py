@@ -30,6 +30,7 @@ from .fileio import atomic_write_text
 
 # Loggers of this package are ours: they are not third-party output.
 OWN_LOGGER = "cifar_speed"
+KEEP_LOGS = 50
 
 # Prefixes that differ between repeats of one message: glog-style (torch, ONNX Runtime's C++),
 # e.g. "W1125 21:33:42.520000 5598 torch/utils/cpp_extension.py:183] [0/0] ", and ISO timestamps.
@@ -65,9 +66,13 @@ class Captured:
         else:
             self.messages[key] = Message(source, text, detail)
 
-    def lines(self) -> list[str]:
-        """One line per distinct message (what `-v` shows)."""
-        return [m.text + (f" (x{m.count})" if m.count > 1 else "") for m in self.messages.values()]
+    def lines(self, width: int = 200) -> list[str]:
+        """One line per distinct message, cut at `width` (what `-v` shows; the log keeps it whole)."""
+        out = []
+        for m in self.messages.values():
+            text = m.text if len(m.text) <= width else m.text[:width - 1] + "…"
+            out.append(text + (f" (x{m.count})" if m.count > 1 else ""))
+        return out
 
     def log_text(self) -> str:
         """Every message in full, repeats counted (what the log file keeps)."""
@@ -187,6 +192,9 @@ def write_log(sink: Captured, command: str) -> Path | None:
     path = log_dir() / f"{command}-{stamp}.log"
     try:
         atomic_write_text(path, f"# third-party output of `cifar-speed {command}`\n\n" + sink.log_text())
+        # Only recent runs matter: keep the newest KEEP_LOGS so the folder does not grow forever.
+        for old in sorted(log_dir().glob("*.log"), key=lambda p: p.stat().st_mtime)[:-KEEP_LOGS]:
+            old.unlink(missing_ok=True)
     except OSError:
         return None
     return path
