@@ -45,3 +45,13 @@ def fake_data(_fake_cifar_folder, monkeypatch):
     D._load.cache_clear()
     yield root
     D._load.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Every test's artifacts, JPEG sets and teacher logits go to a throw-away cache, never ~/.cache:
+    a test must not depend on, or leave behind, what an earlier run built."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CIFAR_SPEED_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
