@@ -39,7 +39,8 @@ THEIRS = {
     "lightnn_regressor": ("not run", "not run"),
     "fast": ("(not in the report)", ""),
 }
-TARGETS = {"mlp": 0.52, "cnn": 0.83, "cnn_tuned": 0.83, "deepnn": 0.75, "lightnn": 0.70, "mobilenetv3_small": 0.80, "fast": 0.94}
+TARGETS = {"mlp": 0.52, "cnn": 0.83, "cnn_tuned": 0.83, "deepnn": 0.75, "lightnn": 0.70, "mobilenetv3_small": 0.80, "fast": 0.94,
+           "frontier_s": 0.85, "frontier_s_plain": 0.85, "frontier_m": 0.90, "frontier_m_plain": 0.90}
 
 
 def _pct(x) -> str:
@@ -78,6 +79,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
     sidecars = shipped_checkpoints()
     metas = [json.loads(s.read_text()) for s in sidecars]
     plain_student = next((m["test_accuracy"] for m in metas if m.get("name") == "lightnn"), None)
+    by_name = {m.get("name"): m for m in metas}
     for sidecar, m in zip(sidecars, metas):
         acc = _pct(m.get("test_accuracy"))
         if "test_accuracy_tta" in m:
@@ -101,6 +103,11 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                             f"{'met' if mean >= target else '**missed**'}")
         elif m.get("name", "").startswith("lightnn_") and plain_student is not None:
             reached = f"{(m['test_accuracy'] - plain_student) * 100:+.2f} pt vs lightnn"
+        if m.get("name", "").startswith("frontier_") and f"{m['name']}_plain" in by_name:
+            plain = by_name[f"{m['name']}_plain"]
+            reached = (f"{reached}; " if reached else "") + (
+                f"distillation {(m['test_accuracy'] - plain['test_accuracy']) * 100:+.2f} pt "
+                f"(JPEG-75 {(m['test_accuracy_jpeg75'] - plain['test_accuracy_jpeg75']) * 100:+.2f} pt) vs {m['name']}_plain")
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
         rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
