@@ -202,15 +202,21 @@ def main() -> int:
     text = replace(text, "models", models_section(seed_files, seed_paths))
     if results:
         rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
-        overview = plot_overview(results, Path(args.bench[0]).parent)
-        # The overview first: it answers "which model and backend to ship" before the tables detail it.
-        md = (f"![every model, backend and precision at the largest batch]({rel(overview)})\n\n" if overview else "")
-        md += render_markdown(results)
-        md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(results, Path(args.bench[0]).parent))
-        md += "\n\nSource: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in args.bench)
+        machines: dict[Path, list[dict]] = {}
+        for path, res in zip(args.bench, results):
+            machines.setdefault(Path(path).parent, []).append(res)
+        answer = answer_section(args.bench, results, rel)
+        md = ""
+        for folder, group in machines.items():  # plots never mix machines
+            overview = plot_overview(group, folder)
+            if overview:
+                answer += f"\n\n![{folder.name}: every model, backend and precision at the largest batch]({rel(overview)})"
+            md += render_markdown(group)
+            md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(group, folder)) + "\n\n"
+        md += "Source: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in args.bench)
         text = replace(text, "bench", md)
-    if results and "<!-- BEGIN answer -->" in text:
-        text = replace(text, "answer", answer_section(args.bench, results, lambda p: os.path.relpath(p, args.readme.parent)))
+        if "<!-- BEGIN answer -->" in text:
+            text = replace(text, "answer", answer)
     text = replace(text, "vs-report", vs_report_section(results))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")

@@ -31,6 +31,7 @@ from torch import nn
 from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError, UnavailableError
+from ..provenance import int8_isa
 
 MODES = ("default", "max-autotune", "reduce-overhead")
 EXTENSION = ".pt2"
@@ -48,6 +49,12 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
         if _pt2e_source() is None:
             return False, (f"compile int8 needs PT2E quantization: torch {torch.__version__} has no "
                            "torch.ao.quantization.quantize_pt2e and torchao is not installed (pip install torchao)")
+        if int8_isa() == "avx2":
+            # X86InductorQuantizer has no reduced-range option, and oneDNN's AVX2 int8 kernels sum u8 x s8
+            # pairs in int16 (VPMADDUBSW), which saturates: every model lost 2.4-3.0 points of top-1 in
+            # results/amd-epyc-2c-avx2/sweep-1.json. onnxrt and openvino int8 keep accuracy there.
+            return False, ("compile int8 (PT2E, X86InductorQuantizer) loses accuracy on AVX2 without VNNI/AMX: "
+                           "no reduced-range mode against VPMADDUBSW's int16 saturation; use onnxrt or openvino int8")
     if device == "cpu":
         import shutil
         if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
