@@ -24,6 +24,7 @@ class Query:
     device: str = "cpu"
     min_top1_jpeg: float | None = None    # on the quality-75 JPEG copy of the test set
     include_disturbed: bool = False
+    mode: str = "device"                  # one call at a time; "async" = requests in flight (served throughput)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def meets(cell: Cell, q: Query) -> bool:
     top1 = _top1(cell)
     if cell.status != "ok" or top1 is None or cell.images_per_s is None:
         return False
-    if cell.device != q.device or cell.batch_size != q.batch:
+    if cell.device != q.device or cell.batch_size != q.batch or cell.mode != q.mode:
         return False
     if cell.disturbed and not q.include_disturbed:
         return False

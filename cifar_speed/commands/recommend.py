@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
     p.add_argument("--results", nargs="+", metavar="FILE",
                    help="results files (default: every results/*/sweep-*.json); machines are never mixed")
+    p.add_argument("--mode", default="device", choices=["device", "host", "async"],
+                   help="device: one call at a time on resident inputs (default); async: requests in flight")
     p.add_argument("--include-disturbed", action="store_true",
                    help="also consider cells whose trials were mostly disturbed by other load")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -47,7 +49,7 @@ def run(args) -> int:
     loaded = [(str(f), load_results(f)) for f in files]
     q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
               min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
-              include_disturbed=args.include_disturbed)
+              include_disturbed=args.include_disturbed, mode=args.mode)
     answer = recommend(loaded, q)
     if args.json:
         print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()}},
