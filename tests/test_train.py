@@ -83,7 +83,7 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
     assert meta["train_cpu_seconds"] > 0 and isinstance(meta["train_disturbed"], bool)
     assert meta["train_threads"] == torch.get_num_threads() and "cpu_wall_ratio" in meta["history"][-1]
     if recipe.distill.kind:
-        assert meta["teacher"]["name"] == "deepnn"
+        assert meta["teacher"]["name"] == Path(recipe.distill.teacher).stem  # deepnn, or fast for the frontier
 
 
 @pytest.fixture
@@ -155,7 +155,6 @@ def test_cli_train_and_eval(fake_data, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["train", "train/cnn.toml", "--data-dir", "/nonexistent"], "CIFAR-10 not found"),
     (["train", "train/cnn.toml", "--device", "cuda"], "no CUDA GPU"),
-    (["train", "train/cnn.toml", "--device", "tpu"], "unknown device"),
     (["train", "train/nothing.toml"], "recipe train/nothing.toml not found"),
     (["train", "train/cnn.toml", "--epochs", "-1"], "--epochs = -1.0: must be"),
     (["eval", "missing.json"], "not found"),
