@@ -181,3 +181,12 @@ def test_cli_corrupt_data_and_foreign_checkpoint(fake_data, tmp_path, capsys):
             "--out", str(tmp_path), "--no-progress")
     rc, err = run_cli(capsys, "eval", str(tmp_path / "lightnn.json"), "--model", "cnn", "--data-dir", str(fake_data))
     assert rc == 2 and "is a 'lightnn' checkpoint, not 'cnn'" in err
+
+
+def test_unknown_device_is_argparse_one_line_exit_2(capsys):
+    from cifar_speed.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "train/cnn.toml", "--device", "tpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'tpu'" in err and "Traceback" not in err
