@@ -37,9 +37,9 @@ KEY_VERSIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "torch_tensorrt", 
 
 
 def default_out_dir() -> Path:
-    base = os.environ.get("CIFAR_SPEED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cifar-speed")
-    return Path(base) / "artifacts" / machine_slug()
+    from .data import cache_root
+
+    return cache_root() / "artifacts" / machine_slug()
 
 
 def device_description(device: str) -> str:

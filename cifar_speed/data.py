@@ -311,10 +311,16 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.T
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def jpeg_cache_dir() -> Path:
+def cache_root() -> Path:
+    """The one cache folder of every derived file (artifacts, JPEG sets, teacher logits):
+    $CIFAR_SPEED_CACHE, else the XDG cache folder's cifar-speed/."""
     base = os.environ.get("CIFAR_SPEED_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "cifar-speed")
-    return Path(base) / "derived"
+    return Path(base)
+
+
+def jpeg_cache_dir() -> Path:
+    return cache_root() / "derived"
 
 
 _JPEG_MEMO: dict[tuple[str, int], Split] = {}

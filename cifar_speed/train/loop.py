@@ -244,7 +244,7 @@ def cached_teacher_logits(teacher: nn.Module, teacher_meta: dict, tta: int, spli
     import numpy as np
 
     key = f"{teacher_meta.get('weights_sha256', 'unhashed')[:16]}-tta{tta}-{D._sha256(split.images.numpy())[:16]}"
-    path = D.jpeg_cache_dir().parent / "teacher-logits" / f"{key}.npy"
+    path = D.cache_root() / "teacher-logits" / f"{key}.npy"
     if path.is_file():
         try:
             arr = np.load(path, allow_pickle=False)
