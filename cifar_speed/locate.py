@@ -8,6 +8,7 @@ site-packages.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CifarSpeedError
@@ -55,6 +56,36 @@ def resolve_checkpoint(ref: str | os.PathLike) -> Path:
     listed = ", ".join(names) or "none found in ./results/checkpoints"
     raise CifarSpeedError(f"checkpoint {str(ref)!r}: no such file and no shipped checkpoint of that name "
                           f"(shipped: {listed}; `cifar-speed models` lists them)")
+
+
+# Names that load a shipped checkpoint as another architecture with the same weights: `fast_tta` is
+# `fast` with airbench's level-2 test-time augmentation (6 forwards per image).
+VIEWS = {"fast_tta": ("fast", "fast_tta")}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint and the architecture to load it as (None: the one its sidecar names)."""
+    path: Path
+    architecture: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The row name in results: the view's name, else the checkpoint file's stem."""
+        return self.architecture or Path(self.path).with_suffix("").name
+
+    def __str__(self) -> str:
+        return f"{self.path} as {self.architecture}" if self.architecture else str(self.path)
+
+
+def resolve_model(ref: str | os.PathLike) -> ModelRef:
+    """resolve_checkpoint, plus the view names (VIEWS) a sweep can time: `fast_tta` is the `fast`
+    checkpoint built as fast_tta."""
+    p = Path(ref)
+    if p.name in VIEWS and len(p.parts) == 1 and not p.suffix and not p.exists():
+        base, architecture = VIEWS[p.name]
+        return ModelRef(resolve_checkpoint(base), architecture)
+    return ModelRef(resolve_checkpoint(ref))
 
 
 def results_dir(machine: str) -> Path:

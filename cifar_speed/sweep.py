@@ -27,7 +27,7 @@ import datetime as _dt
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
 from .errors import CifarSpeedError
 from .fileio import atomic_write_many
+from .locate import ModelRef
 from .harness import PEAK_KEYS, measure_peak, peak_for  # noqa: F401  (doctor and older callers import them from here)
 from .models import count_params, flops_per_image
 from .provenance import machine_slug, provenance
@@ -377,6 +378,10 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         raise CifarSpeedError(f"batch sizes must be positive integers, got {cfg.batches!r}")
     if cfg.settings.trials < 1:
         raise CifarSpeedError(f"trials must be a positive integer, got {cfg.settings.trials!r}")
+    if device != "cpu" and cfg.single_thread_at_batch1:
+        # On a GPU the host's thread count only sizes CPU-side ops: a 1-thread axis would rebuild (and
+        # recompile) every runner to time the same kernels again.
+        cfg = replace(cfg, single_thread_at_batch1=False)
     threads = cfg.threads or default_threads()
     if threads < 1:
         raise CifarSpeedError(f"threads must be a positive integer, got {cfg.threads!r}")
@@ -387,7 +392,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     pairs = [BASELINE] + [p for p in pairs if p != BASELINE]
     modes = cfg.modes or (["device", "host"] if device == "cuda" else ["device"])
     # Validate every checkpoint, then the data, before any time is spent.
-    loaded = [(ck, *load_checkpoint(ck)) for ck in cfg.checkpoints]
+    loaded = [(ck, *load_checkpoint(_ref(ck).path, model_name=_ref(ck).architecture)) for ck in cfg.checkpoints]
     split = cfg.test_split if cfg.test_split is not None else load_split("test", cfg.data_dir)
     jpeg = _jpeg_split(cfg)
     n_eval = min(len(split), cfg.eval_limit or len(split))
@@ -427,6 +432,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     return results
 
 
+def _ref(ckpt) -> ModelRef:
+    """A sweep's checkpoint entry (a path, or a ModelRef that names the architecture to load it as)."""
+    return ckpt if isinstance(ckpt, ModelRef) else ModelRef(Path(ckpt))
+
+
 def _calibrations(cfg, loaded, pairs, skipped, size, seed):
     """int8 calibration samples (training images only), one per checkpoint, drawn up front. Without
     the training images, int8 asked for by name is an error; in a default sweep it is skipped."""
@@ -449,11 +459,12 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
                  pairs, calib, peak, advance) -> list[Cell]:
     # A row is a checkpoint, named by its file: several checkpoints may share an architecture
     # (lightnn and its distilled variants) and must not merge into one row.
-    name = paths_for(ckpt)[1].stem
+    ref = _ref(ckpt)
+    name = ref.architecture or paths_for(ref.path)[1].stem
     while name in results["models"]:
         name += "+"
     flops = flops_per_image(model)
-    info = {"checkpoint": str(paths_for(ckpt)[1]), "architecture": meta["model"],
+    info = {"checkpoint": str(paths_for(ref.path)[1]), "architecture": ref.architecture or meta["model"],
             "weights_sha256": meta.get("weights_sha256"), "params": count_params(model, trainable_only=False),
             "flops_per_image": flops, "checkpoint_test_accuracy": meta.get("test_accuracy")}
     results["models"][name] = info
@@ -463,7 +474,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     ref_logits = None
     for v in variants(pairs, cfg.channels_last):
         advance(f"{name} {v.label()}: building and scoring")
-        base = {"model": name, "architecture": meta["model"], "backend": v.backend, "precision": v.precision,
+        base = {"model": name, "architecture": ref.architecture or meta["model"], "backend": v.backend, "precision": v.precision,
                 "device": device, "memory_format": v.memory_format, "baseline": v.is_baseline,
                 "requested": (v.backend, v.precision) in requested}
         try:

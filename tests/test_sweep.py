@@ -310,3 +310,37 @@ def test_old_results_files_still_read():
     (c,) = sweep.cells_of(old)
     assert c.threads == 2 and c.memory_format == "channels_last" and c.trials == [] and c.images_per_s_range is None
     assert sweep.csv_row(c, {})["images_per_s"] == 6400.0
+
+
+def test_fast_tta_is_a_view_of_the_fast_checkpoint(tmp_path, monkeypatch):
+    """`bench fast_tta` times the fast checkpoint built with test-time augmentation, in its own row."""
+    from cifar_speed import locate
+
+    ck = make_checkpoint(tmp_path, name="fast")
+    monkeypatch.setattr(locate, "shipped", lambda: {"fast": ck})
+    ref = locate.resolve_model("fast_tta")
+    assert ref == locate.ModelRef(ck, "fast_tta") and ref.name == "fast_tta"
+    assert locate.resolve_model("fast") == locate.ModelRef(ck)
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[ref, ck], backends=["eager"], precisions=["fp32"], batches=[4],
+                              test_split=fake_split(8), jpeg_split=None, jpeg_quality=None), progress=False)
+    assert set(res["models"]) == {"fast_tta", "fast"}
+    assert res["models"]["fast_tta"]["architecture"] == "fast_tta"
+    assert res["models"]["fast_tta"]["checkpoint"] == res["models"]["fast"]["checkpoint"]
+    by = {c["model"]: c for c in res["cells"]}
+    assert by["fast_tta"]["architecture"] == "fast_tta" and by["fast"]["architecture"] == "fast"
+    # Its agreement reference is its own eager fp32 (a view is a model of its own, not a variant of fast).
+    assert by["fast_tta"]["accuracy"]["max_logit_diff"] == 0.0
+
+
+@pytest.mark.gpu
+def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
+    res = sweep.run_sweep(cfg(tmp_path, backends=["eager", "compile"], precisions=["fp32", "fp16"], batches=[1, 8],
+                              device="cuda", compile_mode="reduce-overhead", dawnbench=True), progress=False)
+    ok = [c for c in res["cells"] if c["status"] == "ok"]
+    assert {c["mode"] for c in ok} == {"device", "host"} and not [c for c in res["cells"] if c["status"] != "ok"]
+    assert {(c["backend"], c["precision"]) for c in ok} == {("eager", "fp32"), ("eager", "fp16"),
+                                                            ("compile", "fp32"), ("compile", "fp16")}
+    assert all(c["latency"]["timer"] == "cuda-events" and c["disturbed"] is None and c["device"] == "cuda" for c in ok)
+    assert {c["threads"] for c in ok} == {res["harness"]["threads"]}   # no 1-thread axis on a GPU
+    assert all(c["runner"]["mode"] == "reduce-overhead" for c in ok if c["backend"] == "compile")
+    assert all(c["dawnbench"]["images"] == 40 and c["dawnbench"]["ms_per_image"] > 0 for c in ok)

@@ -2,17 +2,24 @@
 """GPU verification run: doctor, the GPU-marked tests, the sweep over the shipped checkpoints.
 
     python3 tools/gpu_verify.py                     # from the repository root (or anywhere)
-    python3 tools/gpu_verify.py --results-root "$OUT/results" --wheels wheels/   # on a lent machine
+    python3 tools/gpu_verify.py --prepare-carry .gpucarry   # here: wheels and the test batch, < 64 MiB
+    python3 tools/gpu_verify.py --carry .gpucarry --results-root /tmp/res --deadline-s 480   # on a lent machine
 
 On a CUDA machine it writes everything under results/<gpu-name>/ (gpu-name as `machine_slug()` spells
-it, e.g. nvidia-h100-80gb-hbm3):
+it, e.g. nvidia-h200):
 
     doctor.txt, doctor.json       `cifar-speed doctor` (what runs here and why not)
     pytest-gpu.txt, .xml          `pytest -m gpu` (log and JUnit report)
-    bench.json, bench.csv         `cifar-speed bench --device cuda` over results/checkpoints/*.json
-    bench.txt                     the sweep's console output (tables, skipped cells and why)
-    triton.txt                    Triton export checks (onnxrt always; trt where TensorRT is installed)
+    sweep-*.json, .csv, .txt      one `cifar-speed bench --device cuda` per entry of SWEEPS (or --sweep):
+                                  eager for the candidate models, then torch.compile with CUDA graphs
+                                  (reduce-overhead) and without (default), per model so that a step
+                                  stopped by the deadline loses one model only
+    timer-crosscheck.json         the harness against torch.utils.benchmark and triton's do_bench
+    triton-*.txt                  Triton export checks (onnxrt always; trt where TensorRT is installed)
     gpu-verify.json               every step: command, status, seconds, what was skipped and why, provenance
+
+Steps run in order of importance under one deadline (--deadline-s): each gets what is left of it, and
+a step that would start with too little time is recorded as skipped, so the summary is always written.
 
 Without a GPU it still runs (CPU-only mode): it prints doctor, runs the GPU-marked tests (which skip),
 skips the CUDA sweep and the TensorRT export, says so, and writes its log under runs/gpu-verify/<machine>/
@@ -39,9 +46,29 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRED = {"torch": "torch", "numpy": "numpy", "safetensors": "safetensors", "rich": "rich"}
+REQUIRED = {"torch": "torch", "numpy": "numpy", "safetensors": "safetensors", "rich": "rich", "jsonschema": "jsonschema"}
+# What the lent GPU machines lack (their image has torch, numpy, safetensors, rich, onnx, onnxscript):
+# jsonschema and the packages it needs, as wheels for their Python 3.12.
+CARRY_WHEELS = ["jsonschema", "jsonschema-specifications", "referencing", "rpds-py"]
 OPTIONAL = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript", "onnx_ir": "onnx-ir",
             "pytest": "pytest", "tensorrt": "tensorrt", "torch_tensorrt": "torch-tensorrt", "tritonclient": "tritonclient"}
+
+
+# The CUDA sweep, one `bench` per entry (name -> arguments), in order of importance. The models: the
+# candidates of each accuracy bar (fast_tta 94 %, fast 93 %, frontier_m and mobilenetv3_small 88-89 %,
+# frontier_s_plain and cnn_tuned 84 %); torch.compile only for the bar winners, because every
+# (precision, batch size) is a graph of its own to compile.
+CUDA_COMMON = "--device cuda --precision fp32,fp16,bf16 --batch 1,32,64,128 --mode both --trials 5 --min-time 0.1 --max-warmup 30"
+SWEEPS = {
+    "sweep-eager": "fast fast_tta frontier_m frontier_s_plain mobilenetv3_small cnn_tuned --backend eager",
+    "sweep-compile-ro-fast_tta": "fast_tta --backend compile --compile-mode reduce-overhead --dawnbench",
+    "sweep-compile-ro-fast": "fast --backend compile --compile-mode reduce-overhead --dawnbench",
+    "sweep-compile-ro-frontier_m": "frontier_m --backend compile --compile-mode reduce-overhead --dawnbench",
+    "sweep-compile-fast": "fast --backend compile --dawnbench",
+    "sweep-compile-frontier_m": "frontier_m --backend compile",
+}
+# Steps after these sweeps (the rest run once the tests and the timer check are done).
+SWEEPS_BEFORE_TESTS = 4
 
 
 def log(msg: str = "") -> None:
@@ -49,8 +76,11 @@ def log(msg: str = "") -> None:
 
 
 class Verify:
+    RESERVE_S = 15.0   # kept back from the deadline for the summary and the caller's packing
+
     def __init__(self, args):
         self.args = args
+        self.deadline = time.monotonic() + args.deadline_s if args.deadline_s else None
         self.env = dict(os.environ)
         self.steps: list[dict] = []
         self.out: Path | None = None
@@ -66,22 +96,22 @@ class Verify:
         return [m for m in modules if importlib.util.find_spec(m) is None]
 
     def bring_wheels(self) -> None:
-        """Install missing packages from --wheels into a private folder (no index, no system changes)."""
+        """Install the carried wheels into a private folder on PYTHONPATH (no index, no system changes)
+        when a package this script needs is missing here."""
         missing = self.missing(list(REQUIRED) + ["onnxscript", "onnx_ir"])
         if not missing:
             return
-        wheels = self.args.wheels
+        wheels = self.args.wheels or (str(Path(self.args.carry) / "wheels") if self.args.carry else None)
         if not wheels:
             log(f"note: not installed here: {', '.join(missing)} (bring wheels with --wheels DIR to add them)")
             return
         target = Path(tempfile.mkdtemp(prefix="cifar-speed-gpu-verify-site-"))
-        dists = [REQUIRED.get(m) or OPTIONAL[m] for m in missing]
-        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links", str(wheels),
-               "--target", str(target), *dists]
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+               "--target", str(target), *map(str, sorted(Path(wheels).glob("*.whl")))]
         log("$ " + shlex.join(cmd))
         rc = subprocess.call(cmd)
         if rc != 0:
-            log(f"note: pip could not install {', '.join(dists)} from {wheels} (exit {rc}); continuing without them")
+            log(f"note: pip could not install the wheels in {wheels} (exit {rc}); continuing without them")
         self.python_path(str(target))
         importlib.invalidate_caches()
 
@@ -96,7 +126,18 @@ class Verify:
         log(line)
         return step
 
-    def run(self, name: str, cmd: list[str], log_name: str | None, ok_codes=(0,), timeout=None, echo=True) -> dict:
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic() if self.deadline else float("inf")
+
+    def run(self, name: str, cmd: list[str], log_name: str | None, ok_codes=(0,), timeout=None, echo=True,
+            min_s: float = 20.0) -> dict:
+        """Run one step; its timeout is the smaller of `timeout` and what is left before the deadline
+        (less a reserve for the summary). With under `min_s` left, the step is skipped, not started."""
+        left = self.time_left() - self.RESERVE_S
+        if left < min_s:
+            return self.record(name, "skipped", reason=f"out of time: {max(0, left):.0f} s left before the deadline",
+                               command=cmd)
+        timeout = min(timeout or left, left)
         log(f"\n== {name}\n$ {shlex.join(cmd)}")
         t0 = time.perf_counter()
         try:
@@ -106,6 +147,7 @@ class Verify:
         except subprocess.TimeoutExpired as e:
             output = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             rc = None
+            timeout = round(timeout)
         seconds = round(time.perf_counter() - t0, 1)
         if echo or rc not in ok_codes:
             sys.stdout.write(output)
@@ -116,6 +158,63 @@ class Verify:
         status = "ok" if rc in ok_codes else "failed"
         return self.record(name, status, command=cmd, returncode=rc, seconds=seconds,
                            **({"reason": f"exit status {rc}"} if status == "failed" else {}))
+
+    def data_dir(self) -> str | None:
+        a = self.args
+        if a.carry:
+            return self.unpack_data(Path(a.carry) / "data")
+        data_dir = a.data_dir or os.environ.get("CIFAR_SPEED_DATA")
+        if not data_dir and (REPO.parent / "shared" / "cifar10").is_dir():
+            data_dir = str(REPO.parent / "shared" / "cifar10")  # where the dev / CI machines keep it
+        return data_dir
+
+    def unpack_data(self, folder: Path) -> str:
+        """The carried test batch (xz-compressed, to fit the 64 MiB a device call may carry) unpacked."""
+        import lzma
+        import shutil
+
+        dest = Path(tempfile.mkdtemp(prefix="cifar-speed-data-")) / "cifar-10-batches-py"
+        dest.mkdir()
+        for f in folder.iterdir():
+            if f.suffix == ".xz":
+                with lzma.open(f) as src, open(dest / f.stem, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            else:
+                shutil.copy2(f, dest / f.name)
+        return str(dest.parent)
+
+    def sweeps(self, gpu: bool) -> list[tuple[str, str]]:
+        a = self.args
+        if a.sweep:
+            return [tuple(s.split("=", 1)) if "=" in s else (f"sweep-{i}", s) for i, s in enumerate(a.sweep, 1)]
+        if gpu:
+            return [(name, f"{extra} {CUDA_COMMON}") for name, extra in SWEEPS.items()]
+        if a.cpu_smoke:   # a smoke test of this script's plumbing, not a measurement
+            return [("sweep-cpu-smoke", "frontier_s_plain --device cpu --backend eager --precision fp32 --batch 32 "
+                                        "--trials 2 --min-time 0.05 --min-reps 3 --max-warmup 1")]
+        self.record("cifar-speed bench (sweeps)", "skipped",
+                    reason="no CUDA GPU visible to torch (CPU-only mode; --cpu-smoke runs a tiny CPU sweep instead)")
+        return []
+
+    def sweep(self, name: str, extra: str, data_dir: str | None) -> dict:
+        cmd = [sys.executable, "-m", "cifar_speed", "bench", *shlex.split(extra),
+               "--out", str(self.out / f"{name}.json"), "--no-progress"]
+        if data_dir:
+            cmd += ["--data-dir", data_dir]
+        cmd += shlex.split(self.args.bench_args or "")
+        return self.run(name, cmd, f"{name}.txt", timeout=self.args.bench_timeout, min_s=60.0)
+
+    def tests(self, have_pytest: bool, gpu: bool) -> None:
+        """The GPU-marked tests (they skip themselves without CUDA; exit 5 = none collected)."""
+        if not have_pytest:
+            self.record("pytest -m gpu", "skipped", reason="pytest is not installed")
+            return
+        py = sys.executable
+        cmd = [py, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
+               f"--junitxml={self.out / 'pytest-gpu.xml'}", "tests"]
+        step = self.run("pytest -m gpu", cmd, "pytest-gpu.txt", ok_codes=(0, 5), timeout=300)
+        if not gpu:
+            step["note"] = "no CUDA GPU: the GPU-marked tests were collected and skipped"
 
     def main(self) -> int:
         a = self.args
@@ -141,42 +240,26 @@ class Verify:
         py = sys.executable
         cli = [py, "-m", "cifar_speed"]
 
-        # 1. doctor
-        self.run("cifar-speed doctor", cli + ["doctor"], "doctor.txt")
-        self.run("cifar-speed doctor --json", cli + ["doctor", "--json"], "doctor.json", echo=False)
+        data_dir = self.data_dir()
+        if data_dir:
+            self.env["CIFAR_SPEED_DATA"] = data_dir   # doctor's data check and the tests read it
+        self.run("cifar-speed doctor", cli + ["doctor"], "doctor.txt", timeout=120)
+        self.run("cifar-speed doctor --json", cli + ["doctor", "--json"], "doctor.json", echo=False, timeout=120)
 
-        # 2. GPU-marked tests (they skip themselves without CUDA; exit 5 = none collected)
-        if not have["pytest"]:
-            self.record("pytest -m gpu", "skipped", reason="pytest is not installed")
-        else:
-            cmd = [py, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
-                   f"--junitxml={self.out / 'pytest-gpu.xml'}", "tests"]
-            step = self.run("pytest -m gpu", cmd, "pytest-gpu.txt", ok_codes=(0, 5))
-            if not gpu:
-                step["note"] = "no CUDA GPU: the GPU-marked tests were collected and skipped"
-
-        # 3. the sweep over the shipped checkpoints
+        ckpts = [Path(c) for c in a.checkpoints]
         from cifar_speed.checkpoint import shipped_checkpoints
-
-        ckpts = [Path(c) for c in a.checkpoints] or shipped_checkpoints()
-        device = "cuda" if gpu else ("cpu" if a.cpu_smoke else None)
-        if device is None:
-            self.record("cifar-speed bench (sweep)", "skipped",
-                        reason="no CUDA GPU visible to torch (CPU-only mode; --cpu-smoke runs a tiny CPU sweep instead)")
-        elif not ckpts:
-            self.record("cifar-speed bench (sweep)", "skipped", reason="no checkpoints in results/checkpoints/ (and none given)")
-        else:
-            cmd = cli + ["bench", *map(str, ckpts), "--device", device, "--out", str(self.out / "bench.json"), "--no-progress"]
-            data_dir = a.data_dir or os.environ.get("CIFAR_SPEED_DATA")
-            if not data_dir and (REPO.parent / "shared" / "cifar10").is_dir():
-                data_dir = str(REPO.parent / "shared" / "cifar10")  # where the dev / CI machines keep it
-            if data_dir:
-                cmd += ["--data-dir", data_dir]
-            if device == "cpu":  # a smoke test of this script's plumbing, not a measurement
-                cmd += ["--backend", "eager", "--precision", "fp32", "--batch", "32", "--min-time", "0.05",
-                        "--min-reps", "3", "--max-warmup", "1"]
-            cmd += shlex.split(a.bench_args or "")
-            self.run(f"cifar-speed bench --device {device}", cmd, "bench.txt", timeout=a.bench_timeout)
+        ckpts = ckpts or shipped_checkpoints()
+        sweeps = self.sweeps(gpu)
+        for name, extra in sweeps[:SWEEPS_BEFORE_TESTS]:
+            self.sweep(name, extra, data_dir)
+        if gpu:
+            cmd = [py, str(REPO / "tools" / "timer_crosscheck.py"), "--device", "cuda",
+                   "--out", str(self.out / "timer-crosscheck.json")]
+            self.run("timer cross-check (torch.utils.benchmark, triton do_bench)", cmd, "timer-crosscheck.txt",
+                     timeout=240)
+        self.tests(have["pytest"], gpu)
+        for name, extra in sweeps[SWEEPS_BEFORE_TESTS:]:
+            self.sweep(name, extra, data_dir)
 
         # 4. Triton export: onnxrt anywhere (needs onnxscript), trt with TensorRT on a GPU
         from cifar_speed import triton
@@ -233,10 +316,10 @@ class Verify:
 
 
 def prepare_carry(folder: str, data_dir: str | None) -> int:
-    """On a machine with the data and PyPI: gather what a lent GPU machine lacks, under 64 MiB, into
-    FOLDER/wheels (safetensors, onnxscript, onnx-ir: pure or abi3 wheels) and FOLDER/data (the CIFAR-10
-    test batch the sweep checks accuracy on). Carry FOLDER to the GPU machine and pass
-    --wheels FOLDER/wheels --data-dir FOLDER/data."""
+    """On a machine with the data and PyPI: gather what a lent GPU machine lacks into FOLDER, small
+    enough for its 64 MiB carry limit: FOLDER/wheels (CARRY_WHEELS for CPython 3.12) and FOLDER/data
+    (the CIFAR-10 test batch, xz-compressed, and batches.meta). On the GPU machine: --carry FOLDER."""
+    import lzma
     import shutil
 
     dest = Path(folder)
@@ -245,12 +328,15 @@ def prepare_carry(folder: str, data_dir: str | None) -> int:
     if not (src / "test_batch").is_file():
         log(f"gpu_verify: error: no CIFAR-10 test_batch in {src} (pass --data-dir)")
         return 2
-    (dest / "data" / "cifar-10-batches-py").mkdir(parents=True, exist_ok=True)
-    for f in ("test_batch", "batches.meta"):
-        shutil.copy2(src / f, dest / "data" / "cifar-10-batches-py" / f)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--platform",
-           "manylinux2014_x86_64", "--python-version", "3.10", "--implementation", "cp", "-d", str(dest / "wheels"),
-           "safetensors", "onnxscript", "onnx-ir"]
+    (dest / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "batches.meta", dest / "data" / "batches.meta")
+    with open(src / "test_batch", "rb") as f_in, lzma.open(dest / "data" / "test_batch.xz", "wb", preset=6) as f_out:
+        shutil.copyfileobj(f_in, f_out)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+           "--implementation", "cp", "-d", str(dest / "wheels")]
+    for platform in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"):
+        cmd += ["--platform", platform]
+    cmd += CARRY_WHEELS
     log("$ " + shlex.join(cmd))
     rc = subprocess.call(cmd)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 2**20
@@ -266,6 +352,11 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="CIFAR-10 folder for the sweep's accuracy check (default: $CIFAR_SPEED_DATA, ...)")
     p.add_argument("--bench-args", help="extra arguments for `cifar-speed bench`, e.g. \"--min-time 0.5 --dawnbench\"")
     p.add_argument("--bench-timeout", type=float, help="seconds before the sweep is stopped (default: none)")
+    p.add_argument("--sweep", action="append", metavar="[NAME=]ARGS",
+                   help="a `cifar-speed bench` to run instead of the built-in SWEEPS (repeatable)")
+    p.add_argument("--deadline-s", type=float, help="finish every step within this many seconds (steps that "
+                   "would start too late are skipped and listed)")
+    p.add_argument("--carry", help="a folder made by --prepare-carry here: wheels/ to install, data/ to unpack")
     p.add_argument("--wheels", help="folder of wheels for packages this machine lacks (installed to a private folder)")
     p.add_argument("--cpu-smoke", action="store_true",
                    help="without a GPU, run a tiny eager-only CPU sweep to check the plumbing (not a measurement)")

@@ -17,7 +17,8 @@ from ..fileio import check_output_file
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark checkpoints across backends, precisions and batch sizes")
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
-                   help="shipped checkpoint names (`cifar-speed models`), or sidecars / stems "
+                   help="shipped checkpoint names (`cifar-speed models`; fast_tta = fast with test-time augmentation), "
+                        "or sidecars / stems "
                         "(default: every checkpoint in ./results/checkpoints/)")
     p.add_argument("--backend", action="append", metavar="NAMES",
                    help=f"comma-separated, from {', '.join(backends.BACKENDS)} (default: every one available here)")
@@ -85,7 +86,7 @@ def _check_numeric_flags(args) -> None:
 
 def _config(args) -> tuple[sweep.SweepConfig, Path]:
     """Every flag checked, before any time is spent: the sweep's configuration and where it writes."""
-    from ..locate import resolve_checkpoint
+    from ..locate import resolve_model
 
     batches = backends.parse_batches(args.batch)
     names = backends.parse_choices(_joined(args.backend), list(backends.BACKENDS), "backend")
@@ -94,7 +95,7 @@ def _config(args) -> tuple[sweep.SweepConfig, Path]:
     calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
     if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
         raise CifarSpeedError(f"unknown torch.compile mode {args.compile_mode!r}; valid modes: default, max-autotune, reduce-overhead")
-    checkpoints = [resolve_checkpoint(c) for c in args.checkpoints] or sweep.default_checkpoints()
+    checkpoints = [resolve_model(c) for c in args.checkpoints] or sweep.default_checkpoints()
     device = args.device or backends.default_device()
     if device == "cuda":
         import torch
