@@ -149,13 +149,15 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str
         raise CifarSpeedError(f"unknown torch.compile mode {mode!r}; valid modes: {', '.join(MODES)}")
     if mode == "reduce-overhead" and device != "cuda":
         raise UnavailableError("torch.compile mode reduce-overhead needs CUDA (it replays CUDA graphs)")
-    # Dynamo caches compiled frames per code object (_Cast.forward) and, past its recompile limit,
-    # silently runs eager: a sweep over many models x batch sizes would then time eager under a
-    # "compile" label. So: start each build from an empty cache, allow a graph per batch size (+1 for
-    # batch-1 latency) and make hitting the limit an error instead of a fallback.
-    torch._dynamo.reset()
+    # Dynamo caches compiled frames per code object, and every runner built here shares one
+    # (_Cast.forward): a sweep's precisions x batch sizes are all entries of it. Past its recompile
+    # limit Dynamo would silently run eager under a "compile" label, so the limit is set far above any
+    # sweep and hitting it is an error instead of a fallback. No torch._dynamo.reset() here: it would
+    # drop the compiled code of runners already built, which would then recompile inside their trials.
     cfg = torch._dynamo.config
-    cfg.recompile_limit = max(getattr(cfg, "recompile_limit", 8), len(set(batch_sizes)) + 2)
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 4096))
     if hasattr(cfg, "fail_on_recompile_limit_hit"):
         cfg.fail_on_recompile_limit_hit = True
     if precision == "int8":
