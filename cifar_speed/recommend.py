@@ -21,7 +21,7 @@ FULL_TEST_SET = 10_000
 class Query:
     min_top1: float                       # a fraction, 0.85
     batch: int = 128
-    device: str = "cpu"
+    device: str | None = None             # None: the machine's fastest cell on whichever device it has
     min_top1_jpeg: float | None = None    # on the quality-75 JPEG copy of the test set
     include_disturbed: bool = False
     mode: str = "device"                  # one call at a time; "async" = requests in flight (served throughput)
@@ -34,6 +34,8 @@ class Choice:
     checkpoint: str
     backend: str
     precision: str
+    device: str
+    variant: str | None                   # e.g. torch.compile's mode ("reduce-overhead": CUDA graphs)
     threads: int | None
     mode: str | None
     batch: int
@@ -48,6 +50,11 @@ class Choice:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def label(self) -> str:
+        """"fast_tta compile bf16 (reduce-overhead) on cuda" / "frontier_m openvino int8, 2 threads"."""
+        what = f"{self.checkpoint} {self.backend} {self.precision}" + (f" ({self.variant})" if self.variant else "")
+        return f"{what} on {self.device}" if self.device != "cpu" else f"{what}, {self.threads or '?'} threads"
+
 
 def _top1(cell: Cell) -> float | None:
     acc = cell.accuracy or {}
@@ -60,7 +67,7 @@ def meets(cell: Cell, q: Query) -> bool:
     top1 = _top1(cell)
     if cell.status != "ok" or top1 is None or cell.images_per_s is None:
         return False
-    if cell.device != q.device or cell.batch_size != q.batch or cell.mode != q.mode:
+    if (q.device and cell.device != q.device) or cell.batch_size != q.batch or cell.mode != q.mode:
         return False
     if cell.disturbed and not q.include_disturbed:
         return False
@@ -73,27 +80,44 @@ def meets(cell: Cell, q: Query) -> bool:
     return True
 
 
+def compile_mode(cell: Cell) -> str | None:
+    """torch.compile's mode for a compile cell other than the default ("reduce-overhead": CUDA graphs)."""
+    mode = (cell.runner or {}).get("mode") if cell.backend == "compile" else None
+    return mode if mode and mode != "default" else None
+
+
 def reproduce_command(cell: Cell, checkpoint: str) -> str:
     parts = ["cifar-speed", "bench", checkpoint, "--backend", cell.backend, "--precision", cell.precision,
              "--batch", str(cell.batch_size), "--device", cell.device]
-    if cell.threads:
+    if compile_mode(cell):
+        parts += ["--compile-mode", compile_mode(cell)]
+    if cell.threads and cell.device == "cpu":   # on a GPU the host's thread count is not an axis
         parts += ["--threads", str(cell.threads)]
     return shlex.join(parts)
 
 
+def _bench_name(cell: Cell, model_info: dict) -> str:
+    """What `bench` takes to time this row again: a view's name (fast_tta), else the checkpoint's stem."""
+    from .locate import VIEWS
+
+    if cell.model in VIEWS:
+        return cell.model
+    checkpoint = model_info.get("checkpoint") or cell.model
+    return Path(checkpoint).stem if checkpoint.endswith(".json") else checkpoint
+
+
 def _choice(cell: Cell, results: dict, path: str) -> Choice:
     model_info = (results.get("models") or {}).get(cell.model, {})
-    checkpoint = model_info.get("checkpoint") or cell.model
     lat = cell.latency or {}
     acc = cell.accuracy or {}
     return Choice(
         machine=(results.get("provenance") or {}).get("machine") or Path(path).parent.name,
         results_file=path, checkpoint=cell.model, backend=cell.backend, precision=cell.precision,
+        device=cell.device, variant=compile_mode(cell),
         threads=cell.threads, mode=cell.mode, batch=cell.batch_size, images_per_s=cell.images_per_s,
         latency_ms=lat.get("median_ms"), latency_spread_ms=_trial_range(lat),
         top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,
-        command=reproduce_command(cell, Path(checkpoint).stem if checkpoint.endswith(".json") else checkpoint))
-
+        command=reproduce_command(cell, _bench_name(cell, model_info)))
 
 def _trial_range(latency: dict) -> list | None:
     """[min, max] of the per-trial median latencies (files of the trials harness; None before it)."""

@@ -322,3 +322,22 @@ def test_measure_on_cuda_uses_events():
     for mode in ("device", "host"):
         s = harness.measure(r, 32, harness.QUICK, mode=mode)
         assert s["timer"] == "cuda-events" and s["mode"] == mode and s["disturbed"] is None
+
+
+def test_sized_op_does_not_time_the_first_call(monkeypatch):
+    """A first call that pays one-off set-up (cuBLAS handles, lazy loading) must not pick a tiny probe."""
+    now = [0.0]
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    made = []
+
+    def make(dtype, device, scale):
+        made.append(scale)
+        calls = [0]
+
+        def call():
+            calls[0] += 1
+            now[0] += (1.0 if calls[0] == 1 else 0) + scale * 0.01   # 1 s of set-up on the first call only
+        return call, scale * 10
+
+    _, _, scale = harness.sized_op(make, torch.float32, "cpu", [1, 2, 4, 8, 16])
+    assert scale == 8 and made == [1, 2, 4, 8]

@@ -84,3 +84,19 @@ def test_cli_json_and_exit_codes(tmp_path):
     assert _cli("--min-top1", "99", "--results", str(path)).returncode == 1  # nothing meets it
     bad = _cli("--min-top1", "850", "--results", str(path))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_gpu_machine_is_answered_from_its_cuda_cells_with_the_command_that_reproduces_them():
+    fast = Cell(**{**_cell("fast_tta", "compile", "bf16", 100_000, 0.942), "device": "cuda", "threads": 16,
+                   "runner": {"mode": "reduce-overhead"}})
+    slow = Cell(**{**_cell("fast_tta", "eager", "fp32", 30_000, 0.942), "device": "cuda", "threads": 16})
+    res = _results([fast.to_dict(), slow.to_dict()])
+    res["models"]["fast_tta"] = {**_REAL["models"]["fast"], "checkpoint": "results/checkpoints/fast.json"}
+    c = recommend([("results/gpu/sweep-a.json", res)], Query(min_top1=0.94))["gpu"]
+    assert (c.backend, c.precision, c.device, c.variant) == ("compile", "bf16", "cuda", "reduce-overhead")
+    # The row is the fast checkpoint viewed as fast_tta: the command names the view, its compile mode,
+    # and no thread count (not an axis on a GPU).
+    assert c.command == ("cifar-speed bench fast_tta --backend compile --precision bf16 --batch 128 --device cuda "
+                         "--compile-mode reduce-overhead")
+    assert c.label() == "fast_tta compile bf16 (reduce-overhead) on cuda"
+    assert recommend([("results/gpu/sweep-a.json", res)], Query(min_top1=0.94, device="cpu"))["gpu"] is None

@@ -175,7 +175,7 @@ def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
                 spread = (f" ({c.latency_spread_ms[0]:.3f}-{c.latency_spread_ms[1]:.3f})"
                           if c.latency_spread_ms else "")
                 jpeg = _pct(c.top1_jpeg75) if c.top1_jpeg75 is not None else "-"
-                rows.append(f"| ≥ {bar:.0%} | {batch} | {c.checkpoint} {c.backend} {c.precision}, {c.threads} threads | "
+                rows.append(f"| ≥ {bar:.0%} | {batch} | {c.label()} | "
                             f"{c.images_per_s:,.0f} | {c.latency_ms:.3f}{spread} | {_pct(c.top1)} | {jpeg} | "
                             f"[`{Path(c.results_file).name}`]({rel(c.results_file)}) |")
         out.append("\n".join(rows))

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                    help="also require this top-1 on the quality-75 JPEG copy of the test set")
     p.add_argument("--batch", type=int, default=128, choices=[1, 32, 64, 128],
                    help="batch size the cell was measured at (default 128; 1 = latency)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="only cells of this device (default: each machine's "
+                   "fastest, on whichever device its results were measured)")
     p.add_argument("--results", nargs="+", metavar="FILE",
                    help="results files (default: every results/*/sweep-*.json); machines are never mixed")
     p.add_argument("--mode", default="device", choices=["device", "host", "async"],
@@ -66,10 +67,10 @@ def _print(answer, q) -> None:
     bar = f"top-1 >= {q.min_top1:.1%}" + (f" and JPEG-75 top-1 >= {q.min_top1_jpeg:.1%}" if q.min_top1_jpeg else "")
     for machine, c in sorted(answer.items()):
         if c is None:
-            out.print(f"[bold]{machine}[/]: no measured {q.device} cell at batch {q.batch} meets {bar}")
+            out.print(f"[bold]{machine}[/]: no measured {q.device + ' ' if q.device else ''}cell at batch {q.batch} "
+                      f"meets {bar}")
             continue
         speed = f"{c.images_per_s:,.0f} img/s" + (f", {c.latency_ms:.3f} ms per batch" if c.latency_ms else "")
         jpeg = f", JPEG-75 {c.top1_jpeg75:.2%}" if c.top1_jpeg75 is not None else ""
-        out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.checkpoint} {c.backend} {c.precision}[/]"
-                  f" ({c.threads or '?'} threads) — {speed}; top-1 {c.top1:.2%}{jpeg}")
+        out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.label()}[/] — {speed}; top-1 {c.top1:.2%}{jpeg}")
         out.print(f"  from {c.results_file}; reproduce: {c.command}")
