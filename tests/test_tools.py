@@ -52,3 +52,23 @@ def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
     out = tmp_path / "seeds.json"
     assert seeds.main([str(a), str(a), "--out", str(out)]) == 2
     assert "share a seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
+    ur = _tool("update_readme")
+
+    def cell(model, backend, precision, ms, images=10_000, mode=None, status="ok"):
+        return {"model": model, "backend": backend, "precision": precision, "status": status,
+                "runner": {"mode": mode} if mode else {}, "dawnbench": {"images": images, "ms_per_image": ms, "top1": 0.9}}
+
+    gpu = {"cells": [cell("fast", "compile", "bf16", 0.2, mode="reduce-overhead"),
+                     cell("fast", "compile", "bf16", 0.3, mode="reduce-overhead"),   # the same cell, slower run
+                     cell("fast", "eager", "fp32", 0.5), cell("fast", "eager", "fp16", 0.1, images=500),
+                     cell("fast", "eager", "bf16", 0.05, status="failed")]}
+    cpu = {"cells": [cell("fast", "onnxrt", "int8", 0.7)]}
+    paths = ["results/gpu/a.json", "results/cpu/b.json"]
+    ur._tag_machines(paths, [gpu, cpu])
+    rows = ur.dawnbench_section(paths, [gpu, cpu], rel=lambda p: p).splitlines()[2:]
+    assert [r.split(" | ")[:4] for r in rows] == [["| cpu", "fast", "onnxrt int8", "0.700"],
+                                                  ["| gpu", "fast", "compile bf16 (reduce-overhead)", "0.200"],
+                                                  ["| gpu", "fast", "eager fp32", "0.500"]]
