@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from .checks import SEED, Range, check
+from .defaults import CALIB_SEED, CALIB_SIZE
 from .data import Split, load_split, normalize
 from .errors import CifarSpeedError
 
-DEFAULT_SIZE = 512
-DEFAULT_SEED = 0
+DEFAULT_SIZE = CALIB_SIZE
+DEFAULT_SEED = CALIB_SEED
 SPLIT = "train"          # the only split calibration ever reads
 
 

@@ -29,27 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .defaults import Settings  # noqa: F401  (harness.Settings is the public name)
+
 MODES = ("device", "host")
 P99_MIN_CALLS = 100     # below this many timed calls p99 is (nearly) the maximum: not reported
 TIMINGS_ENCODING = "base64 of little-endian float32 milliseconds, one per timed call (harness.decode_calls)"
 
 
-@dataclass(frozen=True)
-class Settings:
-    trials: int = 5                # timed blocks per cell, run round-robin with the model's other cells
-    trial_time_s: float = 0.4      # each trial lasts at least this long ...
-    trial_min_reps: int = 3        # ... and at least this many calls
-    max_reps: int = 100_000
-    warmup_min_reps: int = 5
-    warmup_max_s: float = 10.0     # give up waiting for stability after this (recorded)
-    warmup_window: int = 5         # stability: medians of two consecutive windows ...
-    warmup_tolerance: float = 0.05 # ... differ by less than this fraction
-    n_inputs: int = 4              # distinct batches rotated through (no cache-warm single input)
-    disturbed_fraction: float = 0.6    # process view: cpu/wall below this x threads
-    contention_fraction: float = 0.1   # machine view: others + steal took more than this share of our threads' cores
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+# Settings lives in defaults.py (torch-free: `bench --help` prints its defaults).
 
 
 QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5,

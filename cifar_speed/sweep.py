@@ -44,9 +44,7 @@ from .provenance import machine_slug, provenance
 
 SCHEMA = "cifar-speed-bench/2"
 READABLE_SCHEMAS = ("cifar-speed-bench/1", SCHEMA)   # /1: one timed block per cell, before trials
-DEFAULT_BATCHES = (32, 64, 128)
-DEFAULT_TOLERANCE = 0.005   # top-1 may drop 0.5 percentage points below eager fp32 before a flag
-DEFAULT_JPEG_QUALITY = 75
+from .defaults import DEFAULT_BATCHES, DEFAULT_JPEG_QUALITY, DEFAULT_TOLERANCE  # noqa: E402
 BASELINE = ("eager", "fp32")
 BASELINE_FORMAT = "nchw"
 

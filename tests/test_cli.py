@@ -33,6 +33,28 @@ def test_help_imports_no_command_and_no_torch():
         assert f"    {name} " in out, name
 
 
+def test_every_command_help_imports_no_torch():
+    """`cifar-speed COMMAND --help` answers in a fraction of a second: no command imports torch to
+    print its options (one process for all commands, each --help run in turn)."""
+    code = ("import sys\nfrom cifar_speed import cli\n"
+            f"for name in {cli.command_names()!r}:\n"
+            "    try:\n        cli.main([name, '--help'])\n    except SystemExit:\n        pass\n"
+            "    print('RESULT', name, 'TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    results = dict(line.split()[1:] for line in out.splitlines() if line.startswith("RESULT "))
+    assert results == {name: "NO-TORCH" for name in cli.command_names()}, results
+
+
+def test_help_choices_match_the_backend_registry():
+    """defaults.py spells the backend names and precisions for --help; the registry is the truth."""
+    from cifar_speed import backends, defaults
+    from cifar_speed.commands.compile import artifact_backends
+
+    assert tuple(backends.BACKENDS) == defaults.BACKENDS
+    assert tuple(artifact_backends()) == defaults.ARTIFACT_BACKENDS
+    assert backends.PRECISIONS is defaults.PRECISIONS
+
+
 def test_help_table_matches_every_command_module():
     parser = cli.build_parser(None)   # every command module imported and registered
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

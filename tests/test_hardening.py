@@ -369,3 +369,14 @@ def test_a_missing_teacher_is_named_once(tmp_path, monkeypatch):
     with pytest.raises(CifarSpeedError, match="not found") as e:
         loop.find_teacher(recipe, tmp_path)
     assert ".json.json" not in str(e.value) and str(tmp_path / "deepnn.json") in str(e.value)
+
+
+def test_a_first_save_that_fails_leaves_no_empty_work_folder(tmp_path, monkeypatch):
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(resume_store, "_write_synced", full_disk)
+    work = tmp_path / "run" / "small.work"
+    with pytest.raises(CifarSpeedError, match="cannot save the resume point of epoch 1"):
+        resume_store.save_epoch(work, 1, {"weights.safetensors": b"w"})
+    assert not work.exists() and (tmp_path / "run").is_dir()

@@ -34,7 +34,7 @@ from ..provenance import cpu_has_fast_bf16, cpu_has_fast_int8
 
 # Everything else reads this tuple. int8 is calibrated post-training quantization (see
 # cifar_speed/calibration.py): it has no torch dtype of its own, each backend quantizes in its own way.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+from ..defaults import PRECISIONS  # noqa: E402  (one definition; the CLI reads it without torch)
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # name on the command line -> module in this package ("compile" would shadow the builtin), filled by

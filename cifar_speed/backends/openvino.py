@@ -26,6 +26,9 @@ and the precision the plugin reports for each are in the runner's info (and so i
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 import functools
 import importlib.util
 import shutil
@@ -145,14 +148,16 @@ def quantize_int8(ov_model, calib: "calibration.Calibration") -> tuple[object, d
     s = int8_settings()
     # One image per item, so subset_size counts images exactly (the whole sample, like the others).
     items = [calib.images[i:i + 1].numpy() for i in range(calib.size)]
+    advanced = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix(s["overflow_fix"]),
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, s["activation_range"]))
     try:
-        quantized = nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                                  target_device=nncf.TargetDevice.CPU, subset_size=calib.size,
-                                  fast_bias_correction=s["fast_bias_correction"],
-                                  advanced_parameters=AdvancedQuantizationParameters(
-                                      overflow_fix=OverflowFix(s["overflow_fix"]),
-                                      activations_range_estimator_params=getattr(
-                                          RangeEstimatorParametersSet, s["activation_range"])))
+        # NNCF draws rich progress bars on sys.stdout and has no switch for them: they would interleave
+        # with our tables and the --json document, so they go nowhere.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                      target_device=nncf.TargetDevice.CPU, subset_size=calib.size,
+                                      fast_bias_correction=s["fast_bias_correction"], advanced_parameters=advanced)
     except Exception as e:
         raise CifarSpeedError(f"NNCF int8 quantization failed: {_first_line(e)}") from None
     return quantized, {**s, "nncf": _nncf_version(), "calibration": calib.describe()}

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import backends, calibration, harness, sweep
-from ..report import peak_text, skipped_lines, table
-from ..console import make_console
+from .. import defaults
 from ..errors import CifarSpeedError
 from ..fileio import check_output_file
+
+# torch, the backends and the sweep are imported inside the functions that run: `bench --help` does not need them.
 
 
 def add_parser(sub) -> None:
@@ -21,10 +21,10 @@ def add_parser(sub) -> None:
                         "or sidecars / stems "
                         "(default: every checkpoint in ./results/checkpoints/)")
     p.add_argument("--backend", action="append", metavar="NAMES",
-                   help=f"comma-separated, from {', '.join(backends.BACKENDS)} (default: every one available here)")
+                   help=f"comma-separated, from {', '.join(defaults.BACKENDS)} (default: every one available here)")
     p.add_argument("--precision", action="append", metavar="NAMES",
-                   help=f"comma-separated, from {', '.join(backends.PRECISIONS)} (default: all; unavailable ones are listed)")
-    p.add_argument("--batch", default=",".join(map(str, sweep.DEFAULT_BATCHES)),
+                   help=f"comma-separated, from {', '.join(defaults.PRECISIONS)} (default: all; unavailable ones are listed)")
+    p.add_argument("--batch", default=",".join(map(str, defaults.DEFAULT_BATCHES)),
                    help="comma-separated batch sizes (default 32,64,128)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--mode", choices=["device", "host", "both"],
@@ -35,11 +35,11 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="results file name (default: bench-<date>-<time>)")
     p.add_argument("--cache-dir", help="where ONNX exports and TensorRT engines are cached")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode: default, max-autotune, reduce-overhead (CUDA)")
-    p.add_argument("--trials", type=int, default=harness.Settings.trials,
+    p.add_argument("--trials", type=int, default=defaults.Settings.trials,
                    help="timed trials per cell, run round-robin across a model's cells (default %(default)s)")
-    p.add_argument("--min-time", type=float, default=harness.Settings.trial_time_s,
+    p.add_argument("--min-time", type=float, default=defaults.Settings.trial_time_s,
                    help="seconds timed per trial, at least (default %(default)s)")
-    p.add_argument("--min-reps", type=int, default=harness.Settings.trial_min_reps,
+    p.add_argument("--min-reps", type=int, default=defaults.Settings.trial_min_reps,
                    help="calls timed per trial, at least (default %(default)s)")
     p.add_argument("--threads", type=int, help="threads for every cell (default: every usable core); batch 1 is "
                                                "also measured at 1 thread (see --no-single-thread)")
@@ -50,14 +50,14 @@ def add_parser(sub) -> None:
                    help="exit 3 when a cell or the peak probe was disturbed (results are still written)")
     p.add_argument("--json", action="store_true",
                    help="print the results document to stdout (tables and progress go to stderr)")
-    p.add_argument("--max-warmup", type=float, default=harness.Settings.warmup_max_s,
+    p.add_argument("--max-warmup", type=float, default=defaults.Settings.warmup_max_s,
                    help="seconds to wait for stable timings before measuring anyway (recorded; default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=sweep.DEFAULT_TOLERANCE,
+    p.add_argument("--tolerance", type=float, default=defaults.DEFAULT_TOLERANCE,
                    help="flag a cell whose top-1 is this far (fraction) below eager fp32 (default %(default)s)")
     p.add_argument("--peak-gflops", type=float, help="peak GFLOP/s for peak_fraction (default: measured at the start of the run)")
-    p.add_argument("--calib-size", default=str(calibration.DEFAULT_SIZE), metavar="N",
+    p.add_argument("--calib-size", default=str(defaults.CALIB_SIZE), metavar="N",
                    help="int8: training images in the calibration sample (default %(default)s; never test images)")
-    p.add_argument("--calib-seed", default=str(calibration.DEFAULT_SEED), metavar="SEED",
+    p.add_argument("--calib-seed", default=str(defaults.CALIB_SEED), metavar="SEED",
                    help="int8: seed that draws the calibration sample (default %(default)s)")
     p.add_argument("--dawnbench", action="store_true", help="also measure batch-1 latency over the test images (DAWNBench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,8 +84,9 @@ def _check_numeric_flags(args) -> None:
         check(args.peak_gflops, Range(0, 10**9, low_open=True), "--peak-gflops")
 
 
-def _config(args) -> tuple[sweep.SweepConfig, Path]:
+def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
     """Every flag checked, before any time is spent: the sweep's configuration and where it writes."""
+    from .. import backends, calibration, harness, sweep
     from ..locate import resolve_model
 
     batches = backends.parse_batches(args.batch)
@@ -118,6 +119,10 @@ def _config(args) -> tuple[sweep.SweepConfig, Path]:
 
 
 def run(args) -> int:
+    from .. import sweep
+    from ..console import make_console
+    from ..report import peak_text, skipped_lines, table
+
     cfg, out = _config(args)
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
     results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)

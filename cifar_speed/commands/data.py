@@ -2,10 +2,6 @@
 JPEG-compressed copy of the test set that `eval` and `bench` score beside the clean one."""
 from __future__ import annotations
 
-from ..console import make_console, step
-
-from .. import data
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="verify or download CIFAR-10; build its JPEG test set")
@@ -17,6 +13,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import data
+    from ..console import make_console, step
+
     console = make_console()
     if args.action == "download":
         folder = data.download(args.data_dir)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import report
-from ..console import make_console
 from ..fileio import check_output_dir
 
 
@@ -16,6 +14,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import report
+    from ..console import make_console
+
     first = Path(args.results[0])
     out = Path(args.out) if args.out else first.with_name(first.stem + "-report")
     check_output_dir(out)  # before reading and plotting: a bad --out is one line, not a late traceback

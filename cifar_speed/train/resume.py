@@ -62,6 +62,7 @@ def save_epoch(work: Path, epoch: int, files: dict[str, bytes], extra: dict | No
     """Commit one epoch's files as a set; returns its folder. Only the newest KEEP epochs are kept."""
     work = Path(work)
     staging = None
+    created = not work.exists()
     try:
         work.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{_PREFIX}{epoch:05d}.", suffix=_STAGING_SUFFIX, dir=work))
@@ -83,6 +84,8 @@ def save_epoch(work: Path, epoch: int, files: dict[str, bytes], extra: dict | No
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+            if created and work.is_dir() and not any(work.iterdir()):
+                work.rmdir()   # a first save that failed leaves no empty <name>.work behind
     for old in _epoch_folders(work)[KEEP:]:  # newest first; the one before stays as a fallback
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -1,0 +1,40 @@
+"""Names and defaults the command line shows before any heavy import: `cifar-speed COMMAND --help`
+imports no torch, so the choices and defaults it prints live here, in plain Python.
+
+Each is the one definition its owner uses (harness.Settings is this Settings, sweep's default batches
+and tolerance are these, calibration's sample size and seed, backends' precisions); the backend names,
+which the registry fills as modules import, are checked against it in tests/test_cli.py.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# The backends' registry order (eager first: the baseline) and those with a saved artifact.
+BACKENDS: tuple[str, ...] = ("eager", "compile", "onnxrt", "trt", "openvino")
+ARTIFACT_BACKENDS: tuple[str, ...] = ("compile", "onnxrt", "trt", "openvino")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+
+DEFAULT_BATCHES = (32, 64, 128)
+DEFAULT_TOLERANCE = 0.005   # top-1 may drop 0.5 percentage points below eager fp32 before a flag
+DEFAULT_JPEG_QUALITY = 75
+CALIB_SIZE = 512            # int8: training images in the calibration sample
+CALIB_SEED = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the harness times a cell (harness.py uses this class)."""
+    trials: int = 5                # timed blocks per cell, run round-robin with the model's other cells
+    trial_time_s: float = 0.4      # each trial lasts at least this long ...
+    trial_min_reps: int = 3        # ... and at least this many calls
+    max_reps: int = 100_000
+    warmup_min_reps: int = 5
+    warmup_max_s: float = 10.0     # give up waiting for stability after this (recorded)
+    warmup_window: int = 5         # stability: medians of two consecutive windows ...
+    warmup_tolerance: float = 0.05 # ... differ by less than this fraction
+    n_inputs: int = 4              # distinct batches rotated through (no cache-warm single input)
+    disturbed_fraction: float = 0.6    # process view: cpu/wall below this x threads
+    contention_fraction: float = 0.1   # machine view: others + steal took more than this share of our threads' cores
+
+    def as_dict(self) -> dict:
+        return asdict(self)
