@@ -140,31 +140,38 @@ def spread_text(c: Cell) -> str:
     return f"±{(hi - lo) / 2 / c.images_per_s * 100:.0f}%"
 
 
-def table(results: dict, mode: str | None = None):
-    """A rich Table: rows model x backend/precision/layout/threads, a column group per batch size;
-    ★ = fastest; img/s with the trials' spread, speed-up with the paired ratios' range."""
-    from rich.table import Table
-
+def _mode_cells(results: dict, mode: str | None) -> tuple[list[Cell], str]:
     cells = [c for c in cells_of(results) if mode is None or c.mode == mode]
     mode = mode or (cells[0].mode if cells else "device")
-    cells = [c for c in cells if c.mode == mode]
+    return [c for c in cells if c.mode == mode], mode
+
+
+def table(results: dict, mode: str | None = None):
+    """A rich Table of speed: rows model x backend/precision/layout(/threads), a column pair per batch
+    size; ★ = fastest; img/s with the trials' spread, speed-up with the paired ratios' range. Accuracy
+    is accuracy_table's: with four batch sizes both would not fit a 160-column console."""
+    from rich.table import Table
+
+    cells, mode = _mode_cells(results, mode)
     batches = sorted({c.batch_size for c in cells if c.batch_size})
+    threads = sorted({c.threads for c in cells if c.threads})
+    one_thread_count = len(threads) <= 1   # a GPU run, or a CPU run without the 1-thread axis
     best = fastest(results)
     t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± half their range; x = paired "
-                    f"speed-up over eager fp32; ★ fastest per model)")
-    for col in ("model", "backend precision", "layout", "threads"):
+                    f"speed-up over eager fp32; ★ fastest per model"
+                    + (f"; {threads[0]} threads)" if one_thread_count and threads else ")"))
+    for col in ("model", "backend precision", "layout") + (() if one_thread_count else ("threads",)):
         t.add_column(col, no_wrap=True)
     for b in batches:
         t.add_column(f"b{b} img/s", justify="right", no_wrap=True)
         t.add_column(f"b{b} x", justify="right", no_wrap=True)
-    for col in ("top-1", "JPEG-75", "agree", "notes"):
-        t.add_column(col, justify="right" if col != "notes" else "left")
+    t.add_column("notes")
     rows: dict = {}
     for c in cells:
         rows.setdefault(_row_key(c), {})[c.batch_size] = c
-    for (model, backend, precision, layout, threads), by_batch in rows.items():
-        row = [model, f"{backend} {precision}", layout or "-", str(threads or "")]
-        notes, acc = set(), None
+    for (model, backend, precision, layout, n_threads), by_batch in rows.items():
+        row = [model, f"{backend} {precision}", layout or "-"] + ([] if one_thread_count else [str(n_threads or "")])
+        notes = set()
         for b in batches:
             c = by_batch.get(b)
             if not c or c.status != "ok":
@@ -176,16 +183,39 @@ def table(results: dict, mode: str | None = None):
             ips = f"{c.images_per_s:,.0f} {spread_text(c)}".strip() + (" ★" if star else "")
             row += [f"[bold green]{ips}[/]" if star else ips,
                     f"{c.speedup_vs_eager_fp32:.2f}" if c.speedup_vs_eager_fp32 else ""]
-            acc = c.accuracy
             if c.disturbed:
                 notes.add("disturbed")
             if c.accuracy_flagged:
                 notes.add("ACCURACY DROP")
-        jpeg = next((v for k, v in (acc or {}).items() if k.startswith("top1_jpeg")), None)
-        row += [f"{acc['top1'] * 100:.2f}%" if acc and "top1" in acc else "",
-                f"{jpeg * 100:.2f}%" if jpeg is not None else "",
-                f"{acc['agreement'] * 100:.2f}%" if acc and "agreement" in acc else "", ", ".join(sorted(notes))]
-        t.add_row(*row)
+        t.add_row(*row, ", ".join(sorted(notes)))
+    return t
+
+
+def accuracy_table(results: dict, mode: str | None = None):
+    """Top-1 (clean and JPEG), agreement with eager fp32 and the largest logit difference, one row per
+    model x backend x precision x layout (the same program at every batch size and thread count)."""
+    from rich.table import Table
+
+    cells, _ = _mode_cells(results, mode)
+    t = Table(title="accuracy on the test images (the cell's own program; agree = same top-1 class as eager fp32)")
+    for col in ("model", "backend precision", "layout"):
+        t.add_column(col, no_wrap=True)
+    for col in ("top-1", "JPEG-75", "agree", "max Δlogit", "notes"):
+        t.add_column(col, justify="right" if col != "notes" else "left")
+    seen = set()
+    for c in cells:
+        key = (c.model, c.backend, c.precision, c.memory_format)
+        if key in seen or c.status != "ok" or not c.accuracy:
+            continue
+        seen.add(key)
+        acc = c.accuracy
+        jpeg = next((v for k, v in acc.items() if k.startswith("top1_jpeg")), None)
+        t.add_row(c.model, f"{c.backend} {c.precision}", c.memory_format or "-",
+                  f"{acc['top1'] * 100:.2f}%" if "top1" in acc else "",
+                  f"{jpeg * 100:.2f}%" if jpeg is not None else "",
+                  f"{acc['agreement'] * 100:.2f}%" if "agreement" in acc else "",
+                  f"{acc['max_logit_diff']:.3g}" if acc.get("max_logit_diff") is not None else "",
+                  "ACCURACY DROP" if c.accuracy_flagged else "")
     return t
 
 

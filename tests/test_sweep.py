@@ -224,6 +224,10 @@ def test_table_marks_fastest(results):
     console.print(report.table(results))
     text = console.export_text()
     assert "★" in text and "lightnn" in text and "onnxrt fp32" in text and "b16 img/s" in text and "±" in text
+    assert "2 threads" in text and "threads │" not in text   # one thread count: said once, not a column
+    console.print(report.accuracy_table(results))
+    acc = console.export_text()
+    assert "top-1" in acc and "agree" in acc and "onnxrt fp32" in acc
     best = report.fastest(results)
     # onnxrt also has mode "async" (requests in flight, cifar_speed/inflight.py): its own fastest per batch
     assert set(best) == {("lightnn", b, m) for b in (8, 16) for m in ("device", "async")}

@@ -121,7 +121,7 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
 def run(args) -> int:
     from .. import sweep
     from ..console import make_console
-    from ..report import peak_text, skipped_lines, table
+    from ..report import accuracy_table, peak_text, skipped_lines, table
 
     cfg, out = _config(args)
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
@@ -131,6 +131,7 @@ def run(args) -> int:
         print(json.dumps(results, default=str))
     for mode in results["harness"]["modes"]:
         console.print(table(results, mode))
+    console.print(accuracy_table(results))
     for line in skipped_lines(results):
         console.print(f"[yellow]skipped[/] {line}")
     for c in results["cells"]:
