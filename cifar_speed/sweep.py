@@ -35,16 +35,16 @@ import torch
 from . import backends, calibration, harness, inflight
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
+from .defaults import DEFAULT_BATCHES, DEFAULT_JPEG_QUALITY, DEFAULT_TOLERANCE  # noqa: F401  (sweep.DEFAULT_* for callers)
 from .errors import CifarSpeedError
 from .fileio import atomic_write_many
-from .locate import ModelRef
 from .harness import PEAK_KEYS, measure_peak, peak_for  # noqa: F401  (doctor and older callers import them from here)
+from .locate import ModelRef
 from .models import count_params, flops_per_image
 from .provenance import machine_slug, provenance
 
 SCHEMA = "cifar-speed-bench/2"
 READABLE_SCHEMAS = ("cifar-speed-bench/1", SCHEMA)   # /1: one timed block per cell, before trials
-from .defaults import DEFAULT_BATCHES, DEFAULT_JPEG_QUALITY, DEFAULT_TOLERANCE  # noqa: E402
 BASELINE = ("eager", "fp32")
 BASELINE_FORMAT = "nchw"
 
