@@ -119,6 +119,7 @@ def _choice(cell: Cell, results: dict, path: str) -> Choice:
         top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,
         command=reproduce_command(cell, _bench_name(cell, model_info)))
 
+
 def _trial_range(latency: dict) -> list | None:
     """[min, max] of the per-trial median latencies (files of the trials harness; None before it)."""
     trial = latency.get("trial_median_ms") or {}

@@ -458,11 +458,12 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     # A row is a checkpoint, named by its file: several checkpoints may share an architecture
     # (lightnn and its distilled variants) and must not merge into one row.
     ref = _ref(ckpt)
+    architecture = ref.architecture or meta["model"]
     name = ref.architecture or paths_for(ref.path)[1].stem
     while name in results["models"]:
         name += "+"
     flops = flops_per_image(model)
-    info = {"checkpoint": str(paths_for(ref.path)[1]), "architecture": ref.architecture or meta["model"],
+    info = {"checkpoint": str(paths_for(ref.path)[1]), "architecture": architecture,
             "weights_sha256": meta.get("weights_sha256"), "params": count_params(model, trainable_only=False),
             "flops_per_image": flops, "checkpoint_test_accuracy": meta.get("test_accuracy")}
     results["models"][name] = info
@@ -472,7 +473,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     ref_logits = None
     for v in variants(pairs, cfg.channels_last):
         advance(f"{name} {v.label()}: building and scoring")
-        base = {"model": name, "architecture": ref.architecture or meta["model"], "backend": v.backend, "precision": v.precision,
+        base = {"model": name, "architecture": architecture, "backend": v.backend, "precision": v.precision,
                 "device": device, "memory_format": v.memory_format, "baseline": v.is_baseline,
                 "requested": (v.backend, v.precision) in requested}
         try:

@@ -302,10 +302,15 @@ def test_an_int8_probe_slower_than_fp32_is_no_denominator(monkeypatch):
     assert peak["fp32_gflops"] == 150 and "int8_gops" not in peak and "no int8 GEMM kernel" in peak["unmeasured"]["int8"]
 
 
-def test_sized_op_stops_growing_once_a_call_is_long_enough(monkeypatch):
-    # A fake clock that only the calls advance: no timing threshold, whatever the machine's load.
+def _fake_clock(monkeypatch) -> list[float]:
+    """A clock that only the calls advance (now[0] += seconds): no timing threshold, whatever the load."""
     now = [0.0]
     monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    return now
+
+
+def test_sized_op_stops_growing_once_a_call_is_long_enough(monkeypatch):
+    now = _fake_clock(monkeypatch)
     made = []
 
     def make(dtype, device, scale):
@@ -326,8 +331,7 @@ def test_measure_on_cuda_uses_events():
 
 def test_sized_op_does_not_time_the_first_call(monkeypatch):
     """A first call that pays one-off set-up (cuBLAS handles, lazy loading) must not pick a tiny probe."""
-    now = [0.0]
-    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    now = _fake_clock(monkeypatch)
     made = []
 
     def make(dtype, device, scale):

@@ -120,11 +120,18 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
     return "\n".join(rows) + ("\n\n" + "\n\n".join(lines) if lines else "")
 
 
+def _variant(cell: dict) -> str:
+    """"compile bf16 (reduce-overhead)": the mode is recommend's (compile only, not the default)."""
+    from cifar_speed.recommend import compile_mode
+    from cifar_speed.sweep import Cell
+
+    mode = compile_mode(Cell.from_dict(cell))
+    return f"{cell['backend']} {cell['precision']}" + (f" ({mode})" if mode else "")
+
+
 def _where(cell: dict) -> str:
     """"compile bf16 (reduce-overhead), nvidia-h200": a figure from any machine names its machine."""
-    mode = (cell.get("runner") or {}).get("mode") if cell["backend"] == "compile" else None
-    variant = f" ({mode})" if mode and mode != "default" else ""
-    return f"{cell['backend']} {cell['precision']}{variant}, {cell['_machine']}"
+    return f"{_variant(cell)}, {cell['_machine']}"
 
 
 def _tag_machines(paths: list[str], results_list: list[dict]) -> None:
@@ -145,13 +152,13 @@ def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
             d = c.get("dawnbench")
             if c.get("status") != "ok" or not isinstance(d, dict) or "ms_per_image" not in d or d.get("images") != 10_000:
                 continue
-            key = (Path(path).parent.name, c["model"], c["backend"], c["precision"], (c.get("runner") or {}).get("mode"))
+            key = (Path(path).parent.name, c["model"], _variant(c))
             if key not in best or d["ms_per_image"] < best[key][0]["dawnbench"]["ms_per_image"]:
                 best[key] = (c, path)
     for key, (c, path) in sorted(best.items(), key=lambda kv: (kv[0][0], kv[1][0]["dawnbench"]["ms_per_image"])):
         d = c["dawnbench"]
         top1 = _pct(d["top1"]) if d.get("top1") is not None else "-"
-        rows.append(f"| {key[0]} | {c['model']} | {_where(c).rsplit(', ', 1)[0]} | {d['ms_per_image']:.3f} | {top1} | "
+        rows.append(f"| {key[0]} | {c['model']} | {key[2]} | {d['ms_per_image']:.3f} | {top1} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
     return "\n".join(rows) if len(rows) > 2 else "No results file given holds a DAWNBench measurement."
 
