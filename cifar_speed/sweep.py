@@ -249,6 +249,20 @@ class EvalSet:
     jpeg_quality: int | None
 
 
+def _dawnbench(runner, ev) -> dict:
+    """The DAWNBench batch-1 figure: the plain per-image loop, and where the runner can be captured in a
+    CUDA graph, the graph method too; the faster one is the cell's figure, the other kept beside it."""
+    loop = harness.dawnbench_latency(runner, ev.images, ev.labels)
+    if not runner.graph_capturable:
+        return loop
+    try:
+        graph = harness.dawnbench_latency(runner, ev.images, ev.labels, method="graph")
+    except Exception as e:
+        return {**loop, "graph": {"status": "failed", "reason": _one_line(e)}}
+    best, other = (graph, loop) if graph["ms_per_image"] <= loop["ms_per_image"] else (loop, graph)
+    return {**best, other["method"]: other}
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}"[:300]
@@ -494,7 +508,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
         if cfg.dawnbench:
             advance(f"{name} {v.label()}: batch-1 latency")
             try:
-                base["dawnbench"] = harness.dawnbench_latency(runner, ev.images, ev.labels)
+                base["dawnbench"] = _dawnbench(runner, ev)
             except Exception as e:
                 base["dawnbench"] = {"status": "failed", "reason": _one_line(e)}
         built[v], bases[v] = runner, base

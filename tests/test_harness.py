@@ -14,6 +14,7 @@ import torch
 
 from cifar_speed import harness
 from cifar_speed.backends import Runner
+from cifar_speed.errors import UnavailableError
 from cifar_speed.harness import CpuCounters, Disturbance, ProbeReading, Trial
 
 
@@ -255,6 +256,35 @@ def test_dawnbench_one_image_at_a_time():
     assert set(sizes) == {1} and len(sizes) == 23
     assert r["images"] == 20 and r["top1"] == pytest.approx(0.5)
     assert r["ms_per_image"] == pytest.approx(r["total_s"] / 20 * 1e3)
+    assert r["method"] == "loop"
+
+
+def test_dawnbench_graph_method_needs_cuda_and_a_capturable_runner():
+    images = torch.randn(4, 3, 32, 32)
+    with pytest.raises(UnavailableError, match="needs CUDA"):
+        harness.dawnbench_latency(_runner(lambda x: x.flatten(1)[:, :10]), images, warmup=1, method="graph")
+    with pytest.raises(ValueError, match="unknown DAWNBench method"):
+        harness.dawnbench_latency(_runner(lambda x: x.flatten(1)[:, :10]), images, warmup=1, method="batched")
+
+
+@pytest.mark.gpu
+def test_dawnbench_graph_method_answers_like_the_loop():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)).cuda().eval()
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 32, 32, device="cuda"))
+
+    def fn(x):
+        with torch.inference_mode():
+            return model(x)
+
+    runner = Runner(fn, "test", "fp32", "cuda", graph_capturable=True)
+    images, labels = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    loop = harness.dawnbench_latency(runner, images, labels, warmup=2)
+    graph = harness.dawnbench_latency(runner, images, labels, warmup=2, method="graph")
+    assert graph["method"] == "graph" and graph["images"] == 64
+    assert graph["top1"] == pytest.approx(loop["top1"])
+    with pytest.raises(UnavailableError, match="cannot be captured"):
+        harness.dawnbench_latency(Runner(fn, "test", "fp32", "cuda"), images, warmup=1, method="graph")
 
 
 # -- peak -------------------------------------------------------------------------------------------

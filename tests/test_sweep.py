@@ -348,3 +348,10 @@ def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
     assert {c["threads"] for c in ok} == {res["harness"]["threads"]}   # no 1-thread axis on a GPU
     assert all(c["runner"]["mode"] == "reduce-overhead" for c in ok if c["backend"] == "compile")
     assert all(c["dawnbench"]["images"] == 40 and c["dawnbench"]["ms_per_image"] > 0 for c in ok)
+    # eager can be captured whole: both DAWNBench methods ran, the faster is the figure; CUDA-graph
+    # compile (reduce-overhead) replays graphs of its own, so only the loop.
+    for c in ok:
+        d = c["dawnbench"]
+        other = {"graph": "loop", "loop": "graph"}[d["method"]]
+        assert (other in d) == (c["backend"] == "eager"), c
+        assert other not in d or d[other]["ms_per_image"] >= d["ms_per_image"]

@@ -60,10 +60,11 @@ OPTIONAL = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscr
 # (precision, batch size) is a graph of its own to compile.
 CUDA_COMMON = "--device cuda --precision fp32,fp16,bf16 --batch 1,32,64,128 --mode both --trials 5 --min-time 0.1 --max-warmup 30"
 SWEEPS = {
-    "sweep-eager": "fast fast_tta frontier_m frontier_s_plain mobilenetv3_small cnn_tuned --backend eager",
+    "sweep-eager": "fast fast_tta frontier_l frontier_m frontier_s_plain mobilenetv3_small cnn_tuned --backend eager",
     "sweep-compile-ro-fast_tta": "fast_tta --backend compile --compile-mode reduce-overhead --dawnbench",
     "sweep-compile-ro-fast": "fast --backend compile --compile-mode reduce-overhead --dawnbench",
     "sweep-compile-ro-frontier_m": "frontier_m --backend compile --compile-mode reduce-overhead --dawnbench",
+    "sweep-compile-ro-frontier_l": "frontier_l --backend compile --compile-mode reduce-overhead --dawnbench",
     "sweep-compile-fast": "fast --backend compile --dawnbench",
     "sweep-compile-frontier_m": "frontier_m --backend compile",
 }
@@ -254,7 +255,7 @@ class Verify:
         self.tests(have["pytest"], gpu)
         for name, extra in sweeps[:SWEEPS_BEFORE_CROSSCHECK]:
             self.sweep(name, extra, data_dir)
-        if gpu:
+        if gpu and not a.no_crosscheck:
             cmd = [py, str(REPO / "tools" / "timer_crosscheck.py"), "--device", "cuda",
                    "--out", str(self.out / "timer-crosscheck.json")]
             self.run("timer cross-check (torch.utils.benchmark, triton do_bench)", cmd, "timer-crosscheck.txt",
@@ -357,6 +358,8 @@ def parse_args(argv=None):
                    help="a `cifar-speed bench` to run instead of the built-in SWEEPS (repeatable)")
     p.add_argument("--deadline-s", type=float, help="finish every step within this many seconds (steps that "
                    "would start too late are skipped and listed)")
+    p.add_argument("--no-crosscheck", action="store_true", help="leave out the timer cross-check (once per "
+                   "harness change is enough)")
     p.add_argument("--carry", help="a folder made by --prepare-carry here: wheels/ to install, data/ to unpack")
     p.add_argument("--wheels", help="folder of wheels for packages this machine lacks (installed to a private folder)")
     p.add_argument("--cpu-smoke", action="store_true",

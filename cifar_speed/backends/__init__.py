@@ -69,6 +69,9 @@ class Runner:
     # `batches`) with several requests in flight and returns each call's latency in seconds plus
     # facts about how (requests, streams); the sweep records it as mode "async" (cifar_speed/inflight.py).
     inflight: Callable | None = None
+    # True when the whole call can be captured in a CUDA graph by the caller (no host syncs, no graphs
+    # of its own): the DAWNBench "graph" method needs it.
+    graph_capturable: bool = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)

@@ -48,5 +48,5 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, memory_fo
         with torch.inference_mode(), autocast():
             return model(x.contiguous(memory_format=fmt)).float()
 
-    return Runner(run, "eager", precision, device, {"memory_format": memory_format,
-                                                     "autocast": precision != "fp32"})
+    return Runner(run, "eager", precision, device, {"memory_format": memory_format, "autocast": precision != "fp32"},
+                  graph_capturable=device.startswith("cuda"))

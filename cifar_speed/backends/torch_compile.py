@@ -182,7 +182,8 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, mode: str
                 return compiled(x)
 
     return Runner(run, "compile", precision, device, {"mode": mode, "memory_format": "channels_last",
-                                                       "freezing": device == "cpu"})
+                                                       "freezing": device == "cpu"},
+                  graph_capturable=device.startswith("cuda") and mode != "reduce-overhead")
 
 
 def _build_int8(model, meta, batch_sizes, mode, options) -> Runner:
