@@ -621,11 +621,13 @@ def measure_peak(device: str, seconds: float = 0.5, repeats: int = 3, counters=r
                                                        "shape": scale}
         if name == "int8" and kept and "fp32_gflops" in out and \
                 max(r.gflops for r in kept.values()) < out["fp32_gflops"]:
-            # Slower than fp32: torch._int_mm has no int8 GEMM kernel for this CPU (a reference
-            # loop), so it says nothing of what ONNX Runtime or Inductor reach in int8 here.
+            # Slower than fp32: on a CPU torch._int_mm has no int8 GEMM kernel for this ISA (a
+            # reference loop), so it says nothing of what ONNX Runtime or Inductor reach in int8; on
+            # CUDA the fp32 conv probe runs as TF32 on tensor cores (cuDNN's default).
+            why = ("cuDNN runs fp32 convolutions as TF32 on tensor cores" if cuda
+                   else "no int8 GEMM kernel for this CPU's ISA")
             out.setdefault("unmeasured", {})["int8"] = (
-                "torch._int_mm ran slower than the fp32 probe (no int8 GEMM kernel for this CPU's ISA): "
-                "no int8 denominator")
+                f"torch._int_mm ran slower than the fp32 probe ({why}): no int8 denominator")
             continue
         if not kept:
             continue

@@ -141,11 +141,16 @@ def _tag_machines(paths: list[str], results_list: list[dict]) -> None:
             c["_machine"] = Path(path).parent.name
 
 
+# How the per-image loop issued each image (cifar_speed.harness.dawnbench_latency); files older than
+# the "graph" method hold no method field and ran the loop.
+DAWNBENCH_METHODS = {"loop": "loop", "graph": "CUDA graph"}
+
+
 def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
     """Batch-1 latency the DAWNBench way (every test image alone, host to device and back, total time
     / 10,000), per machine: the best cell of each model x backend x precision that measured it."""
-    rows = ["| machine | model | backend precision | ms per image | top-1 in that run | source |",
-            "|---|---|---|---:|---:|---|"]
+    rows = ["| machine | model | backend precision | method | ms per image | top-1 in that run | source |",
+            "|---|---|---|---|---:|---:|---|"]
     best: dict[tuple, tuple[dict, str]] = {}
     for path, res in zip(paths, results_list):
         for c in res["cells"]:
@@ -158,7 +163,8 @@ def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
     for key, (c, path) in sorted(best.items(), key=lambda kv: (kv[0][0], kv[1][0]["dawnbench"]["ms_per_image"])):
         d = c["dawnbench"]
         top1 = _pct(d["top1"]) if d.get("top1") is not None else "-"
-        rows.append(f"| {key[0]} | {c['model']} | {key[2]} | {d['ms_per_image']:.3f} | {top1} | "
+        method = DAWNBENCH_METHODS[d.get("method", "loop")]
+        rows.append(f"| {key[0]} | {c['model']} | {key[2]} | {method} | {d['ms_per_image']:.3f} | {top1} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
     return "\n".join(rows) if len(rows) > 2 else "No results file given holds a DAWNBench measurement."
 
