@@ -24,8 +24,11 @@ CALIB_SEED = 0
 @dataclass(frozen=True)
 class Settings:
     """How the harness times a cell (harness.py uses this class)."""
-    trials: int = 5                # timed blocks per cell, run round-robin with the model's other cells
-    trial_time_s: float = 0.4      # each trial lasts at least this long ...
+    # Many short trials rather than a few long ones: on the 2-core VMs a trial's median moved by
+    # 7-19 % (SD) from trial to trial with the machine's speed over seconds, so the cell's median
+    # needs many samples spread over the run (results/amd-epyc-2c-avx2/sweep-fast-cnn_tuned-*.json).
+    trials: int = 15               # timed blocks per cell, run round-robin with the model's other cells
+    trial_time_s: float = 0.15     # each trial lasts at least this long ...
     trial_min_reps: int = 3        # ... and at least this many calls
     max_reps: int = 100_000
     warmup_min_reps: int = 5

@@ -9,8 +9,10 @@ import functools
 import os
 import platform
 import re
+import shlex
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -131,7 +133,17 @@ def provenance() -> dict:
         "load_average": list(load) if load else None,
         "versions": versions(),
         "git_commit": git_commit(),
+        # The command as typed, so a results file says how to make it again.
+        "command": _command(),
     }
+
+
+def _command() -> str | None:
+    if not sys.argv or not sys.argv[0]:
+        return None
+    program = Path(sys.argv[0]).name
+    program = "python -m cifar_speed" if program == "__main__.py" else program
+    return shlex.join([program, *sys.argv[1:]])
 
 
 def machine_slug() -> str:
