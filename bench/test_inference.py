@@ -6,7 +6,8 @@
 Each case rotates among four input batches already on the device. On CUDA the timed call ends with
 torch.cuda.synchronize(), so pytest-benchmark's wall-clock timer sees the kernels, not their launch.
 `cifar-speed bench` is the full harness (warm-up until stable, accuracy, the disturbed flag); this
-suite is the pytest-benchmark view of the same runners.
+suite is the pytest-benchmark view of the same runners (artifacts.runner_for: for onnxrt and
+openvino, the artifact in the cache that `cifar-speed compile` writes).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import pytest
 import torch
 
-from cifar_speed import backends
+from cifar_speed import artifacts, backends
 from cifar_speed.checkpoint import load_checkpoint, shipped_checkpoints
 from cifar_speed.models import flops_per_image
 
@@ -34,7 +35,9 @@ def _runner(ckpt, backend, precision):
     if key not in _runners:
         _runners.clear()   # one compiled program alive at a time
         model, meta = load_checkpoint(ckpt)
-        _runners[key] = (backends.build(backend, model, meta, precision, DEVICE, BATCHES), flops_per_image(model))
+        # The same runner `cifar-speed bench` times: the cached artifact where the backend has one.
+        runner = artifacts.runner_for(ckpt, backend, precision, DEVICE, BATCHES, model=model, meta=meta)
+        _runners[key] = (runner, flops_per_image(model))
     return _runners[key]
 
 

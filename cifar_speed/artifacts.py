@@ -63,9 +63,10 @@ def cache_key(*, weights_sha256: str, model: str, backend: str, precision: str, 
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str) -> Path:
+def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str, view: str | None = None) -> Path:
+    """`view`: the architecture a checkpoint is built as when that is not its own (fast_tta of fast)."""
     module = backends.get_backend(backend)
-    stem = paths_for(checkpoint)[0].with_suffix("").name
+    stem = paths_for(checkpoint)[0].with_suffix("").name + (f"+{view}" if view else "")
     return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{module.EXTENSION}"
 
 
@@ -111,11 +112,14 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
                        batch_sizes=(32, 64, 128), out_dir=None, options: dict | None = None,
                        force: bool = False, calibration_size: int = calibration.DEFAULT_SIZE,
                        calibration_seed: int = calibration.DEFAULT_SEED, data_dir=None,
-                       train_split=None) -> CompileResult:
+                       train_split=None, calib: calibration.Calibration | None = None,
+                       architecture: str | None = None) -> CompileResult:
     """Build (or reuse) the artifact for one checkpoint x backend x precision on this machine.
 
     int8 draws its calibration sample (`calibration_size` training images, `calibration_seed`) from
-    the training split in `data_dir` (`train_split` replaces it in tests)."""
+    the training split in `data_dir` (`train_split` replaces it in tests), unless a drawn sample is
+    given as `calib` (the sweep draws one per checkpoint). `architecture` builds the checkpoint as
+    another architecture that shares its weights (fast_tta from fast; see load_checkpoint)."""
     module = backends.get_backend(backend)
     backends.check_precision(precision)
     device = backends.check_device(device or backends.default_device())
@@ -126,20 +130,27 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     if not ok:
         raise backends.UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
     meta = read_sidecar(checkpoint)
+    view = architecture if architecture and architecture != meta["model"] else None
     profile = backends.batch_profile(batch_sizes)
+    # A backend whose artifact serves any batch up to its fixed maximum (ONNX, OpenVINO IR) is the
+    # same file whatever batch sizes were asked for: `compile` then `bench --batch 1,128` share it.
+    key_profile = profile if getattr(module, "PROFILE_SHAPES_ARTIFACT", True) else None
     options = dict(options or {})
-    calib, key_options = None, options
-    if precision == "int8":
+    key_options = options
+    if precision != "int8":
+        calib = None
+    elif calib is None:
         calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
+    if calib is not None:
         key_options = {**options, "calibration": calib.describe()}
     # The key hashes the weights file itself, not the sidecar's record of it: a sidecar without
     # weights_sha256 (or one left beside swapped weights) must not serve the old artifact.
     weights = require_file(paths_for(checkpoint)[0], "checkpoint weights")
     weights_sha256 = sha256_file(weights)
-    key = cache_key(weights_sha256=weights_sha256, model=meta["model"], backend=backend,
-                    precision=precision, profile=profile, device=device_description(device), options=key_options,
-                    model_kwargs=meta.get("model_kwargs"))
-    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device)
+    key = cache_key(weights_sha256=weights_sha256, model=view or meta["model"], backend=backend,
+                    precision=precision, profile=key_profile, device=device_description(device),
+                    options=key_options, model_kwargs=meta.get("model_kwargs"))
+    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view)
     t0 = time.perf_counter()
 
     note = ""
@@ -153,7 +164,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     elif out.exists() or sidecar_path(out).exists():
         note = "rebuilt: previous file was not a cifar-speed artifact" if not force else "rebuilt: --force"
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, model_name=view)
     companions = companion_paths(module, out)
     with atomic_path(out, suffix=module.EXTENSION) as tmp:
         # Companions are written (atomically) straight to their final names: only the artifact
@@ -167,7 +178,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
         **({"companions": {p.name: sha256_file(p) for p in companions}} if companions else {}),
         "backend": backend, "precision": precision, "device": device,
         "device_description": device_description(device), "batch_profile": profile, "options": options,
-        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"],
+        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"], "view": view,
                        "weights_sha256": weights_sha256, "normalize": meta.get("normalize"),
                        "test_accuracy": meta.get("test_accuracy")},
         **({"calibration": calib.describe()} if calib is not None else {}),
@@ -176,6 +187,31 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     }
     atomic_write_json(sidecar_path(out), sidecar)
     return CompileResult(out, sidecar_path(out), False, key, time.perf_counter() - t0, note or "built")
+
+
+def runner_for(checkpoint, backend: str, precision: str, device: str, batch_sizes, *, options: dict | None = None,
+               calib: calibration.Calibration | None = None, architecture: str | None = None,
+               model=None, meta: dict | None = None, cache_dir=None) -> backends.Runner:
+    """The runner `bench` and the pytest-benchmark suite time. A backend that declares
+    TIMED_FROM_ARTIFACT runs its artifact: the cache entry `cifar-speed compile` writes (built now if
+    missing) loaded back from disk, so the cell is the file a user ships, named with its sha256.
+    Others build in memory from `model` (loaded from `checkpoint` when not given)."""
+    options = dict(options or {})
+    module = backends.get_backend(backend)
+    if checkpoint is not None and getattr(module, "TIMED_FROM_ARTIFACT", False):
+        out_dir = Path(cache_dir) / "artifacts" if cache_dir else None
+        built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
+                                   options=options, calib=calib, architecture=architecture)
+        runner, sidecar = load_artifact(built.artifact, device)
+        runner.info.update({"artifact": str(built.artifact), "artifact_sha256": sidecar["artifact_sha256"],
+                            "cache_hit": built.cache_hit,
+                            **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})})
+        return runner
+    if model is None:
+        model, meta = load_checkpoint(checkpoint, model_name=architecture)
+    if calib is not None:
+        options["calibration"] = calib
+    return backends.build(backend, model, meta, precision, device, batch_sizes, cache_dir, **options)
 
 
 def load_artifact(path, device: str | None = None) -> tuple[backends.Runner, dict]:

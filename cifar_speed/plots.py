@@ -227,11 +227,12 @@ def per_results_file(results_list: list[dict], out_dir) -> list[Path]:
             batch = cells[0]["batch_size"]
             models = sorted({c["model"] for c in cells})
             tag = slug(f"b{batch}-{mode}-{models_tag(models)}")
-            acc_path = _unused(out_dir / f"{slug(machine)}-accuracy-vs-throughput-{tag}.png", written)
+            backends = slug("-".join(sorted({c["backend"] for c in cells})))
+            acc_path = _unused(out_dir / f"{slug(machine)}-accuracy-vs-throughput-{tag}.png", written, backends)
             written.append(accuracy_vs_throughput(
                 _with_top1(cells), markers, f"accuracy vs throughput: {_listed(models)}\n{machine}, batch {batch}, "
                 f"{mode}-resident inputs", acc_path, batch, mode))
-            speed_path = _unused(out_dir / f"{slug(machine)}-speedup-over-eager-fp32-{tag}.png", written)
+            speed_path = _unused(out_dir / f"{slug(machine)}-speedup-over-eager-fp32-{tag}.png", written, backends)
             written.append(speedup_bars(cells, f"speed-up over eager fp32, {machine}, batch {batch}, {mode}-resident inputs",
                                         speed_path, batch))
     return written
@@ -265,8 +266,12 @@ def _listed(models: list[str]) -> str:
     return ", ".join(models) if len(models) <= 8 else f"{len(models)} models (see the legend)"
 
 
-def _unused(path: Path, taken: list[Path]) -> Path:
-    """Two results files of the same models (a re-run) must not overwrite each other's figures."""
+def _unused(path: Path, taken: list[Path], hint: str) -> Path:
+    """Two results files of the same models must not overwrite each other's figures: the second is
+    named by what tells it apart, its backends (`hint`), and only a true re-run gets a number."""
+    if path not in taken:
+        return path
+    path = path.with_name(f"{path.stem}-{hint}{path.suffix}")
     n, candidate = 2, path
     while candidate in taken:
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")

@@ -128,6 +128,20 @@ def skipped_lines(results: dict) -> list[str]:
     return out
 
 
+def artifact_lines(results: dict) -> list[str]:
+    """One line per artifact file the run timed: which cells, where, its sha256, cache hit or built."""
+    seen, out = set(), []
+    for c in results.get("cells", []):
+        r = c.get("runner") or {}
+        if c.get("status") != "ok" or not r.get("artifact") or r["artifact"] in seen:
+            continue
+        seen.add(r["artifact"])
+        how = "cache hit" if r.get("cache_hit") else "built into the cache"
+        out.append(f"{c['model']} {c['backend']} {c['precision']}: {r['artifact']} "
+                   f"(sha256 {r.get('artifact_sha256', '?')[:12]}, {how})")
+    return out
+
+
 def _row_key(c: Cell) -> tuple:
     return (c.model, c.backend, c.precision, c.memory_format or "", c.threads or 0)
 

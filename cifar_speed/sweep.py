@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from . import backends, calibration, harness, inflight
+from . import artifacts, backends, calibration, harness, inflight
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split, normalize
 from .defaults import DEFAULT_BATCHES, DEFAULT_JPEG_QUALITY, DEFAULT_TOLERANCE  # noqa: F401  (sweep.DEFAULT_* for callers)
@@ -268,22 +268,25 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:300]
 
 
-def build_runner(v: Variant, model, meta, device: str, batches: list[int], cfg: SweepConfig, calib):
-    """Build a variant's runner under the current torch thread count."""
+def build_runner(v: Variant, model, meta, device: str, batches: list[int], cfg: SweepConfig, calib,
+                 ref: ModelRef | None = None):
+    """A variant's runner under the current torch thread count: the cached artifact loaded back for
+    the backends that time one (artifacts.runner_for), an in-memory build for the others."""
     options = {"mode": cfg.compile_mode} if v.backend == "compile" else {}
     if v.memory_format:
         options["memory_format"] = v.memory_format
-    if v.precision == "int8":
-        options["calibration"] = calib
-    return backends.build(v.backend, model, meta, v.precision, device, batches, cfg.cache_dir, **options)
+    return artifacts.runner_for(ref.path if ref else None, v.backend, v.precision, device, batches,
+                                options=options, calib=calib if v.precision == "int8" else None,
+                                architecture=ref.architecture if ref else None, model=model, meta=meta,
+                                cache_dir=cfg.cache_dir)
 
 
 def build_and_score(v: Variant, model, meta, device: str, batches: list[int], cfg: SweepConfig, calib,
-                    ev: EvalSet, ref_logits: torch.Tensor | None):
+                    ev: EvalSet, ref_logits: torch.Tensor | None, ref: ModelRef | None = None):
     """(runner, logits, accuracy, seconds): build once, then top-1 on the test images and their JPEG
     round trip with the same runner, at the largest batch of the sweep."""
     t0 = time.perf_counter()
-    runner = build_runner(v, model, meta, device, batches, cfg, calib)
+    runner = build_runner(v, model, meta, device, batches, cfg, calib, ref)
     logits = predict(runner, ev.images, max(batches))
     acc = accuracy(logits, ev.labels, ref_logits if not v.is_baseline else None)
     if v.is_baseline:
@@ -491,7 +494,8 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
                 "device": device, "memory_format": v.memory_format, "baseline": v.is_baseline,
                 "requested": (v.backend, v.precision) in requested}
         try:
-            runner, logits, acc, build_s = build_and_score(v, model, meta, device, batches, cfg, calib, ev, ref_logits)
+            runner, logits, acc, build_s = build_and_score(v, model, meta, device, batches, cfg, calib, ev, ref_logits,
+                                                           ref)
         except backends.UnavailableError as e:
             results["skipped"].append({"model": name, "backend": v.backend, "precision": v.precision, "reason": str(e)})
             continue
@@ -515,7 +519,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     for n_threads, group_batches in thread_groups(threads, batches, cfg.single_thread_at_batch1):
         torch.set_num_threads(n_threads)
         runners = {v: (r, bases[v]) for v, r in built.items()} if n_threads == threads else \
-            _rebuild(bases, model, meta, device, batches, cfg, calib, out, n_threads)
+            _rebuild(bases, model, meta, device, batches, cfg, calib, out, n_threads, ref)
         slots = [Slot(v, harness.CellTimer(runner, b, cfg.settings, mode, ev.images, n_threads))
                  for v, (runner, _) in runners.items() for b in group_batches for mode in modes]
         # Mode "async" beside the synchronous cells where the backend keeps requests in flight (inflight.py).
@@ -523,22 +527,22 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
                   for t in inflight.timers_for(runner, group_batches, cfg.settings, ev.images, n_threads)]
         time_cells(slots, cfg.settings.trials, advance=lambda d: advance(f"{name} {d}"))
         for s in slots:
-            ref = next((r for r in slots if r.variant.is_baseline and r.timer.batch_size == s.timer.batch_size
-                        and r.timer.mode == getattr(s.timer, "baseline_mode", s.timer.mode)), None)
-            out.append(finish_cell(runners[s.variant][1], s, ref, flops, peak))
+            baseline = next((r for r in slots if r.variant.is_baseline and r.timer.batch_size == s.timer.batch_size
+                             and r.timer.mode == getattr(s.timer, "baseline_mode", s.timer.mode)), None)
+            out.append(finish_cell(runners[s.variant][1], s, baseline, flops, peak))
         del slots, runners
         built = {}   # the run's-threads runners are done: free them before the next group builds its own
     torch.set_num_threads(threads)
     return out
 
 
-def _rebuild(bases, model, meta, device, batches, cfg, calib, out: list, n_threads: int) -> dict:
+def _rebuild(bases, model, meta, device, batches, cfg, calib, out: list, n_threads: int, ref: ModelRef) -> dict:
     """The variants built again under `n_threads` (scores reused: the same program at another thread
     count); a build that fails here is a failed cell of that thread count."""
     runners = {}
     for v, base in bases.items():
         try:
-            runner = build_runner(v, model, meta, device, batches, cfg, calib)
+            runner = build_runner(v, model, meta, device, batches, cfg, calib, ref)
         except Exception as e:
             out.append(Cell(**base, threads=n_threads, status="failed", reason=_one_line(e)))
             continue

@@ -4,7 +4,9 @@
       <model>/config.pbtxt        ModelConfig in protobuf text format, built with Triton's own schema
       <model>/labels.txt          the ten CIFAR-10 class names (Triton's classification extension)
       <model>/cifar-speed.json    where it came from: checkpoint, normalisation, precision, provenance
-      <model>/1/model.onnx        --backend onnxrt (platform onnxruntime_onnx), or
+      <model>/1/model.onnx        --backend onnxrt (platform onnxruntime_onnx): the artifact that
+                                  `cifar-speed compile --backend onnxrt` caches and `bench` times
+                                  (fp32, fp16, or int8 as its calibrated QDQ graph), or
       <model>/1/model.plan        --backend trt    (platform tensorrt_plan; TensorRT + CUDA GPU needed), or
       <model>/1/model.xml + .bin  --backend openvino (backend "openvino": OpenVINO IR, fp32 weights,
                                   CPU instances, the THROUGHPUT hint a server wants)
@@ -42,10 +44,14 @@ BACKENDS = {  # --backend -> (Triton platform, file in the version folder, defau
     "trt": ("tensorrt_plan", "model.plan", "gpu"),
     "openvino": ("openvino", "model.xml", "cpu"),   # a backend, not a platform: config says backend: "openvino"
 }
-BACKEND_PRECISIONS = {"openvino": ("fp32",)}   # Triton's OpenVINO backend serves on CPUs: no fp16 there
+# Precisions each backend exports, and why not the others.
+BACKEND_PRECISIONS = {
+    "openvino": (("fp32",), "Triton's OpenVINO backend serves on CPUs, which have no fast fp16 here"),
+    "trt": (("fp32", "fp16"), "an int8 TensorRT plan needs calibration in TensorRT, not built here yet"),
+}
 OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "THROUGHPUT"}   # several requests in flight on several streams
 FORMATS = ("triton",)
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -149,17 +155,6 @@ def config_text(cfg) -> str:
     return text_format.MessageToString(cfg)
 
 
-def parse_config(text: str):
-    """Parse config.pbtxt with Triton's schema (unknown fields or enum values are errors)."""
-    from google.protobuf import text_format
-
-    pb = model_config_pb2()
-    try:
-        return text_format.Parse(text, pb.ModelConfig())
-    except text_format.ParseError as e:
-        raise CifarSpeedError(f"not a valid Triton model config: {e}") from None
-
-
 # -- TensorRT plan -------------------------------------------------------------------------------------
 
 def trt_unavailable_reason() -> str | None:
@@ -253,9 +248,9 @@ def check_request(fmt: str, backend: str, precision: str, name: str | None, max_
         raise CifarSpeedError(f"unknown backend {backend!r} for --format triton; valid: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise CifarSpeedError(f"precision {precision!r} cannot be exported for Triton; valid: {', '.join(PRECISIONS)}")
-    if precision not in BACKEND_PRECISIONS.get(backend, PRECISIONS):
-        raise CifarSpeedError(f"--backend {backend} exports {', '.join(BACKEND_PRECISIONS[backend])} only (Triton's "
-                              f"OpenVINO backend serves on CPUs, which have no fast {precision} here)")
+    allowed, why = BACKEND_PRECISIONS.get(backend, (PRECISIONS, ""))
+    if precision not in allowed:
+        raise CifarSpeedError(f"--backend {backend} exports {', '.join(allowed)} only ({why})")
     if name is not None and not _NAME.match(name):
         raise CifarSpeedError(f"model name {name!r} must be letters, digits, '_', '.', '-' (not starting with '.' or '-')")
     if not 1 <= max_batch_size <= 4096:
@@ -319,12 +314,13 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         version = tmp / "1"
         version.mkdir()
         onnx_file = version / "model.onnx" if backend == "onnxrt" else tmp / "model.onnx"
-        # fp16 on ONNX: the graph computes in fp16 with casts at the boundary (fp32 in / out);
-        # fp16 on TensorRT: the fp32 graph built with the FP16 builder flag.
-        export_onnx(model, onnx_file, precision=precision if backend == "onnxrt" else "fp32",
-                    max_batch=max(1024, max_batch_size))
-        inputs, outputs = onnx_io(onnx_file)
         extra = {}
+        if backend == "onnxrt":
+            extra = _served_onnx(checkpoint, model, precision, kind, max_batch_size, onnx_file)
+        else:
+            # fp16 on TensorRT: the fp32 graph built with the FP16 builder flag.
+            export_onnx(model, onnx_file, precision="fp32", max_batch=max(1024, max_batch_size))
+        inputs, outputs = onnx_io(onnx_file)
         if backend == "trt":
             extra = build_plan(onnx_file, version / filename, precision=precision, max_batch=max_batch_size)
             onnx_file.unlink()
@@ -359,6 +355,31 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         raise
     note = "replaced (--force)" if existed else "written"
     return ExportResult(dest, dest / "config.pbtxt", dest / "1" / filename, True, note)
+
+
+def _served_onnx(checkpoint, model, precision: str, instance_kind: str, max_batch_size: int, dest: Path) -> dict:
+    """The served .onnx is the artifact `cifar-speed compile --backend onnxrt` caches and `bench` times
+    (fp16: computes in fp16 with casts at the fp32 boundary; int8: the calibrated QDQ graph), copied
+    from the cache, built there first if missing. Where this machine cannot run that cell (fp16 for
+    GPU instances, exported on a CPU-only machine) the graph is exported afresh, as the same exporter
+    would write it, and the metadata says so; int8 is never exported without its calibrated build."""
+    from . import artifacts
+    from .backends import onnxrt
+
+    device = "cuda" if instance_kind == "gpu" else "cpu"
+    ok, reason = onnxrt.availability(precision, device)
+    if not ok:
+        if precision == "int8":
+            raise CifarSpeedError(f"--precision int8 for {instance_kind} instances: the calibrated int8 model is "
+                                  f"built and checked on the machine that serves it ({reason})")
+        onnxrt.export_onnx(model, dest, precision=precision, max_batch=max(1024, max_batch_size))
+        return {"compiled_artifact": None, "compiled_artifact_note": f"exported afresh: {reason}"}
+    built = artifacts.compile_checkpoint(checkpoint, "onnxrt", precision, device, [max_batch_size])
+    shutil.copyfile(built.artifact, dest)
+    sidecar = artifacts.read_artifact_sidecar(built.artifact) or {}
+    return {"compiled_artifact": {"path": str(built.artifact), "sha256": sidecar.get("artifact_sha256"),
+                                  "cache_hit": built.cache_hit, "device": device},
+            **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})}
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:

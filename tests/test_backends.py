@@ -204,7 +204,7 @@ def test_cache_key_changes_with_every_input():
         assert artifacts.cache_key(**{**base, field: value}) != k, field
 
 
-def test_compile_cache_hit_and_invalidation(tmp_path):
+def test_compile_cache_hit_and_invalidation(tmp_path, monkeypatch):
     ckpt = make_checkpoint(tmp_path, "lightnn", seed=0)
     out = tmp_path / "art"
     first = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out)
@@ -217,6 +217,10 @@ def test_compile_cache_hit_and_invalidation(tmp_path):
     second = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out)
     assert second.cache_hit and second.artifact.stat().st_mtime_ns == mtime
 
+    # Other batch sizes: an ONNX file serves them all, so `compile` then `bench --batch ...` share it ...
+    assert artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [16], out).cache_hit
+    # ... while a backend whose artifact is shaped by the profile (a TensorRT engine) rebuilds.
+    monkeypatch.setattr(backends.get_backend("onnxrt"), "PROFILE_SHAPES_ARTIFACT", True)
     third = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [16], out)   # profile changed
     assert not third.cache_hit and third.note == "rebuilt: inputs changed"
 

@@ -65,8 +65,12 @@ def test_file_names_say_what_they_show(tmp_path):
 
 def test_same_models_twice_do_not_overwrite(tmp_path):
     r = synthetic_results()
-    paths = report.plot([r, r], tmp_path)
-    assert len(set(paths)) == 4 and all(p.is_file() for p in paths)
+    eager_only = {**r, "cells": [c for c in r["cells"] if c.get("backend") == "eager"]}
+    paths = report.plot([r, eager_only, r], tmp_path)
+    assert len(set(paths)) == 6 and all(p.is_file() for p in paths)
+    # The second file is named by its backends, not by its position; only a true re-run is numbered.
+    stems = sorted(p.stem.split("cnn-fast")[1] for p in paths if "accuracy" in p.name)
+    assert stems == ["", "-eager", "-eager-onnxrt"]
 
 
 def test_overview_labels_do_not_overlap(tmp_path, monkeypatch):

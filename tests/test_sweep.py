@@ -108,11 +108,11 @@ def test_cells(results):
 
 
 def test_accuracy_drop_is_flagged(tmp_path, monkeypatch):
-    real_build = backends.build
+    real_build = sweep.build_runner
 
-    def broken(backend, model, meta, precision, *a, **kw):
-        r = real_build(backend, model, meta, precision, *a, **kw)
-        if backend == "onnxrt":
+    def broken(v, *a, **kw):
+        r = real_build(v, *a, **kw)
+        if v.backend == "onnxrt":
             fn = r.fn
             r.fn = lambda x: -fn(x) * 1000    # a "compiled" model that gets the classes wrong
         return r
@@ -125,7 +125,7 @@ def test_accuracy_drop_is_flagged(tmp_path, monkeypatch):
     split = fake_split(40)
     with torch.no_grad():
         labels = model(normalize(split.images, meta["normalize"]["mean"], meta["normalize"]["std"])).argmax(1)
-    monkeypatch.setattr(backends, "build", broken)
+    monkeypatch.setattr(sweep, "build_runner", broken)
     res = sweep.run_sweep(cfg(tmp_path, checkpoints=[ckpt], batches=[8], precisions=["fp32"],
                               test_split=Split(split.images, labels)), progress=False)
     by = {c["backend"]: c for c in res["cells"]}
@@ -134,17 +134,35 @@ def test_accuracy_drop_is_flagged(tmp_path, monkeypatch):
 
 
 def test_failed_backend_is_recorded_not_fatal(tmp_path, monkeypatch):
-    real_build = backends.build
+    real_build = sweep.build_runner
 
-    def failing(backend, *a, **kw):
-        if backend == "onnxrt":
+    def failing(v, *a, **kw):
+        if v.backend == "onnxrt":
             raise RuntimeError("exporter exploded\nsecond line")
-        return real_build(backend, *a, **kw)
+        return real_build(v, *a, **kw)
 
-    monkeypatch.setattr(backends, "build", failing)
+    monkeypatch.setattr(sweep, "build_runner", failing)
     res = sweep.run_sweep(cfg(tmp_path, batches=[8], precisions=["fp32"]), progress=False)
     failed = [c for c in res["cells"] if c["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["reason"] == "RuntimeError: exporter exploded"
+
+
+def test_bench_times_the_compiled_artifact(tmp_path):
+    """onnxrt cells run the file `cifar-speed compile` writes: compile first, and the sweep's cell is a
+    cache hit on that very file (path and sha256 recorded); eager has no artifact beyond the checkpoint."""
+    from cifar_speed import artifacts
+    from cifar_speed.fileio import sha256_file
+
+    ckpt = make_checkpoint(tmp_path)
+    compiled = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [32, 64, 128],
+                                            out_dir=tmp_path / "cache" / "artifacts")
+    assert not compiled.cache_hit
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[ckpt], batches=[8], precisions=["fp32"]), progress=False)
+    by = {c["backend"]: c for c in res["cells"] if c["status"] == "ok"}
+    runner = by["onnxrt"]["runner"]
+    assert runner["cache_hit"] and runner["artifact"] == str(compiled.artifact)   # other batch sizes, same file
+    assert runner["artifact_sha256"] == sha256_file(compiled.artifact)
+    assert "artifact" not in by["eager"]["runner"]
 
 
 def test_predict_pads_the_tail_batch():

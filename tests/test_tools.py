@@ -73,3 +73,13 @@ def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
     assert [r.split(" | ")[:5] for r in rows] == [["| cpu", "fast", "onnxrt int8", "loop", "0.700"],
                                                   ["| gpu", "fast", "compile bf16 (reduce-overhead)", "loop", "0.200"],
                                                   ["| gpu", "fast", "eager fp32", "CUDA graph", "0.500"]]
+
+
+def test_openvino_profile_sums_the_layers_of_the_cached_artifact(tmp_path):
+    pytest.importorskip("openvino")
+    from _infer_util import make_checkpoint
+
+    profile = _tool("openvino_profile").profile(str(make_checkpoint(tmp_path)), "fp32", batch=4, iters=2)
+    assert profile["per_call_ms_from_counters"] > 0 and profile["layers"]
+    assert sum(k["share"] for k in profile["by_exec_type"]) == pytest.approx(1.0)
+    assert profile["compile_config"]["PERF_COUNT"] == "YES" and profile["artifact_sha256"]

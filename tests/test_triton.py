@@ -320,3 +320,31 @@ def test_trt_plan_builds_and_deserializes_on_a_gpu(tmp_path):
     cfg = _parse(res.folder)
     assert sorted(names) == sorted([t.name for t in cfg.input] + [t.name for t in cfg.output])
     assert tuple(engine.get_tensor_profile_shape("input", 0)[2]) == (128, 3, 32, 32)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_export_serves_the_benched_artifact_and_its_top1(tmp_path, fake_data, monkeypatch, precision):
+    """The served model.onnx is the very file `bench` timed (same sha256; int8: the calibrated QDQ
+    graph), and it reproduces the cell's top-1 on the same test images."""
+    import onnxruntime as ort
+
+    from cifar_speed import harness, sweep
+    from cifar_speed.fileio import sha256_file
+
+    monkeypatch.setenv("CIFAR_SPEED_DATA", str(fake_data))
+    ckpt = _checkpoint(tmp_path, seed=5)
+    _, meta = load_checkpoint(ckpt)
+    split = D.load_split("test", str(fake_data))
+    res = sweep.run_sweep(sweep.SweepConfig(
+        checkpoints=[ckpt], backends=["onnxrt"], precisions=[precision], batches=[16], device="cpu",
+        settings=harness.QUICK, peak_gflops=1000.0, test_split=split, jpeg_split=split, threads=1,
+        data_dir=str(fake_data)), progress=False)
+    cell = next(c for c in res["cells"] if c["backend"] == "onnxrt" and c["status"] == "ok")
+    assert cli.main(["export", str(ckpt), "--precision", precision, "--out", str(tmp_path / "repo")]) == 0
+    served = tmp_path / "repo" / "lightnn" / "1" / "model.onnx"
+    assert sha256_file(served) == cell["runner"]["artifact_sha256"]
+    sess = ort.InferenceSession(str(served), providers=["CPUExecutionProvider"])
+    x = D.normalize(split.images, meta["normalize"]["mean"], meta["normalize"]["std"]).numpy()
+    logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    top1 = float((logits.argmax(1) == split.labels.numpy()).mean())
+    assert top1 == pytest.approx(cell["accuracy"]["top1"], abs=1e-9)

@@ -180,10 +180,6 @@ def parse_choices(text: str | None, valid, what: str) -> list[str] | None:
     return items
 
 
-def to_float_logits(y: torch.Tensor) -> torch.Tensor:
-    return y if y.dtype == torch.float32 else y.float()
-
-
 def _import_all() -> None:
     """Import every module of this package: each registers itself (see register_backend)."""
     import pkgutil

@@ -121,7 +121,7 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
 def run(args) -> int:
     from .. import sweep
     from ..console import make_console
-    from ..report import accuracy_table, peak_text, skipped_lines, table
+    from ..report import accuracy_table, artifact_lines, peak_text, skipped_lines, table
 
     cfg, out = _config(args)
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
@@ -134,6 +134,8 @@ def run(args) -> int:
     console.print(accuracy_table(results))
     for line in skipped_lines(results):
         console.print(f"[yellow]skipped[/] {line}")
+    for line in artifact_lines(results):
+        console.print(f"timed artifact {line}")
     for c in results["cells"]:
         if c.get("status") == "failed":
             console.print(f"[red]failed[/] {c['model']} {c['backend']} {c['precision']} b{c.get('batch_size', '-')}: {c['reason']}")
