@@ -83,3 +83,24 @@ def test_openvino_profile_sums_the_layers_of_the_cached_artifact(tmp_path):
     assert profile["per_call_ms_from_counters"] > 0 and profile["layers"]
     assert sum(k["share"] for k in profile["by_exec_type"]) == pytest.approx(1.0)
     assert profile["compile_config"]["PERF_COUNT"] == "YES" and profile["artifact_sha256"]
+
+
+def test_readme_sections_for_aoti_and_openvino_profiles(tmp_path):
+    ur = _tool("update_readme")
+    prov = {"machine": "box"}
+    aoti = tmp_path / "aoti.json"
+    aoti.write_text(json.dumps({"provenance": prov, "rows": [{
+        "model": "fast", "precision": "fp32", "batch_size": 128, "jit": {"images_per_s": 500.0},
+        "aoti": {"images_per_s": 400.0}, "aoti_over_jit_time": {"median": 1.25, "min": 1.2, "max": 1.3},
+        "max_logit_diff": 1e-6}]}))
+    prof = tmp_path / "prof.json"
+    prof.write_text(json.dumps({"provenance": prov, "model": "fast", "precision": "int8", "batch_size": 128,
+                                "per_call_ms_from_counters": 10.0,
+                                "by_exec_type": [{"exec_type": "jit_avx2_I8", "ms": 9.0, "share": 0.9},
+                                                 {"exec_type": "ref_any", "ms": 0.95, "share": 0.095},
+                                                 {"exec_type": "tiny", "ms": 0.05, "share": 0.005}],
+                                "layers": [{"type": "Convolution", "exec_type": "jit_avx2_I8", "ms": 4.0}]}))
+    row = ur.aoti_section([str(aoti)], rel=lambda p: p).splitlines()[2]
+    assert "| box | fast | fp32 | 128 | 500 | 400 | 1.250 [1.200-1.300] |" in row
+    row = ur.ov_profile_section([str(prof)], rel=lambda p: p).splitlines()[2]
+    assert "jit_avx2_I8 90%, ref_any 10% |" in row and "tiny" not in row and "Convolution `jit_avx2_I8` 40%" in row

@@ -231,6 +231,38 @@ def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
     return "\n\n".join(out)
 
 
+def aoti_section(paths: list[str], rel) -> str:
+    """torch.compile's two programs side by side (tools/aoti_vs_jit.py): the JIT that `bench` times and
+    the AOTInductor package that `cifar-speed compile` writes, per-round ratio of their times."""
+    rows = ["| machine | model | precision | batch | JIT img/s | AOTI img/s | AOTI / JIT time, median [range of rounds] | max logit diff | source |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        for r in doc["rows"]:
+            q = r["aoti_over_jit_time"]
+            rows.append(f"| {doc['provenance']['machine']} | {r['model']} | {r['precision']} | {r['batch_size']} | "
+                        f"{r['jit']['images_per_s']:,.0f} | {r['aoti']['images_per_s']:,.0f} | "
+                        f"{q['median']:.3f} [{q['min']:.3f}-{q['max']:.3f}] | {r['max_logit_diff']:.1g} | "
+                        f"[`{Path(path).name}`]({rel(path)}) |")
+    return "\n".join(rows) if len(rows) > 2 else "No tools/aoti_vs_jit.py results given."
+
+
+def ov_profile_section(paths: list[str], rel) -> str:
+    """Where OpenVINO cells spend their time (tools/openvino_profile.py): share per execution kernel
+    and the slowest layer, from the plugin's PERF_COUNT counters."""
+    rows = ["| machine | model | precision | batch | ms per call (counters) | time by kernel | slowest layer | source |",
+            "|---|---|---|---:|---:|---|---|---|"]
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        kernels = ", ".join(f"{k['exec_type']} {k['share']:.0%}" for k in d["by_exec_type"] if k["share"] >= 0.01)
+        top = d["layers"][0]
+        total = d["per_call_ms_from_counters"]
+        rows.append(f"| {d['provenance']['machine']} | {d['model']} | {d['precision']} | {d['batch_size']} | "
+                    f"{total:.2f} | {kernels} | {top['type']} `{top['exec_type']}` {top['ms'] / total:.0%} | "
+                    f"[`{Path(path).name}`]({rel(path)}) |")
+    return "\n".join(rows) if len(rows) > 2 else "No tools/openvino_profile.py results given."
+
+
 def replace(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
     if not pattern.search(text):
@@ -242,6 +274,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bench", action="append", default=[], help="a results file of `cifar-speed bench`")
     ap.add_argument("--seeds", action="append", default=[], help="a multi-seed results file of tools/seed_summary.py")
+    ap.add_argument("--aoti", action="append", default=[], help="a results file of tools/aoti_vs_jit.py")
+    ap.add_argument("--ov-profile", action="append", default=[], help="a results file of tools/openvino_profile.py")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = ap.parse_args()
     results = [load_results(p) for p in args.bench]
@@ -270,6 +304,11 @@ def main() -> int:
         if "<!-- BEGIN dawnbench -->" in text:
             text = replace(text, "dawnbench", dawnbench_section(args.bench, results, rel))
     text = replace(text, "vs-report", vs_report_section(results))
+    rel_any = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
+    if args.aoti:
+        text = replace(text, "aoti", aoti_section(args.aoti, rel_any))
+    if args.ov_profile:
+        text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")
     return 0
