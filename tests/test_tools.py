@@ -104,3 +104,11 @@ def test_readme_sections_for_aoti_and_openvino_profiles(tmp_path):
     assert "| box | fast | fp32 | 128 | 500 | 400 | 1.250 [1.200-1.300] |" in row
     row = ur.ov_profile_section([str(prof)], rel=lambda p: p).splitlines()[2]
     assert "jit_avx2_I8 90%, ref_any 10% |" in row and "tiny" not in row and "Convolution `jit_avx2_I8` 40%" in row
+
+
+def test_noise_canary_pairs_each_trial_with_its_canary(tmp_path):
+    from _infer_util import make_checkpoint
+
+    r = _tool("noise_canary").check(str(make_checkpoint(tmp_path)), batch=2, trials=3, threads=1)
+    assert len(r["trials"]) == 3 and all(t["canary_before_ms"] > 0 and t["trial_median_ms"] > 0 for t in r["trials"])
+    assert -1.0 <= r["correlation"] <= 1.0 and r["trial_cv"] >= 0 and r["normalized_cv"] >= 0
