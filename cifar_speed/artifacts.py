@@ -189,6 +189,13 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     return CompileResult(out, sidecar_path(out), False, key, time.perf_counter() - t0, note or "built")
 
 
+def times_artifact(module, precision: str, device: str, options: dict) -> bool:
+    """Does `bench` time this backend's saved artifact for this cell? The module's
+    timed_from_artifact(precision, device, options) rule when it has one, else TIMED_FROM_ARTIFACT."""
+    rule = getattr(module, "timed_from_artifact", None)
+    return bool(rule(precision, device, options)) if rule else getattr(module, "TIMED_FROM_ARTIFACT", False)
+
+
 def runner_for(checkpoint, backend: str, precision: str, device: str, batch_sizes, *, options: dict | None = None,
                calib: calibration.Calibration | None = None, architecture: str | None = None,
                model=None, meta: dict | None = None, cache_dir=None) -> backends.Runner:
@@ -198,10 +205,13 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
     Others build in memory from `model` (loaded from `checkpoint` when not given)."""
     options = dict(options or {})
     module = backends.get_backend(backend)
-    if checkpoint is not None and getattr(module, "TIMED_FROM_ARTIFACT", False):
+    if checkpoint is not None and times_artifact(module, precision, device, options):
         out_dir = Path(cache_dir) / "artifacts" if cache_dir else None
+        # Only the options that shape the file are part of its key (`compile` passes none of the
+        # run-time ones, e.g. torch.compile's mode, and must hit the same entry).
+        shaping = {k: v for k, v in options.items() if k in getattr(module, "ARTIFACT_OPTIONS", ())}
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
-                                   options=options, calib=calib, architecture=architecture)
+                                   options=shaping, calib=calib, architecture=architecture)
         runner, sidecar = load_artifact(built.artifact, device)
         runner.info.update({"artifact": str(built.artifact), "artifact_sha256": sidecar["artifact_sha256"],
                             "cache_hit": built.cache_hit,

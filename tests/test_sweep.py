@@ -165,6 +165,21 @@ def test_bench_times_the_compiled_artifact(tmp_path):
     assert "artifact" not in by["eager"]["runner"]
 
 
+def test_compile_cells_time_the_aoti_package_on_cpu_in_default_mode(tmp_path):
+    from cifar_speed import artifacts
+
+    rule = backends.get_backend("compile").timed_from_artifact
+    assert rule("fp32", "cpu", {"mode": "default"}) and rule("fp32", "cpu", {})
+    assert not rule("fp32", "cpu", {"mode": "max-autotune"}) and not rule("fp16", "cuda", {"mode": "default"})
+    ckpt = make_checkpoint(tmp_path)
+    compiled = artifacts.compile_checkpoint(ckpt, "compile", "fp32", "cpu", [8], out_dir=tmp_path / "cache" / "artifacts")
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[ckpt], backends=["compile"], batches=[8], precisions=["fp32"]),
+                          progress=False)
+    cell = next(c for c in res["cells"] if c["backend"] == "compile")
+    assert cell["status"] == "ok" and cell["runner"]["cache_hit"] and cell["runner"]["artifact"] == str(compiled.artifact)
+    assert cell["runner"]["program"] == "AOTInductor package" and cell["accuracy"]["max_logit_diff"] < 1e-4
+
+
 def test_predict_pads_the_tail_batch():
     shapes = []
 
