@@ -115,6 +115,8 @@ def _legends(ax, cells: list[dict], markers: dict[str, str]):
 
 
 def _speed_tick(x: float, _pos=None) -> str:
+    if x >= 1_000_000:
+        return f"{x / 1_000_000:g}M"
     return f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"
 
 

@@ -173,7 +173,8 @@ def table(results: dict, mode: str | None = None):
     best = fastest(results)
     t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± half their range; x = paired "
                     f"speed-up over eager fp32; ★ fastest per model"
-                    + (f"; {threads[0]} threads)" if one_thread_count and threads else ")"))
+                    + (f"; {threads[0]} threads)" if one_thread_count and threads
+                       and not any(c.device.startswith("cuda") for c in cells) else ")"))
     for col in ("model", "backend precision", "layout") + (() if one_thread_count else ("threads",)):
         t.add_column(col, no_wrap=True)
     for b in batches:

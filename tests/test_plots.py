@@ -99,3 +99,8 @@ def test_width_stays_under_the_limit(tmp_path, n_models):
                   for i in range(n_models) for j, (b, p) in enumerate(COMBOS)]
     for p in report.plot([r], tmp_path) + [report.plot_overview([r], tmp_path)]:
         assert png_width(p) <= plots.MAX_WIDTH_PX, (p.name, png_width(p))
+
+
+def test_speed_ticks_read_as_people_write_them():
+    assert [plots._speed_tick(x) for x in (500, 2000, 500_000, 1_000_000, 2_000_000)] == \
+        ["500", "2k", "500k", "1M", "2M"]

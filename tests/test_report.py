@@ -125,3 +125,18 @@ def test_reads_pytest_benchmark_json(tmp_path):
     path.write_text(json.dumps({**doc, "benchmarks": doc["benchmarks"][2:]}))
     with pytest.raises(CifarSpeedError, match="no cifar-speed benchmark"):
         report.load_results(path)
+
+
+def test_console_title_names_cpu_threads_only():
+    from rich.console import Console
+
+    def title(device):
+        r = synthetic_results()
+        for c in r["cells"]:
+            c.update(device=device, threads=16)
+        console = Console(width=300, record=True)
+        console.print(report.table(r, "device"))
+        text = console.export_text()
+        return " ".join(line.strip() for line in text[:text.index("┏")].splitlines())   # the title, unwrapped
+
+    assert "16 threads" in title("cpu") and "threads" not in title("cuda")   # a GPU's speed is not the host's threads
