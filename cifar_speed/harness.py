@@ -446,9 +446,9 @@ def _loop_classifier(runner, images: torch.Tensor):
 def _graph_classifier(runner, images: torch.Tensor):
     if not runner.device.startswith("cuda"):
         raise UnavailableError("the graph DAWNBench method needs CUDA")
-    if not getattr(runner, "graph_capturable", False):
-        raise UnavailableError(f"{runner.backend} {runner.info.get('mode', '')} runner cannot be captured "
-                               "in a CUDA graph (it may replay graphs of its own)".replace("  ", " "))
+    if not runner.graph_capturable:
+        what = " ".join(filter(None, (runner.backend, runner.info.get("mode"))))
+        raise UnavailableError(f"{what} runner cannot be captured in a CUDA graph (it may replay graphs of its own)")
     host = images.contiguous().pin_memory()
     x = torch.empty((1, *images.shape[1:]), device=runner.device)
     x.copy_(host[:1])

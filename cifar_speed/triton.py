@@ -364,17 +364,17 @@ def _served_onnx(checkpoint, model, precision: str, instance_kind: str, max_batc
     GPU instances, exported on a CPU-only machine) the graph is exported afresh, as the same exporter
     would write it, and the metadata says so; int8 is never exported without its calibrated build."""
     from . import artifacts
-    from .backends import onnxrt
+    from .backends import UnavailableError, onnxrt
 
     device = "cuda" if instance_kind == "gpu" else "cpu"
-    ok, reason = onnxrt.availability(precision, device)
-    if not ok:
+    try:
+        built = artifacts.compile_checkpoint(checkpoint, "onnxrt", precision, device, [max_batch_size])
+    except UnavailableError as e:   # compile_checkpoint's own availability check, with its reason
         if precision == "int8":
             raise CifarSpeedError(f"--precision int8 for {instance_kind} instances: the calibrated int8 model is "
-                                  f"built and checked on the machine that serves it ({reason})")
+                                  f"built and checked on the machine that serves it ({e})") from None
         onnxrt.export_onnx(model, dest, precision=precision, max_batch=max(1024, max_batch_size))
-        return {"compiled_artifact": None, "compiled_artifact_note": f"exported afresh: {reason}"}
-    built = artifacts.compile_checkpoint(checkpoint, "onnxrt", precision, device, [max_batch_size])
+        return {"compiled_artifact": None, "compiled_artifact_note": f"exported afresh: {e}"}
     shutil.copyfile(built.artifact, dest)
     sidecar = artifacts.read_artifact_sidecar(built.artifact) or {}
     return {"compiled_artifact": {"path": str(built.artifact), "sha256": sidecar.get("artifact_sha256"),

@@ -46,9 +46,7 @@ from ..provenance import int8_isa
 
 EXTENSION = ".xml"
 COMPANIONS = (".bin",)          # files beside the artifact, named like it (artifacts.py hashes them)
-# `bench` times the artifact itself (cached by `cifar-speed compile`, loaded back) rather than an
-# in-memory build: the file a user ships is the program measured. The file serves every batch size up
-# to its fixed maximum, so the batch profile is not part of its cache key.
+# bench times the cached artifact, which serves every batch size (artifacts.runner_for, compile_checkpoint).
 TIMED_FROM_ARTIFACT = True
 PROFILE_SHAPES_ARTIFACT = False
 INPUT_SHAPE = (3, 32, 32)
