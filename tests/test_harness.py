@@ -256,7 +256,10 @@ def test_dawnbench_one_image_at_a_time():
     assert set(sizes) == {1} and len(sizes) == 23
     assert r["images"] == 20 and r["top1"] == pytest.approx(0.5)
     assert r["ms_per_image"] == pytest.approx(r["total_s"] / 20 * 1e3)
-    assert r["method"] == "loop"
+    assert r["method"] == "loop" and not r["waited"] and "p50_ms" not in r
+    waited = harness.dawnbench_latency(_runner(fn), images, labels, warmup=0, wait_each=True)
+    assert waited["waited"] and waited["top1"] == pytest.approx(0.5)
+    assert 0 < waited["p50_ms"] <= waited["p99_ms"]
 
 
 def test_dawnbench_graph_method_needs_cuda_and_a_capturable_runner():
@@ -283,6 +286,8 @@ def test_dawnbench_graph_method_answers_like_the_loop():
     graph = harness.dawnbench_latency(runner, images, labels, warmup=2, method="graph")
     assert graph["method"] == "graph" and graph["images"] == 64
     assert graph["top1"] == pytest.approx(loop["top1"])
+    waited = harness.dawnbench_latency(runner, images, labels, warmup=2, method="graph", wait_each=True)
+    assert waited["top1"] == pytest.approx(loop["top1"]) and 0 < waited["p50_ms"] <= waited["p99_ms"]
     with pytest.raises(UnavailableError, match="cannot be captured"):
         harness.dawnbench_latency(Runner(fn, "test", "fp32", "cuda"), images, warmup=1, method="graph")
 

@@ -274,6 +274,8 @@ def test_baseline_always_measured_and_dawnbench(tmp_path):
     assert by[("onnxrt", "fp32")]["requested"]
     d = by[("onnxrt", "fp32")]["dawnbench"]
     assert d["images"] == 40 and d["ms_per_image"] > 0 and 0 <= d["top1"] <= 1
+    # The same runner, each answer waited for: per-request percentiles, the same answers.
+    assert d["per_request"]["p50_ms"] <= d["per_request"]["p99_ms"] and d["per_request"]["top1"] == d["top1"]
 
 
 def test_checkpoints_of_one_architecture_get_their_own_rows(tmp_path):

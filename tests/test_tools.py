@@ -65,7 +65,7 @@ def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
                      cell("fast", "compile", "bf16", 0.3, mode="reduce-overhead"),   # the same cell, slower run
                      cell("fast", "eager", "fp32", 0.5), cell("fast", "eager", "fp16", 0.1, images=500),
                      cell("fast", "eager", "bf16", 0.05, status="failed")]}
-    gpu["cells"][2]["dawnbench"]["method"] = "graph"
+    gpu["cells"][2]["dawnbench"].update(method="graph", per_request={"p50_ms": 0.61, "p99_ms": 0.9})
     cpu = {"cells": [cell("fast", "onnxrt", "int8", 0.7)]}
     paths = ["results/gpu/a.json", "results/cpu/b.json"]
     ur._tag_machines(paths, [gpu, cpu])
@@ -73,6 +73,7 @@ def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
     assert [r.split(" | ")[:5] for r in rows] == [["| cpu", "fast", "onnxrt int8", "loop", "0.700"],
                                                   ["| gpu", "fast", "compile bf16 (reduce-overhead)", "loop", "0.200"],
                                                   ["| gpu", "fast", "eager fp32", "CUDA graph", "0.500"]]
+    assert [r.split(" | ")[5] for r in rows] == ["not measured", "not measured", "0.610 / 0.900"]
 
 
 def test_openvino_profile_sums_the_layers_of_the_cached_artifact(tmp_path):

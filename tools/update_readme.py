@@ -149,8 +149,8 @@ DAWNBENCH_METHODS = {"loop": "loop", "graph": "CUDA graph"}
 def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
     """Batch-1 latency the DAWNBench way (every test image alone, host to device and back, total time
     / 10,000), per machine: the best cell of each model x backend x precision that measured it."""
-    rows = ["| machine | model | backend precision | method | ms per image | top-1 in that run | source |",
-            "|---|---|---|---|---:|---:|---|"]
+    rows = ["| machine | model | backend precision | method | ms per image | one client, each answer waited for: p50 / p99 ms | top-1 in that run | source |",
+            "|---|---|---|---|---:|---:|---:|---|"]
     best: dict[tuple, tuple[dict, str]] = {}
     for path, res in zip(paths, results_list):
         for c in res["cells"]:
@@ -164,7 +164,9 @@ def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
         d = c["dawnbench"]
         top1 = _pct(d["top1"]) if d.get("top1") is not None else "-"
         method = DAWNBENCH_METHODS[d.get("method", "loop")]
-        rows.append(f"| {key[0]} | {c['model']} | {key[2]} | {method} | {d['ms_per_image']:.3f} | {top1} | "
+        waited = d.get("per_request") or {}
+        per_request = f"{waited['p50_ms']:.3f} / {waited['p99_ms']:.3f}" if "p50_ms" in waited else "not measured"
+        rows.append(f"| {key[0]} | {c['model']} | {key[2]} | {method} | {d['ms_per_image']:.3f} | {per_request} | {top1} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
     return "\n".join(rows) if len(rows) > 2 else "No results file given holds a DAWNBench measurement."
 
