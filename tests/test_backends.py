@@ -280,12 +280,24 @@ def test_eager_has_no_artifact(tmp_path):
         artifacts.compile_checkpoint(ckpt, "eager", "fp32", "cpu", [8], tmp_path)
 
 
+def test_build_leaves_the_callers_module_as_it_was(x):
+    """Backends move, cast, re-layout and switch to eval the module they run; the caller's must not change."""
+    torch.manual_seed(0)
+    mine = create_model("lightnn").train()
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    r = backends.build("eager", mine, {}, "fp32", "cpu", [6], memory_format="channels_last")
+    assert mine.training and all(p.is_contiguous() for p in mine.parameters())
+    after = mine.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert torch.allclose(r(x), mine.eval()(x), atol=1e-5)
+
+
 # -- GPU paths (skipped without CUDA) ---------------------------------------------------------------
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_eager_cuda_matches_cpu(model, x, precision):
-    ref = model(x).detach()   # before the build: building for CUDA moves the module there, as .to() does
+    ref = model(x).detach()
     r = backends.build("eager", model, {}, precision, "cuda", [6])
     y = r(x.cuda()).cpu()
     tol = 1e-3 if precision == "fp32" else 0.05 * ref.abs().max().item() + 1e-3

@@ -21,6 +21,7 @@ reason: nothing is ever silently run in another precision.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +132,15 @@ def availability(backend: str, precision: str, device: str) -> tuple[bool, str]:
 
 def build(backend: str, model, meta: dict, precision: str, device: str, batch_sizes, cache_dir=None,
           **options) -> Runner:
-    """Check availability (raise UnavailableError with the reason) then build the backend's runner."""
+    """Check availability (raise UnavailableError with the reason) then build the backend's runner.
+
+    The runner gets its own copy of the module: backends move it to the device, cast it and change its
+    memory format in place, which must not change the caller's model (a CPU reference computed after a
+    CUDA build would otherwise run on CUDA weights)."""
     ok, reason = availability(backend, precision, device)
     if not ok:
         raise UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
+    model = copy.deepcopy(model)
     return get_backend(backend).build(model, meta, precision, device, list(batch_sizes),
                                       Path(cache_dir) if cache_dir else None, **options)
 
