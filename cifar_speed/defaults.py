@@ -38,6 +38,9 @@ class Settings:
     n_inputs: int = 4              # distinct batches rotated through (no cache-warm single input)
     disturbed_fraction: float = 0.6    # process view: cpu/wall below this x threads
     contention_fraction: float = 0.1   # machine view: others + steal took more than this share of our threads' cores
+    # The host's speed, read between trials (harness.Canary): a fixed matmul timed for this long. On
+    # shared VMs other tenants slow our vCPUs without a trace in CPU time or steal; the canary sees it.
+    canary_s: float = 0.03          # 0: no canary
 
     def as_dict(self) -> dict:
         return asdict(self)

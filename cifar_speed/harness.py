@@ -8,6 +8,12 @@ minutes apart. A cell reports the median over trials of each trial's median late
 the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median of the
 per-round ratios against the baseline trial of the same round (`paired_ratio`).
 
+Host speed (CPU): between consecutive trials a fixed reference workload, the canary (a 192x192
+fp32 matmul, `Canary`), is timed. On a shared VM other tenants slow our vCPUs down in ways neither
+CPU time nor steal shows; whatever slows the cells slows the canary too. Each trial keeps the mean of
+the readings before and after it, and a cell also reports its time in canary units (`host_normalized`:
+trial median / canary), which `compare` uses to tell a change of the code from a change of the host.
+
 CPU: each call is timed with time.perf_counter. Over each trial two views of disturbance are read:
 the process's CPU time (time.process_time: did our threads run?) and the machine's counters in
 /proc/stat for the CPUs we may run on (steal time, CPU used by other processes: did someone else
@@ -40,7 +46,7 @@ TIMINGS_ENCODING = "base64 of little-endian float32 milliseconds, one per timed 
 # Settings lives in defaults.py (torch-free: `bench --help` prints its defaults).
 
 
-QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5,
+QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5, canary_s=0.002,
                  warmup_window=2)
 
 
@@ -246,20 +252,68 @@ def decode_calls(text: str) -> list[float]:
 
 @dataclass
 class Trial:
-    """One timed block of a cell: its per-call times and what the machine gave it."""
+    """One timed block of a cell: its per-call times, what the machine gave it, and the host's speed
+    around it (the canary's mean ms per call before and after; None without a canary)."""
     round: int
     times_s: list[float]
     disturbance: Disturbance
+    canary_ms: float | None = None
 
     @property
     def median_ms(self) -> float:
         return percentile(self.times_s, 50) * 1e3
 
+    @property
+    def normalized(self) -> float | None:
+        """The trial median in canary units: what is left of its speed once the host's is divided out."""
+        return self.median_ms / self.canary_ms if self.canary_ms else None
+
     def to_dict(self) -> dict:
         d = self.disturbance
         return {"round": self.round, "n": len(self.times_s), "median_ms": self.median_ms, "wall_s": d.wall_s,
                 "cpu_s": d.cpu_s, "cpu_wall_ratio": d.cpu_wall_ratio, "others_cpu_s": d.others_cpu_s,
-                "steal_s": d.steal_s, "disturbed": d.disturbed, "why": d.why, "calls_ms": encode_calls(self.times_s)}
+                "steal_s": d.steal_s, "disturbed": d.disturbed, "why": d.why, "canary_ms": self.canary_ms,
+                "calls_ms": encode_calls(self.times_s)}
+
+
+class Canary:
+    """The host's speed now: the median time of a fixed 192x192 fp32 matmul over `seconds`.
+
+    Read between consecutive trials; the reading after one trial is the reading before the next, so
+    a round of N cells costs N readings. Runs at `threads` (the cells' thread count) and restores
+    torch's setting."""
+    SIZE = 192
+
+    def __init__(self, seconds: float, threads: int, min_calls: int = 3):
+        g = torch.Generator().manual_seed(0)
+        self.a, self.b = torch.randn(self.SIZE, self.SIZE, generator=g), torch.randn(self.SIZE, self.SIZE, generator=g)
+        self.seconds, self.threads, self.min_calls = seconds, threads, min_calls
+        self.last_ms: float | None = None
+
+    @classmethod
+    def for_timers(cls, timers: list["CellTimer"]) -> "Canary | None":
+        """A canary for CPU cells whose settings ask for one; None for CUDA (the host is not what is timed)."""
+        if not timers or any(t.cuda for t in timers) or timers[0].settings.canary_s <= 0:
+            return None
+        return cls(timers[0].settings.canary_s, max(t.threads for t in timers))
+
+    def read(self) -> float:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            times, end = [], time.perf_counter() + self.seconds
+            while time.perf_counter() < end or len(times) < self.min_calls:
+                t0 = time.perf_counter()
+                torch.mm(self.a, self.b)
+                times.append(time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(saved)
+        self.last_ms = statistics.median(times) * 1e3
+        return self.last_ms
+
+    def latest(self) -> float:
+        """The reading taken right after the previous trial, or a fresh one."""
+        return self.last_ms if self.last_ms is not None else self.read()
 
 
 @dataclass
@@ -315,9 +369,10 @@ class CellTimer:
         self.warmup = Warmup(i, time.perf_counter() - t_start, stable)
         return self.warmup
 
-    def trial(self, round_: int) -> Trial:
-        """One timed block: at least trial_time_s and trial_min_reps calls."""
+    def trial(self, round_: int, canary: Canary | None = None) -> Trial:
+        """One timed block: at least trial_time_s and trial_min_reps calls (between canary readings)."""
         s = self.settings
+        canary_before = canary.latest() if canary else None
         torch.set_num_threads(self.threads)
         if self.cuda:
             torch.cuda.synchronize()
@@ -335,7 +390,8 @@ class CellTimer:
             dist = Disturbance(wall, cpu, self.threads, cpu / wall if wall > 0 else 0.0, None, None, None)
         else:
             dist = judge(wall, cpu, self.threads, before, after, s)
-        t = Trial(round_, self.timer.collect(), dist)
+        t = Trial(round_, self.timer.collect(), dist,
+                  (canary_before + canary.read()) / 2 if canary else None)
         self.trials.append(t)
         return t
 
@@ -359,8 +415,9 @@ def summarize_trials(trials: list[Trial], batch_size: int) -> dict:
     flags = [t.disturbance.disturbed for t in trials]
     judged = [f for f in flags if f is not None]
     n_dist = sum(1 for f in judged if f)
+    host = _host_normalized(trials)
     return {
-        **pooled,
+        **pooled, **host,
         "median_ms": sp["median"], "trial_median_ms": {"min": sp["min"], "max": sp["max"], "iqr": sp["iqr"]},
         "images_per_s": batch_size / (sp["median"] / 1e3),
         "images_per_s_range": [batch_size / (sp["max"] / 1e3), batch_size / (sp["min"] / 1e3)],
@@ -373,11 +430,27 @@ def summarize_trials(trials: list[Trial], batch_size: int) -> dict:
     }
 
 
-def paired_ratio(baseline: list[Trial], cell: list[Trial]) -> dict | None:
+def _host_normalized(trials: list[Trial]) -> dict:
+    """The canary's readings over the cell's trials and the trial medians in canary units (only when
+    every trial has a reading: a half-normalised cell would compare with nothing)."""
+    if not all(t.canary_ms for t in trials):
+        return {}
+    units = spread([t.normalized for t in trials])
+    canary = spread([t.canary_ms for t in trials])
+    return {"canary_ms": {"median": canary["median"], "min": canary["min"], "max": canary["max"]},
+            "host_normalized": {"median": units["median"], "min": units["min"], "max": units["max"],
+                                "iqr": units["iqr"], "unit": "trial median / canary ms per call"}}
+
+
+def paired_ratio(baseline: list[Trial], cell: list[Trial], normalized: bool = False) -> dict | None:
     """Speed-up over the baseline: per round, baseline median / cell median of the trials that ran in
-    that round (seconds apart, same machine state); the median and spread of those ratios."""
-    base = {t.round: t.median_ms for t in baseline}
-    ratios = [base[t.round] / t.median_ms for t in cell if t.round in base and t.median_ms > 0]
+    that round (seconds apart, same machine state); the median and spread of those ratios.
+    normalized: each trial median divided by its canary first (None where a trial has none)."""
+    def value(t: Trial) -> float | None:
+        return t.normalized if normalized else t.median_ms
+
+    base = {t.round: value(t) for t in baseline}
+    ratios = [base[t.round] / value(t) for t in cell if base.get(t.round) and value(t)]
     return spread(ratios) if ratios else None
 
 
@@ -385,9 +458,10 @@ def run_round_robin(timers: list[CellTimer], trials: int, on_trial=None) -> None
     """Warm every cell up once, then `trials` rounds, each timing every cell once in turn."""
     for t in timers:
         t.warm_up()
+    canary = Canary.for_timers(timers)
     for r in range(trials):
         for t in timers:
-            t.trial(r)
+            t.trial(r, canary)
             if on_trial:
                 on_trial(t, r)
 

@@ -58,10 +58,13 @@ def _cell_field_schema(annotation: str) -> dict:
     return {"type": sorted({_JSON_TYPES[t.strip()] for t in str(annotation).split("|")})}
 
 
+_SPREAD = {"type": ["object", "null"], "required": ["median", "min", "max"],
+           "properties": {"median": _NUM, "min": _NUM, "max": _NUM}}
 _LATENCY = {"type": "object", "properties": {
     "median_ms": _NUM, "p90_ms": _OPT_NUM, "p99_ms": _OPT_NUM, "mean_ms": _OPT_NUM, "min_ms": _OPT_NUM,
     "max_ms": _OPT_NUM, "n": _OPT_INT, "threads": _OPT_INT, "cpu_wall_ratio": _OPT_NUM,
-    "trial_median_ms": {"type": ["object", "null"], "properties": {"min": _OPT_NUM, "max": _OPT_NUM, "iqr": _OPT_NUM}}}}
+    "trial_median_ms": {"type": ["object", "null"], "properties": {"min": _OPT_NUM, "max": _OPT_NUM, "iqr": _OPT_NUM}},
+    "host_normalized": _SPREAD, "canary_ms": _SPREAD}}
 
 
 def results_read_schema() -> dict:
@@ -75,7 +78,7 @@ def results_read_schema() -> dict:
     cell_props = {f.name: _cell_field_schema(f.type) for f in dataclasses.fields(Cell)}
     cell_props.update({
         "latency": _LATENCY, "images_per_s_range": _RANGE, "speedup_range": _RANGE,
-        "accuracy": {"type": "object", "additionalProperties": _OPT_NUM},
+        "speedup_host_normalized_range": _RANGE, "accuracy": {"type": "object", "additionalProperties": _OPT_NUM},
         "runner": {"type": "object", "properties": {"memory_format": {"type": ["string", "null"]}}},
     })
     ok_cell = {"required": ["model", "backend", "precision", "batch_size", "mode", "images_per_s", "latency"],

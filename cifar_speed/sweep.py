@@ -106,6 +106,8 @@ class Cell:
     peak_note: str | None = None              # why, where peak_fraction is above 1
     speedup_vs_eager_fp32: float | None = None
     speedup_range: list | None = None         # [min, max] of the per-round ratios
+    speedup_host_normalized: float | None = None   # the same from trial medians divided by the canary
+    speedup_host_normalized_range: list | None = None
     accuracy: dict = field(default_factory=dict)
     accuracy_flagged: bool = False
     disturbed: bool | None = None
@@ -326,13 +328,14 @@ def time_cells(slots: list[Slot], trials: int, advance=lambda desc: None) -> Non
             s.timer.warm_up()
         except Exception as e:
             s.error = _one_line(e)
+    canary = harness.Canary.for_timers([s.timer for s in slots if not s.error])
     for r in range(trials):
         for s in slots:
             if s.error:
                 continue
             advance(f"{s.variant.label()} b{s.timer.batch_size} {s.timer.threads}t: trial {r + 1}/{trials}")
             try:
-                s.timer.trial(r)
+                s.timer.trial(r, canary)
             except Exception as e:
                 s.error = _one_line(e)
 
@@ -360,7 +363,9 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
     gflops = flops * ips / 1e9
     denom = peak_for(peak, base["precision"])
     fraction = gflops / denom if denom else None
-    ratio = harness.paired_ratio(baseline.timer.trials, t.trials) if baseline and not baseline.error else None
+    paired = baseline is not None and not baseline.error
+    ratio = harness.paired_ratio(baseline.timer.trials, t.trials) if paired else None
+    host = harness.paired_ratio(baseline.timer.trials, t.trials, normalized=True) if paired else None
     kinds = peak.get("denominators", {})
     return Cell(**base, batch_size=t.batch_size, mode=t.mode, threads=t.threads, latency=lat, images_per_s=ips,
                 images_per_s_range=lat["images_per_s_range"], gflops=gflops, peak_fraction=fraction,
@@ -370,6 +375,8 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
                            else peak.get("unmeasured", {}).get(base["precision"])),
                 speedup_vs_eager_fp32=ratio["median"] if ratio else None,
                 speedup_range=[ratio["min"], ratio["max"]] if ratio else None,
+                speedup_host_normalized=host["median"] if host else None,
+                speedup_host_normalized_range=[host["min"], host["max"]] if host else None,
                 disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in t.trials])
 
 
@@ -569,7 +576,7 @@ CSV_COLUMNS = RUN_COLUMNS + [
     "trial_median_max_ms", "trial_median_iqr_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops",
     "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_min", "speedup_max", "top1",
     "top1_jpeg75", "agreement", "max_logit_diff", "accuracy_flagged", "disturbed", "trials_disturbed",
-    "cpu_wall_ratio", "reason"]
+    "cpu_wall_ratio", "canary_ms", "host_normalized", "speedup_host_normalized", "reason"]
 SKIPPED_COLUMNS = RUN_COLUMNS + ["model", "backend", "precision", "reason"]
 
 
@@ -589,6 +596,8 @@ def csv_row(cell: Cell, run: dict) -> dict:
                                       "trials_disturbed")},
             "trial_median_min_ms": trial.get("min"), "trial_median_max_ms": trial.get("max"),
             "trial_median_iqr_ms": trial.get("iqr"), "speedup_min": sp[0], "speedup_max": sp[1],
+            "canary_ms": (lat.get("canary_ms") or {}).get("median"),
+            "host_normalized": (lat.get("host_normalized") or {}).get("median"),
             **{k: acc.get(k) for k in ("top1", "top1_jpeg75", "agreement", "max_logit_diff")}}
 
 

@@ -130,3 +130,44 @@ def test_compare_reads_pytest_benchmark_json(capsys, tmp_path):
     b.write_text(json.dumps(doc))
     code, out, _ = _run(capsys, str(a), str(b), "--fail-on", "images_per_s:-5%")
     assert code == 1 and "REGRESSION" in out and "-20.0%" in out
+
+
+def _with_canary(cell: dict, canary_ms: float) -> dict:
+    """The cell as a run with a canary records it: trial medians in canary units beside the raw ones."""
+    lat = cell["latency"]
+    units = {k: lat["trial_median_ms"][k] / canary_ms for k in ("min", "max")}
+    lat["host_normalized"] = {"median": lat["median_ms"] / canary_ms, **units}
+    lat["canary_ms"] = {"median": canary_ms, "min": canary_ms, "max": canary_ms}
+    if not cell["baseline"]:
+        cell["speedup_host_normalized"] = cell["speedup_vs_eager_fp32"]
+        cell["speedup_host_normalized_range"] = cell["speedup_range"]
+    return cell
+
+
+def test_a_slower_host_is_not_a_regression_where_both_runs_read_the_canary(capsys, tmp_path):
+    """Every cell 20 % slower, and the canary 25 % slower too: the host changed, not the code."""
+    old = _write(tmp_path, "old", [_with_canary(_cell("eager", 1000, 980, 1020), 0.10),
+                                   _with_canary(_cell("onnxrt", 2000, 1960, 2040, speedup=2.0, sp_range=[1.95, 2.05]), 0.10)])
+    new = _write(tmp_path, "new", [_with_canary(_cell("eager", 800, 790, 810), 0.125),
+                                   _with_canary(_cell("onnxrt", 1600, 1580, 1620, speedup=2.0, sp_range=[1.95, 2.05]), 0.125)])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 0 and "REGRESSION" not in out
+    assert "-20.0%" in out and "+0.0%" in out             # raw change beside the host-normalised one
+    assert "canary took +25.0% per call" in out
+    assert "largest |change| of images_per_s at batch 128 (host-normalised): +0.0%" in out
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%", "--raw")
+    assert code == 1 and "REGRESSION (images_per_s:-5%)" in out
+
+
+def test_a_regression_the_canary_does_not_explain_still_fails(capsys, tmp_path):
+    old = _write(tmp_path, "old", [_with_canary(_cell("onnxrt", 2000, 1960, 2040), 0.10)])
+    new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.10)])   # same host speed
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "REGRESSION (images_per_s:-5%)" in out
+
+
+def test_one_run_without_canary_is_judged_raw(capsys, tmp_path):
+    old = _write(tmp_path, "old", [_cell("onnxrt", 2000, 1960, 2040)])
+    new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.125)])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "canary took" not in out

@@ -2,7 +2,9 @@
 disturbance (a runner that sleeps, a second process spinning), round-robin order, peak probes."""
 from __future__ import annotations
 
+import dataclasses
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -141,7 +143,10 @@ def test_sleeping_runner_is_flagged_disturbed():
         time.sleep(0.002)
         return torch.zeros(len(x), 10)
 
-    t = harness.CellTimer(_runner(fn), 4, harness.QUICK, counters=lambda: None)
+    # No canary: its matmul threads spin on for a moment after it and their CPU time lands in the
+    # trial, which matters for 10 ms test trials, not for the 0.15 s real ones.
+    quiet = dataclasses.replace(harness.QUICK, canary_s=0)
+    t = harness.CellTimer(_runner(fn), 4, quiet, counters=lambda: None)
     harness.run_round_robin([t], 3)
     assert all(tr.disturbance.disturbed for tr in t.trials)
     s = t.summary()
@@ -380,3 +385,53 @@ def test_sized_op_does_not_time_the_first_call(monkeypatch):
 
     _, _, scale = harness.sized_op(make, torch.float32, "cpu", [1, 2, 4, 8, 16])
     assert scale == 8 and made == [1, 2, 4, 8]
+
+
+# -- host speed: the canary ---------------------------------------------------------------------------
+
+def test_canary_reads_between_trials_and_normalises_the_cell():
+    """Each trial keeps the mean of the readings before and after it; in a round of N cells the reading
+    after one trial is the one before the next (N + 1 readings per round, not 2N)."""
+    reads = iter([1.0, 2.0, 4.0, 2.0, 1.0])
+
+    class FakeCanary(harness.Canary):
+        def read(self):
+            self.last_ms = next(reads)
+            return self.last_ms
+
+    canary = FakeCanary(0.001, 1)
+    timers = [harness.CellTimer(_runner(lambda x: x.flatten(1)[:, :10]), 2, harness.QUICK) for _ in range(2)]
+    for r in range(2):
+        for t in timers:
+            t.trial(r, canary)
+    got = [t.canary_ms for timer in timers for t in timer.trials]
+    assert got == [1.5, 3.0, 3.0, 1.5]   # cell A: (1+2)/2, (4+2)/2; cell B: (2+4)/2, (2+1)/2
+    trial = timers[0].trials[0]
+    assert trial.normalized == pytest.approx(trial.median_ms / 1.5) and trial.to_dict()["canary_ms"] == 1.5
+    summary = timers[0].summary()
+    assert summary["canary_ms"]["median"] == pytest.approx(2.25)
+    assert summary["host_normalized"]["median"] == pytest.approx(
+        statistics.median([t.normalized for t in timers[0].trials]))
+
+
+def test_paired_ratio_in_canary_units_takes_out_a_host_slowdown():
+    """Round 1 ran on a host twice as slow for the cell only: raw ratios differ, normalised ones agree."""
+    dist = Disturbance(1.0, 1.0, 1, 1.0, 0.0, 0.0, False)
+    base = [harness.Trial(0, [0.010] * 3, dist, 1.0), harness.Trial(1, [0.010] * 3, dist, 1.0)]
+    cell = [harness.Trial(0, [0.005] * 3, dist, 1.0), harness.Trial(1, [0.010] * 3, dist, 2.0)]
+    raw = harness.paired_ratio(base, cell)
+    host = harness.paired_ratio(base, cell, normalized=True)
+    assert (raw["min"], raw["max"]) == pytest.approx((1.0, 2.0))
+    assert (host["min"], host["max"]) == pytest.approx((2.0, 2.0))
+    assert harness.paired_ratio(base, [harness.Trial(0, [0.005] * 3, dist)], normalized=True) is None
+
+
+def test_no_canary_on_cuda_or_when_switched_off():
+    cpu = harness.CellTimer(_runner(lambda x: x.flatten(1)[:, :10]), 2, harness.QUICK)
+    assert isinstance(harness.Canary.for_timers([cpu]), harness.Canary)
+    off = harness.CellTimer(_runner(lambda x: x.flatten(1)[:, :10]), 2, harness.Settings(canary_s=0))
+    assert harness.Canary.for_timers([off]) is None
+    reading = harness.Canary(0.001, 1).read()
+    assert reading > 0
+    cpu.trial(0)                      # without a canary a trial has no reading and no normalised figures
+    assert cpu.trials[0].canary_ms is None and "host_normalized" not in cpu.summary()

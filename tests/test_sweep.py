@@ -221,6 +221,10 @@ def test_write_results_json_and_csv(results, tmp_path):
     assert set(sweep.CSV_COLUMNS) == set(rows[0])
     for col in ("created", "machine", "commit", "threads", "trials", "n"):   # the run's columns on every row
         assert all(r[col] for r in rows), col
+    ok = [r for r in rows if r["status"] == "ok"]    # a CPU sweep reads the host's canary between trials
+    assert ok and all(float(r["canary_ms"]) > 0 and float(r["host_normalized"]) > 0 for r in ok)
+    cells = [c for c in results["cells"] if c["status"] == "ok" and not c["baseline"]]
+    assert cells and all(c["speedup_host_normalized"] > 0 for c in cells)
     skipped = list(csv.DictReader(io.StringIO(sweep.skipped_path(c).read_text())))
     assert len(skipped) == len(results["skipped"]) and all(r["reason"] and r["created"] for r in skipped)
     assert [p.name for p in j.parent.iterdir()] and not list(j.parent.glob(".*tmp"))

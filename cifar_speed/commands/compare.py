@@ -7,6 +7,12 @@ tell the two apart, as hyperfine and pyperf refuse to call such a difference a c
 without a recorded range (files written before trials, or cells of one call) has unknown noise and
 its change counts as real.
 
+Host speed: runs made with a canary (harness.Canary, a fixed matmul timed between trials) also carry
+each cell's time in canary units. On a shared VM the whole host gets 10-30 % slower or faster over
+half an hour, which moves every cell of a run together; dividing by the canary takes that out. Where
+both runs have it, the verdict and --fail-on judge the host-normalised change (the raw change is
+printed beside it); `--raw` judges the raw figures instead.
+
 `--fail-on METRIC:PCT` (repeatable) makes a change past PCT in the bad direction, outside the noise,
 a regression: exit status 1. A negative PCT is a floor (images_per_s:-5%, speedup_vs_eager_fp32:-5%),
 a positive one a ceiling (median_ms:+5%). Both files may also be pytest-benchmark's
@@ -39,6 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:PCT",
                    help=f"exit 1 when a cell's METRIC ({', '.join(METRICS)}) moves past PCT in the bad direction, "
                         "outside both runs' noise, e.g. images_per_s:-5%% or median_ms:+5%% (repeatable)")
+    p.add_argument("--raw", action="store_true",
+                   help="judge the raw figures even where both runs measured the host's speed (canary)")
     p.set_defaults(func=run)
 
 
@@ -71,25 +79,52 @@ def parse_fail_on(text: str) -> Threshold:
 
 @dataclass(frozen=True)
 class Reading:
-    """One metric of one cell in one run: its value and the range its trials spanned (None: unknown)."""
+    """One metric of one cell in one run: its value and the range its trials spanned (None: unknown);
+    `host`: the same metric from trial medians divided by the host's canary (None: no canary)."""
     value: float
     low: float | None
     high: float | None
+    host: "Reading | None" = None
+
+
+def _host_readings(cell) -> dict[str, Reading]:
+    """images/s and p50 in canary units (their ratios between runs are what matters, not the unit)."""
+    units = (cell.latency or {}).get("host_normalized")
+    out = {}
+    if units:
+        b = cell.batch_size
+        out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"])
+        out["median_ms"] = Reading(units["median"], units["min"], units["max"])
+    if cell.speedup_host_normalized and not cell.baseline:
+        lo, hi = cell.speedup_host_normalized_range or (None, None)
+        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_host_normalized, lo, hi)
+    return out
 
 
 def readings(cell) -> dict[str, Reading]:
+    host = _host_readings(cell)
     out = {}
     if cell.images_per_s:
         lo, hi = cell.images_per_s_range or (None, None)
-        out["images_per_s"] = Reading(cell.images_per_s, lo, hi)
+        out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"))
     if cell.speedup_vs_eager_fp32 and not cell.baseline:
         lo, hi = cell.speedup_range or (None, None)
-        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi)
+        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi, host.get("speedup_vs_eager_fp32"))
     lat = cell.latency or {}
     if lat.get("median_ms"):
         trial = lat.get("trial_median_ms") or {}
-        out["median_ms"] = Reading(lat["median_ms"], trial.get("min"), trial.get("max"))
+        out["median_ms"] = Reading(lat["median_ms"], trial.get("min"), trial.get("max"), host.get("median_ms"))
     return out
+
+
+def _change(old: Reading, new: Reading) -> float:
+    return (new.value - old.value) / old.value
+
+
+def _overlap(old: Reading, new: Reading) -> bool | None:
+    if None in (old.low, old.high, new.low, new.high):
+        return None
+    return old.low <= new.high and new.low <= old.high
 
 
 @dataclass(frozen=True)
@@ -98,22 +133,37 @@ class Change:
     metric: str
     old: Reading
     new: Reading
+    raw: bool = False      # judge the raw figures even where both runs have host-normalised ones
+
+    @property
+    def host_normalized(self) -> bool:
+        """Whether the verdict uses the canary-normalised readings."""
+        return not self.raw and self.old.host is not None and self.new.host is not None
 
     @property
     def fraction(self) -> float:
-        return (self.new.value - self.old.value) / self.old.value
+        """The raw change of the metric, (new - old) / old."""
+        return _change(self.old, self.new)
+
+    @property
+    def host_fraction(self) -> float | None:
+        return _change(self.old.host, self.new.host) if self.old.host and self.new.host else None
+
+    @property
+    def judged_fraction(self) -> float:
+        return self.host_fraction if self.host_normalized else self.fraction
 
     @property
     def inside_noise(self) -> bool | None:
-        """True when the runs' ranges overlap; None when either range was not recorded."""
-        if None in (self.old.low, self.old.high, self.new.low, self.new.high):
-            return None
-        return self.old.low <= self.new.high and self.new.low <= self.old.high
+        """True when the runs' ranges overlap (of the judged readings); None when either was not recorded."""
+        if self.host_normalized:
+            return _overlap(self.old.host, self.new.host)
+        return _overlap(self.old, self.new)
 
     def regression(self, thresholds: list[Threshold]) -> Threshold | None:
         if self.inside_noise:
             return None
-        return next((t for t in thresholds if t.metric == self.metric and t.breached(self.fraction)), None)
+        return next((t for t in thresholds if t.metric == self.metric and t.breached(self.judged_fraction)), None)
 
 
 def _ok_cells(results: dict) -> dict:
@@ -122,13 +172,13 @@ def _ok_cells(results: dict) -> dict:
     return {c.key: c for c in cells_of(results) if c.status == "ok"}
 
 
-def compare(old: dict, new: dict) -> tuple[list[Change], list[tuple], list[tuple]]:
+def compare(old: dict, new: dict, raw: bool = False) -> tuple[list[Change], list[tuple], list[tuple]]:
     """(changes of every matched cell and metric, keys only in old, keys only in new)."""
     a, b = _ok_cells(old), _ok_cells(new)
     changes = []
     for key in a.keys() & b.keys():
         ra, rb = readings(a[key]), readings(b[key])
-        changes += [Change(key, m, ra[m], rb[m]) for m in METRICS if m in ra and m in rb]
+        changes += [Change(key, m, ra[m], rb[m], raw) for m in METRICS if m in ra and m in rb]
     order = {k: i for i, k in enumerate(list(a) + [k for k in b if k not in a])}
     changes.sort(key=lambda c: (order[c.key], METRICS.index(c.metric)))
     return changes, [k for k in a if k not in b], [k for k in b if k not in a]
@@ -144,7 +194,7 @@ def _verdict(c: Change, thresholds: list[Threshold]) -> str:
         return f"REGRESSION ({hit.text()})"
     if c.inside_noise:
         return "inside the noise"
-    better = (c.fraction > 0) == HIGHER_IS_BETTER[c.metric]
+    better = (c.judged_fraction > 0) == HIGHER_IS_BETTER[c.metric]
     return ("better" if better else "worse") + ("" if c.inside_noise is False else " (noise unknown)")
 
 
@@ -153,26 +203,48 @@ def table(changes: list[Change], thresholds: list[Threshold]):
     from rich.text import Text
 
     # Text, not markup: "[980-1020]" is data, not a style tag.
-    t = Table(title=Text("per cell: old and new [range over trials]; change; inside the noise = the ranges overlap"))
-    for col in ("cell", "metric", "old", "new", "change", "verdict"):
-        t.add_column(col, justify="right" if col in ("old", "new", "change") else "left", no_wrap=col != "verdict")
-    fmts = {"images_per_s": "{:,.0f}", "speedup_vs_eager_fp32": "{:.2f}x", "median_ms": "{:.3f}"}
+    t = Table(title=Text("per cell: old and new [range over trials]; change, raw and host-normalised (divided by "
+                         "the canary; judged where both runs have it); inside the noise = the ranges overlap"))
+    for col in ("cell", "metric", "old", "new", "change", "host-norm.", "verdict"):
+        t.add_column(col, justify="left" if col in ("cell", "metric", "verdict") else "right", no_wrap=col != "verdict")
+    fmts = {"images_per_s": "{:,.0f}", "speedup_vs_eager_fp32": "{:.2f}x", "median_ms": "{:.4g}"}
     for c in changes:
+        host = f"{c.host_fraction * 100:+.1f}%" if c.host_fraction is not None else "-"
         row = [cell_name(c.key), SHORT[c.metric], _range(c.old, fmts[c.metric]), _range(c.new, fmts[c.metric]),
-               f"{c.fraction * 100:+.1f}%", _verdict(c, thresholds)]
+               f"{c.fraction * 100:+.1f}%", host, _verdict(c, thresholds)]
         t.add_row(*(Text(x) for x in row))
     return t
 
 
 def largest_changes(changes: list[Change]) -> list[str]:
-    """The largest |change| per metric and batch size: what a run-to-run acceptance bound reads."""
-    worst: dict = {}
-    for c in changes:
-        k = (c.metric, c.key[3])
-        if k not in worst or abs(c.fraction) > abs(worst[k].fraction):
-            worst[k] = c
-    return [f"largest |change| of {m} at batch {b}: {c.fraction * 100:+.1f}% ({cell_name(c.key)})"
-            for (m, b), c in sorted(worst.items())]
+    """The largest |change| per metric and batch size, raw and host-normalised: what a run-to-run
+    acceptance bound reads."""
+    lines = []
+    for label, value in (("raw", lambda c: c.fraction), ("host-normalised", lambda c: c.host_fraction)):
+        worst: dict = {}
+        for c in changes:
+            if value(c) is None:
+                continue
+            k = (c.metric, c.key[3])
+            if k not in worst or abs(value(c)) > abs(value(worst[k])):
+                worst[k] = c
+        lines += [f"largest |change| of {m} at batch {b} ({label}): {value(c) * 100:+.1f}% ({cell_name(c.key)})"
+                  for (m, b), c in sorted(worst.items())]
+    return lines
+
+
+def host_speed_change(old: dict, new: dict) -> float | None:
+    """How much slower (+) or faster (-) the host's canary ran in the new run: the median over cells
+    of each cell's median canary reading; None when either run has no canary."""
+    import statistics
+
+    def canary(results):
+        readings = [c.latency["canary_ms"]["median"] for c in _ok_cells(results).values()
+                    if (c.latency or {}).get("canary_ms")]
+        return statistics.median(readings) if readings else None
+
+    a, b = canary(old), canary(new)
+    return (b - a) / a if a and b else None
 
 
 def run(args) -> int:
@@ -181,7 +253,7 @@ def run(args) -> int:
 
     thresholds = [parse_fail_on(t) for t in args.fail_on]
     old, new = report.load_results(args.old), report.load_results(args.new)
-    changes, only_old, only_new = compare(old, new)
+    changes, only_old, only_new = compare(old, new, raw=args.raw)
     if not changes:
         raise CifarSpeedError(f"no cell of {args.old} matches a cell of {args.new} "
                               "(matched by model, backend, precision, batch, mode, threads, layout)")
@@ -193,6 +265,11 @@ def run(args) -> int:
         console.print(f"only in {args.new}: {cell_name(key)}", markup=False)
     for line in largest_changes(changes):
         console.print(line, markup=False)
+    host = host_speed_change(old, new)
+    if host is not None:
+        judged = "raw figures (--raw)" if args.raw else "host-normalised figures where both cells have them"
+        console.print(f"host speed: the canary took {host * 100:+.1f}% per call in the new run; verdicts judge the "
+                      f"{judged}", markup=False)
     noisy = sum(1 for c in changes if c.inside_noise)
     regressions = [c for c in changes if c.regression(thresholds)]
     console.print(f"{len({c.key for c in changes})} cells matched, {len(changes)} metric changes: {noisy} inside the "
