@@ -68,17 +68,31 @@ def int8_isa() -> str:
     return "none"
 
 
+# `git archive` writes the commit into this file (.gitattributes: export-subst), so a tree unpacked
+# from an archive (the GPU machine's copy) still says which commit it is.
+ARCHIVE_COMMIT = Path(__file__).with_name("ARCHIVE_COMMIT")
+
+
+def archive_commit(path: Path = ARCHIVE_COMMIT) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{40}", text) else None   # "$Format:%H$" outside an archive
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """HEAD (with -dirty for uncommitted changes to tracked files), or the archive's commit outside git."""
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
-            return None
+            return archive_commit()
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return archive_commit()
 
 
 def gpu_info() -> dict | None:

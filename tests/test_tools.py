@@ -113,3 +113,17 @@ def test_noise_canary_pairs_each_trial_with_its_canary(tmp_path):
     r = _tool("noise_canary").check(str(make_checkpoint(tmp_path)), batch=2, trials=3, threads=1)
     assert len(r["trials"]) == 3 and all(t["canary_before_ms"] > 0 and t["trial_median_ms"] > 0 for t in r["trials"])
     assert -1.0 <= r["correlation"] <= 1.0 and r["trial_cv"] >= 0 and r["normalized_cv"] >= 0
+
+
+def test_archive_commit_names_the_commit_only_after_git_archive(tmp_path):
+    """A tree unpacked from `git archive` (the GPU machine's copy) has no .git; the archive writes the
+    commit into cifar_speed/ARCHIVE_COMMIT, and outside an archive the placeholder means unknown."""
+    from cifar_speed import provenance
+
+    f = tmp_path / "ARCHIVE_COMMIT"
+    f.write_text("$Format:%H$\n")
+    assert provenance.archive_commit(f) is None
+    f.write_text("0123456789abcdef0123456789abcdef01234567\n")
+    assert provenance.archive_commit(f) == "0123456789abcdef0123456789abcdef01234567"
+    assert provenance.archive_commit(tmp_path / "missing") is None
+    assert provenance.ARCHIVE_COMMIT.read_text().strip() == "$Format:%H$"   # the checkout keeps the placeholder
