@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cifar_speed import backends
 from cifar_speed.models import create_model, list_models
-from cifar_speed.train.loop import autocast
+from cifar_speed.devices import autocast
 
 DEVICE = backends.default_device()
 BATCH = 128

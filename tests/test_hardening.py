@@ -362,12 +362,12 @@ def test_output_checks_refuse_a_file_in_the_way(tmp_path):
 
 
 def test_a_missing_teacher_is_named_once(tmp_path, monkeypatch):
-    from cifar_speed.train import loop
+    from cifar_speed.train import teacher
 
-    monkeypatch.setattr(loop, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", tmp_path / "shipped")
     recipe = parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "somewhere/deepnn.json"\n', path="x.toml")
     with pytest.raises(CifarSpeedError, match="not found") as e:
-        loop.find_teacher(recipe, tmp_path)
+        teacher.find_teacher(recipe, tmp_path)
     assert ".json.json" not in str(e.value) and str(tmp_path / "deepnn.json") in str(e.value)
 
 

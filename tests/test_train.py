@@ -89,9 +89,9 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
 @pytest.fixture
 def no_shipped_teacher(monkeypatch, tmp_path):
     """Hide results/checkpoints so the teacher lookup cannot find the shipped deepnn."""
-    from cifar_speed.train import loop
+    from cifar_speed.train import teacher
 
-    monkeypatch.setattr(loop, "SHIPPED_DIR", tmp_path / "no-shipped-checkpoints")
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", tmp_path / "no-shipped-checkpoints")
 
 
 def test_missing_teacher_is_trained_first(fake_data, tmp_path, no_shipped_teacher):

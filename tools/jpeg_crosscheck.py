@@ -23,7 +23,7 @@ from cifar_speed.checkpoint import load_checkpoint  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.locate import shipped  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
-from cifar_speed.train.loop import evaluate  # noqa: E402
+from cifar_speed.evaluation import evaluate  # noqa: E402
 
 
 def torchvision_jpeg(split: D.Split, quality: int) -> D.Split:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifar_speed import data as D  # noqa: E402
 from cifar_speed.checkpoint import SHIPPED_DIR, load_checkpoint, save_checkpoint  # noqa: E402
-from cifar_speed.train.loop import evaluate  # noqa: E402
+from cifar_speed.evaluation import evaluate  # noqa: E402
 
 
 def ship(sidecar: Path, out_dir: Path, data_dir) -> str:

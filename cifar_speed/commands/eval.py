@@ -35,7 +35,8 @@ def run(args) -> int:
 
     status("loading PyTorch")
     from ..backends import default_device
-    from ..train.loop import evaluate, resolve_device
+    from ..devices import resolve_device
+    from ..evaluation import evaluate
 
     device = resolve_device(args.device or default_device())
     status("loading the checkpoint")

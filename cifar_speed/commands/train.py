@@ -76,7 +76,7 @@ def _launch_torchrun(args) -> int:
     from .. import data as D
     from ..errors import CifarSpeedError
     from ..train import load_recipe
-    from ..train.loop import resolve_device
+    from ..devices import resolve_device
 
     if not torch.distributed.is_available():
         raise CifarSpeedError("--nproc needs a PyTorch build with torch.distributed")

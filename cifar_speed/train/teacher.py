@@ -1,0 +1,119 @@
+"""The teacher of a distilled run: where its checkpoint is, its checks, and its targets per training image.
+
+Training a missing teacher is the loop's explicit prerequisite step (loop.ensure_teacher), not done here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import data as D
+from ..checkpoint import SHIPPED_DIR, paths_for
+from ..devices import autocast
+from ..errors import CifarSpeedError
+from ..fileio import atomic_path
+from ..provenance import REPO_ROOT
+from .objectives import Distillation
+from .recipe import Recipe
+
+
+def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
+    """The teacher checkpoint: a path, or a name looked up in --out and then results/checkpoints.
+    None when it is missing but the recipe names a teacher recipe to train; an error otherwise."""
+    t = recipe.distill.teacher
+    candidates = [Path(t)] if t.endswith(".json") else []
+    name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
+    candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
+    for c in candidates:
+        if paths_for(c)[1].is_file():
+            return c
+    if not recipe.distill.teacher_recipe:
+        raise CifarSpeedError(f"teacher checkpoint {t!r} not found (looked in {', '.join(map(str, candidates))}); "
+                              "train it first or set [distill] teacher_recipe")
+    return None
+
+
+def teacher_recipe_path(recipe: Recipe) -> Path:
+    """[distill] teacher_recipe, relative to the working folder or else to the repository."""
+    path = Path(recipe.distill.teacher_recipe)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    return path
+
+
+def prepare_teacher(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Distillation, device, mean) -> nn.Module:
+    """The loaded teacher on the device in eval mode (with its TTA if asked), once it fits this student."""
+    objective.check_teacher(meta)
+    teacher = teacher.to(device).eval()
+    if recipe.distill.teacher_tta:
+        if not hasattr(teacher, "tta_level"):
+            raise CifarSpeedError(f"[distill] teacher_tta: the {meta['model']!r} teacher has no test-time augmentation")
+        teacher.tta_level = recipe.distill.teacher_tta
+    if tuple(meta["normalize"]["mean"]) != tuple(mean):
+        raise CifarSpeedError("teacher and student recipes normalise differently; use the same [data] normalize")
+    return teacher
+
+
+@torch.no_grad()
+def teacher_targets(output, split: D.Split, mean, std, device, dtype, batch_size=500) -> torch.Tensor:
+    """`output(x)` (the teacher's target for a batch) for every image of `split`. The teacher is in eval
+    mode, so its output for an image never changes during training and can be computed once."""
+    outs = []
+    for _, x, _ in D.batches(split, batch_size, mean, std, device=device):
+        with autocast(device, dtype):
+            outs.append(output(x).float())
+    return torch.cat(outs)
+
+
+def cached_teacher_logits(teacher: nn.Module, teacher_meta: dict, tta: int, split: D.Split, mean, std, device,
+                          dtype) -> torch.Tensor:
+    """The teacher's logits for every image of `split`, kept in the cache folder under the teacher's
+    weights hash, its TTA level and the images' hash (numpy .npy: loaded without pickle)."""
+    import numpy as np
+
+    key = f"{teacher_meta.get('weights_sha256', 'unhashed')[:16]}-tta{tta}-{D._sha256(split.images.numpy())[:16]}"
+    path = D.cache_root() / "teacher-logits" / f"{key}.npy"
+    if path.is_file():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == (len(split), 10) and arr.dtype == np.float32:
+                return torch.from_numpy(arr)
+        except (OSError, ValueError, EOFError):
+            pass  # rebuilt below
+    logits = teacher_targets(teacher, split, mean, std, device, dtype).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
+        np.save(f, logits.numpy().astype(np.float32), allow_pickle=False)
+    return logits
+
+
+class TeacherTargets:
+    """The teacher's side of each training batch: looked up when computed up front, else computed from
+    the batch's clean (un-augmented) images."""
+
+    def __init__(self, output, split: D.Split, mean, std, device, dtype, precomputed: torch.Tensor | None):
+        self.output, self.split, self.mean, self.std = output, split, mean, std
+        self.device, self.dtype, self.precomputed = device, dtype, precomputed
+
+    def __call__(self, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.precomputed is not None:
+            return self.precomputed[idx].to(self.device)
+        batch = D.Split(self.split.images[idx], labels.cpu())
+        return teacher_targets(self.output, batch, self.mean, self.std, self.device, self.dtype, len(idx))
+
+
+def targets_for(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Distillation, split: D.Split, mean, std,
+                device, dtype, augmenting: bool) -> TeacherTargets:
+    """kd: the teacher sees each clean training image once; the student learns those soft targets
+    through its own augmentations (flip, crop, JPEG). Cached on disk: every seed and every student of
+    one teacher reuses them. The feature objectives compute theirs up front unless the run augments."""
+    output = lambda x: objective.teacher_output(teacher, x)  # noqa: E731
+    if objective.cached_targets:
+        pre = cached_teacher_logits(teacher, meta, recipe.distill.teacher_tta, split, mean, std, device, dtype)
+    elif not augmenting:
+        pre = teacher_targets(output, split, mean, std, device, dtype)
+    else:
+        pre = None
+    return TeacherTargets(output, split, mean, std, device, dtype, pre)
