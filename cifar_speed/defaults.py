@@ -38,9 +38,13 @@ class Settings:
     n_inputs: int = 4              # distinct batches rotated through (no cache-warm single input)
     disturbed_fraction: float = 0.6    # process view: cpu/wall below this x threads
     contention_fraction: float = 0.1   # machine view: others + steal took more than this share of our threads' cores
-    # The host's speed, read between trials (harness.Canary): a fixed matmul timed for this long. On
-    # shared VMs other tenants slow our vCPUs without a trace in CPU time or steal; the canary sees it.
-    canary_s: float = 0.03          # 0: no canary
+    # Untimed calls of the cell right before each trial: the switch from the previous cell (another
+    # runtime's thread pool still spinning, its weights in cache) lands here, not in the timed block.
+    # After ONNX Runtime calls, a 2-thread eager call ran 3-10x slower for up to ~0.1 s.
+    settle_s: float = 0.03
+    # The host's speed, read between trials (harness.Canary): a fixed single-thread matmul timed for
+    # this long. On shared VMs other tenants slow our vCPUs without a trace in CPU time or steal.
+    canary_s: float = 0.02          # 0: no canary
 
     def as_dict(self) -> dict:
         return asdict(self)

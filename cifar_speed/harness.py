@@ -8,8 +8,11 @@ minutes apart. A cell reports the median over trials of each trial's median late
 the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median of the
 per-round ratios against the baseline trial of the same round (`paired_ratio`).
 
+Before each trial the cell runs untimed for `settle_s`: switching cells costs something (another
+runtime's threads still spinning, cold caches) that belongs to no cell's speed.
+
 Host speed (CPU): between consecutive trials a fixed reference workload, the canary (a 192x192
-fp32 matmul, `Canary`), is timed. On a shared VM other tenants slow our vCPUs down in ways neither
+fp32 matmul on one thread, `Canary`), is timed. On a shared VM other tenants slow our vCPUs down in ways neither
 CPU time nor steal shows; whatever slows the cells slows the canary too. Each trial keeps the mean of
 the readings before and after it, and a cell also reports its time in canary units (`host_normalized`:
 trial median / canary), which `compare` uses to tell a change of the code from a change of the host.
@@ -47,6 +50,7 @@ TIMINGS_ENCODING = "base64 of little-endian float32 milliseconds, one per timed 
 
 
 QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5, canary_s=0.002,
+                 settle_s=0.002,
                  warmup_window=2)
 
 
@@ -280,11 +284,13 @@ class Canary:
     """The host's speed now: the median time of a fixed 192x192 fp32 matmul over `seconds`.
 
     Read between consecutive trials; the reading after one trial is the reading before the next, so
-    a round of N cells costs N readings. Runs at `threads` (the cells' thread count) and restores
-    torch's setting."""
+    a round of N cells costs N readings. One thread by default: a multi-threaded matmul waits at
+    OpenMP barriers, and another runtime's pool still spinning after its trial (ONNX Runtime,
+    OpenVINO) stalled it 50-100x, which measured the previous cell, not the host. Restores torch's
+    thread setting."""
     SIZE = 192
 
-    def __init__(self, seconds: float, threads: int, min_calls: int = 3):
+    def __init__(self, seconds: float, threads: int = 1, min_calls: int = 3):
         g = torch.Generator().manual_seed(0)
         self.a, self.b = torch.randn(self.SIZE, self.SIZE, generator=g), torch.randn(self.SIZE, self.SIZE, generator=g)
         self.seconds, self.threads, self.min_calls = seconds, threads, min_calls
@@ -295,7 +301,7 @@ class Canary:
         """A canary for CPU cells whose settings ask for one; None for CUDA (the host is not what is timed)."""
         if not timers or any(t.cuda for t in timers) or timers[0].settings.canary_s <= 0:
             return None
-        return cls(timers[0].settings.canary_s, max(t.threads for t in timers))
+        return cls(timers[0].settings.canary_s)
 
     def read(self) -> float:
         saved = torch.get_num_threads()
@@ -370,10 +376,12 @@ class CellTimer:
         return self.warmup
 
     def trial(self, round_: int, canary: Canary | None = None) -> Trial:
-        """One timed block: at least trial_time_s and trial_min_reps calls (between canary readings)."""
+        """One timed block: at least trial_time_s and trial_min_reps calls (between canary readings),
+        after settle_s of untimed calls."""
         s = self.settings
         canary_before = canary.latest() if canary else None
         torch.set_num_threads(self.threads)
+        self._settle()
         if self.cuda:
             torch.cuda.synchronize()
         before = self.counters()
@@ -394,6 +402,18 @@ class CellTimer:
                   (canary_before + canary.read()) / 2 if canary else None)
         self.trials.append(t)
         return t
+
+    def _settle(self) -> None:
+        """Untimed calls for settle_s (at least one): what switching from the previous cell costs."""
+        if self.settings.settle_s <= 0:
+            return
+        end = time.perf_counter() + self.settings.settle_s
+        i = 0
+        while i == 0 or time.perf_counter() < end:
+            self.fn(self.xs[i % len(self.xs)])
+            i += 1
+        if self.cuda:
+            torch.cuda.synchronize()
 
     def summary(self) -> dict:
         """The cell's latency record: median of trial medians, their spread, pooled percentiles."""

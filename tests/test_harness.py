@@ -186,7 +186,7 @@ def test_round_robin_interleaves_cells_after_one_warm_up_each():
     def make(name):
         return _runner(lambda x: order.append(name) or torch.zeros(len(x), 10))
 
-    settings = harness.Settings(trials=2, trial_time_s=0.0, trial_min_reps=1, warmup_min_reps=1, warmup_window=1,
+    settings = harness.Settings(trials=2, trial_time_s=0.0, trial_min_reps=1, warmup_min_reps=1, warmup_window=1, settle_s=0,
                                 warmup_tolerance=1.0, warmup_max_s=1.0)
     timers = [harness.CellTimer(make(n), 2, settings, counters=lambda: None) for n in "ABC"]
     harness.run_round_robin(timers, 2)
@@ -204,7 +204,7 @@ def test_warmup_waits_for_stability():
         return torch.zeros(len(x), 10)
 
     settings = harness.Settings(trials=2, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=5,
-                                warmup_window=3, warmup_tolerance=0.5)
+                                warmup_window=3, warmup_tolerance=0.5, settle_s=0)
     s = harness.measure(_runner(fn), 2, settings)
     # The three slow calls all happened during warm-up (it needs two agreeing windows after them).
     assert s["warmup_stable"] and s["warmup_reps"] >= 3 + 3
@@ -435,3 +435,20 @@ def test_no_canary_on_cuda_or_when_switched_off():
     assert reading > 0
     cpu.trial(0)                      # without a canary a trial has no reading and no normalised figures
     assert cpu.trials[0].canary_ms is None and "host_normalized" not in cpu.summary()
+
+
+def test_settle_calls_run_before_each_trial_and_are_not_timed():
+    calls = []
+
+    def fn(x):
+        calls.append(time.perf_counter())
+        return x.flatten(1)[:, :10]
+
+    settings = dataclasses.replace(harness.QUICK, settle_s=0.01, canary_s=0)
+    t = harness.CellTimer(_runner(fn), 2, settings)
+    before = len(calls)
+    trial = t.trial(0)
+    assert len(calls) - before > len(trial.times_s) >= settings.trial_min_reps   # settle calls were made, untimed
+    off = harness.CellTimer(_runner(fn), 2, dataclasses.replace(settings, settle_s=0))
+    before = len(calls)
+    assert len(off.trial(0).times_s) == len(calls) - before
