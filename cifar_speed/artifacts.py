@@ -130,7 +130,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     if not ok:
         raise backends.UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
     meta = read_sidecar(checkpoint)
-    view = architecture if architecture and architecture != meta["model"] else None
+    view = architecture if architecture and architecture != meta.architecture else None
     profile = backends.batch_profile(batch_sizes)
     # A backend whose artifact serves any batch up to its fixed maximum (ONNX, OpenVINO IR) is the
     # same file whatever batch sizes were asked for: `compile` then `bench --batch 1,128` share it.
@@ -147,9 +147,9 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     # weights_sha256 (or one left beside swapped weights) must not serve the old artifact.
     weights = require_file(paths_for(checkpoint)[0], "checkpoint weights")
     weights_sha256 = sha256_file(weights)
-    key = cache_key(weights_sha256=weights_sha256, model=view or meta["model"], backend=backend,
+    key = cache_key(weights_sha256=weights_sha256, model=view or meta.architecture, backend=backend,
                     precision=precision, profile=key_profile, device=device_description(device),
-                    options=key_options, model_kwargs=meta.get("model_kwargs"))
+                    options=key_options, model_kwargs=meta.model_kwargs or None)
     out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view)
     t0 = time.perf_counter()
 
@@ -178,9 +178,9 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
         **({"companions": {p.name: sha256_file(p) for p in companions}} if companions else {}),
         "backend": backend, "precision": precision, "device": device,
         "device_description": device_description(device), "batch_profile": profile, "options": options,
-        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta["model"], "view": view,
-                       "weights_sha256": weights_sha256, "normalize": meta.get("normalize"),
-                       "test_accuracy": meta.get("test_accuracy")},
+        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "view": view,
+                       "weights_sha256": weights_sha256, "normalize": {"mean": list(meta.mean), "std": list(meta.std)},
+                       "test_accuracy": meta.test_accuracy},
         **({"calibration": calib.describe()} if calib is not None else {}),
         "build_seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),

@@ -53,6 +53,25 @@ class Message:
 class Captured:
     """Everything one command run captured, in first-seen order."""
     messages: dict[tuple[str, str], Message] = field(default_factory=dict)
+    _stderr_file: IO[bytes] | None = None   # where fd 2 points while the capture runs
+    _stderr_read: int = 0                   # bytes of it already turned into messages
+
+    def drain(self, final: bool = False) -> None:
+        """Turn what reached fd 2 so far into messages (complete lines only, unless final), so a
+        results file written before the command ends can embed them."""
+        if self._stderr_file is None:
+            return
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()   # Python-level writes still buffered belong to the capture
+        self._stderr_file.seek(self._stderr_read)
+        data = self._stderr_file.read()
+        self._stderr_file.seek(0, os.SEEK_END)
+        if not final:
+            data = data[:data.rfind(b"\n") + 1]
+        self._stderr_read += len(data)
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self.add("stderr", line)
 
     def add(self, source: str, detail: str) -> None:
         detail = detail.rstrip()
@@ -144,18 +163,14 @@ def capture(fd_level: bool = True) -> Iterator[Captured]:
             tmp = stack.enter_context(tempfile.TemporaryFile(mode="w+b"))
             os.dup2(tmp.fileno(), 2)
             stack.callback(os.dup2, saved_fd, 2)
+            sink._stderr_file = tmp
         _active.append((sink, real))
         stack.callback(_active.pop)
         try:
             yield sink
         finally:
-            if tmp is not None:
-                with contextlib.suppress(Exception):
-                    sys.stderr.flush()   # Python-level writes still buffered belong to the capture
-                tmp.seek(0)
-                for line in tmp.read().decode("utf-8", "replace").splitlines():
-                    if line.strip():
-                        sink.add("stderr", line)
+            sink.drain(final=True)
+            sink._stderr_file = None
 
 
 def _fd2_usable() -> bool:

@@ -93,7 +93,51 @@ def sidecar_schema() -> dict:
     }
 
 
-def read_sidecar(path: str | os.PathLike) -> dict:
+class Checkpoint(dict):
+    """A checkpoint's sidecar, validated (read_sidecar), with typed accessors for what the stages
+    after training read: the architecture, the name, the normalisation, the weights' hash.
+
+    It stays a mapping because the sidecar is an open record that is written back whole (provenance,
+    recipe, history, shipping notes); code that flows a checkpoint between stages reads the
+    properties, not string keys."""
+
+    @property
+    def architecture(self) -> str:
+        """The registry name the weights load into."""
+        return self["model"]
+
+    @property
+    def name(self) -> str | None:
+        return self.get("name")
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self["normalize"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self["normalize"]["std"])
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self.get("weights_sha256")
+
+    @property
+    def model_kwargs(self) -> dict:
+        return dict(self.get("model_kwargs") or {})
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.get("test_accuracy")
+
+    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N,3,H,W] images as this model expects them: float, (x/255 - mean) / std."""
+        from .data import normalize
+
+        return normalize(images, self.mean, self.std)
+
+
+def read_sidecar(path: str | os.PathLike) -> Checkpoint:
     if Path(path).is_dir():
         raise CifarSpeedError(f"{path} is a folder, not a checkpoint (give its .json sidecar or .safetensors file)")
     weights, sidecar = paths_for(path)
@@ -107,7 +151,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     if problem:
         raise CifarSpeedError(f"{sidecar} is not a valid checkpoint sidecar: {problem}")
     check_model_kwargs(meta["model"], meta.get("model_kwargs", {}), sidecar)
-    return meta
+    return Checkpoint(meta)
 
 
 # Construction arguments a sidecar may set: numbers and flags only, bounded. A string argument can be
@@ -139,7 +183,7 @@ def _allowed_kwarg(default, value) -> bool:
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, device: str = "cpu",
-                    verify_hash: bool = True) -> tuple[nn.Module, dict]:
+                    verify_hash: bool = True) -> tuple[nn.Module, Checkpoint]:
     """Build the model the sidecar names and load its weights (fp32, eval mode) after checking them.
 
     `model_name` forces the architecture: loading a `cnn` checkpoint as `fast` is refused. The
@@ -147,18 +191,18 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, devi
     """
     weights, sidecar = paths_for(path)
     meta = read_sidecar(path)
-    name = model_name or meta["model"]
-    if name != meta["model"] and {name, meta["model"]} != {"fast", "fast_tta"}:
-        raise CifarSpeedError(f"{sidecar} is a {meta['model']!r} checkpoint, not {name!r}")
+    name = model_name or meta.architecture
+    if name != meta.architecture and {name, meta.architecture} != {"fast", "fast_tta"}:
+        raise CifarSpeedError(f"{sidecar} is a {meta.architecture!r} checkpoint, not {name!r}")
     require_file(weights, "checkpoint weights")
     blob = weights.read_bytes()  # hashed and parsed from the same bytes: no swap in between
-    if verify_hash and meta.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
+    if verify_hash and meta.weights_sha256 and hashlib.sha256(blob).hexdigest() != meta.weights_sha256:
         raise CifarSpeedError(f"{weights} does not match the sha256 in its sidecar (corrupt or replaced)")
     try:
         state = load(blob)
     except (SafetensorError, ValueError, OSError) as e:
         raise CifarSpeedError(f"cannot read {weights}: {' '.join(str(e).split())[:120]}") from None
-    model = create_model(name, **meta.get("model_kwargs", {}))
+    model = create_model(name, **meta.model_kwargs)
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise CifarSpeedError(f"{weights} does not hold {name!r} weights (tensor names or shapes differ)")

@@ -68,7 +68,16 @@ def status(what: str) -> None:
         _status.append((progress, progress.add_task(what, total=None)))
         return
     progress, task = _status[0]
-    progress.reset(task, description=what)
+    progress.reset(task, description=what, what=what)
+
+
+def status_count(done: int, total: int, unit: str = "images") -> None:
+    """Per-batch progress of the running step: 'N / M images' after its name (no-op off a terminal)."""
+    if not _status:
+        return
+    progress, task = _status[0]
+    what = progress.tasks[0].fields.get("what") or progress.tasks[0].description
+    progress.update(task, description=f"{what}: {done:,} / {total:,} {unit}", what=what)
 
 
 def clear_status() -> None:

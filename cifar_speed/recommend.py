@@ -80,17 +80,19 @@ def meets(cell: Cell, q: Query) -> bool:
     return True
 
 
-def compile_mode(cell: Cell) -> str | None:
-    """torch.compile's mode for a compile cell other than the default ("reduce-overhead": CUDA graphs)."""
-    mode = (cell.runner or {}).get("mode") if cell.backend == "compile" else None
-    return mode if mode and mode != "default" else None
+def variant_values(cell: Cell) -> str | None:
+    """The values of the cell's non-default backend options ("reduce-overhead" for compile's CUDA-graph
+    mode), None for a backend run with its defaults."""
+    if not cell.variant_options:
+        return None
+    return ",".join(kv.partition("=")[2] for kv in cell.variant_options.split(","))
 
 
 def reproduce_command(cell: Cell, checkpoint: str) -> str:
     parts = ["cifar-speed", "bench", checkpoint, "--backend", cell.backend, "--precision", cell.precision,
              "--batch", str(cell.batch_size), "--device", cell.device]
-    if compile_mode(cell):
-        parts += ["--compile-mode", compile_mode(cell)]
+    for option in filter(None, (cell.variant_options or "").split(",")):
+        parts += ["--option", f"{cell.backend}.{option}"]
     if cell.threads and cell.device == "cpu":   # on a GPU the host's thread count is not an axis
         parts += ["--threads", str(cell.threads)]
     return shlex.join(parts)
@@ -113,7 +115,7 @@ def _choice(cell: Cell, results: dict, path: str) -> Choice:
     return Choice(
         machine=(results.get("provenance") or {}).get("machine") or Path(path).parent.name,
         results_file=path, checkpoint=cell.model, backend=cell.backend, precision=cell.precision,
-        device=cell.device, variant=compile_mode(cell),
+        device=cell.device, variant=variant_values(cell),
         threads=cell.threads, mode=cell.mode, batch=cell.batch_size, images_per_s=cell.images_per_s,
         latency_ms=lat.get("median_ms"), latency_spread_ms=_trial_range(lat),
         top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,

@@ -142,8 +142,13 @@ def artifact_lines(results: dict) -> list[str]:
     return out
 
 
+def backend_label(c: Cell) -> str:
+    """The backend with any non-default option of its variant: 'compile (mode=max-autotune)'."""
+    return c.backend + (f" ({c.variant_options})" if c.variant_options else "")
+
+
 def _row_key(c: Cell) -> tuple:
-    return (c.model, c.backend, c.precision, c.memory_format or "", c.threads or 0)
+    return (c.model, backend_label(c), c.precision, c.memory_format or "", c.threads or 0)
 
 
 def spread_text(c: Cell) -> str:
@@ -219,13 +224,13 @@ def accuracy_table(results: dict, mode: str | None = None):
         t.add_column(col, justify="right" if col != "notes" else "left")
     seen = set()
     for c in cells:
-        key = (c.model, c.backend, c.precision, c.memory_format)
+        key = (c.model, backend_label(c), c.precision, c.memory_format)
         if key in seen or c.status != "ok" or not c.accuracy:
             continue
         seen.add(key)
         acc = c.accuracy
         jpeg = next((v for k, v in acc.items() if k.startswith("top1_jpeg")), None)
-        t.add_row(c.model, f"{c.backend} {c.precision}", c.memory_format or "-",
+        t.add_row(c.model, f"{backend_label(c)} {c.precision}", c.memory_format or "-",
                   f"{acc['top1'] * 100:.2f}%" if "top1" in acc else "",
                   f"{jpeg * 100:.2f}%" if jpeg is not None else "",
                   f"{acc['agreement'] * 100:.2f}%" if "agreement" in acc else "",

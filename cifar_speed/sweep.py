@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -34,7 +35,7 @@ import torch
 
 from . import artifacts, backends, calibration, harness, inflight
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
-from .data import load_split, normalize
+from .data import load_split
 from .defaults import DEFAULT_BATCHES, DEFAULT_JPEG_QUALITY, DEFAULT_TOLERANCE  # noqa: F401  (sweep.DEFAULT_* for callers)
 from .errors import CifarSpeedError
 from .fileio import atomic_write_many
@@ -61,7 +62,9 @@ class SweepConfig:
     modes: list[str] | None = None           # None: device (+ host on CUDA)
     cache_dir: str | None = None
     tolerance: float = DEFAULT_TOLERANCE
-    compile_mode: str = "default"
+    # backend -> option -> values to measure (backends' OPTIONS; several values: an axis). Options not
+    # given take the backend's declared default.
+    options: dict = field(default_factory=dict)
     dawnbench: bool = False
     peak_gflops: float | None = None          # None: measure it at the start of the run
     eval_limit: int | None = None             # evaluate on the first N test images (tests only)
@@ -71,7 +74,6 @@ class SweepConfig:
     train_split: object = None                # a data.Split to calibrate from instead of loading (tests only)
     threads: int | None = None                # None: every usable core
     single_thread_at_batch1: bool = True      # batch 1 also at 1 thread when `threads` is more
-    channels_last: bool = False               # eager also in channels_last (else NCHW for every precision)
     jpeg_quality: int | None = DEFAULT_JPEG_QUALITY   # None: no JPEG accuracy column
     jpeg_split: object = None                 # a data.Split to use instead of data.jpeg_test_split (tests only)
 
@@ -91,6 +93,9 @@ class Cell:
     mode: str | None = None
     threads: int | None = None
     memory_format: str | None = None
+    # The variant's other options where they differ from the backend's default ("mode=max-autotune"):
+    # part of the key, so two values of an option axis are two rows.
+    variant_options: str | None = None
     status: str = "ok"                        # ok | failed
     reason: str | None = None
     baseline: bool = False
@@ -118,7 +123,7 @@ class Cell:
     def key(self) -> tuple:
         """What `compare` matches two runs' cells by."""
         return (self.model, self.backend, self.precision, self.batch_size, self.mode, self.threads,
-                self.memory_format)
+                self.memory_format, self.variant_options)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -135,6 +140,8 @@ class Cell:
             cell.threads = (cell.latency or {}).get("threads") or default_threads
         if cell.memory_format is None:
             cell.memory_format = (cell.runner or {}).get("memory_format")
+        if cell.variant_options is None and cell.backend == "compile" and (cell.runner or {}).get("mode", "default") != "default":
+            cell.variant_options = f"mode={cell.runner['mode']}"   # files before backend options: the mode was run-wide
         return cell
 
 
@@ -180,28 +187,46 @@ def plan(backend_names, precisions, device: str) -> tuple[list[tuple[str, str]],
 
 @dataclass(frozen=True)
 class Variant:
-    """What gets built once per model: a backend, a precision, and for eager the memory format."""
+    """What gets built once per model: a backend, a precision and a value for each of the backend's
+    declared options (backends.Option)."""
     backend: str
     precision: str
-    memory_format: str | None = None     # None: the backend's own (recorded from the runner)
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def memory_format(self) -> str | None:
+        """None: the backend chooses its own (recorded from the runner)."""
+        return dict(self.options).get("memory_format")
 
     @property
     def is_baseline(self) -> bool:
         return (self.backend, self.precision) == BASELINE and self.memory_format in (None, BASELINE_FORMAT)
 
+    @property
+    def non_default(self) -> str | None:
+        """Options other than the layout that differ from the backend's default: 'mode=max-autotune'."""
+        declared = backends.declared_options(self.backend)
+        parts = [f"{k}={v}" for k, v in self.options
+                 if k != "memory_format" and v != getattr(declared.get(k), "default", None)]
+        return ",".join(parts) or None
+
     def label(self) -> str:
-        return f"{self.backend} {self.precision}" + (f" {self.memory_format}" if self.memory_format else "")
+        return " ".join([self.backend, self.precision, *(v for _, v in self.options if v != "default")])
 
 
-def variants(pairs: list[tuple[str, str]], channels_last: bool) -> list[Variant]:
-    """Eager's memory format is an axis of its own (NCHW, and channels_last when asked), so a bf16
-    speed-up is never silently a layout speed-up; the other backends choose theirs (recorded)."""
+def variants(pairs: list[tuple[str, str]], axes: dict | None = None) -> list[Variant]:
+    """One variant per (backend, precision) and per combination of the values asked for each declared
+    option (`axes`: backend -> option -> values); an option not asked for takes its default."""
     out = []
     for b, p in pairs:
-        if b == "eager":
-            out += [Variant(b, p, "nchw")] + ([Variant(b, p, "channels_last")] if channels_last else [])
-        else:
-            out.append(Variant(b, p))
+        asked = (axes or {}).get(b, {})
+        per_option = [[(name, v) for v in asked.get(name) or [opt.default]]
+                      for name, opt in backends.declared_options(b).items() if asked.get(name) or opt.default]
+        out += [Variant(b, p, combo) for combo in itertools.product(*per_option)]
+    if BASELINE in pairs and not any(v.is_baseline for v in out):
+        # Asked for eager in channels_last only: the NCHW baseline is still what speed-ups divide by.
+        defaults = tuple((n, o.default) for n, o in backends.declared_options(BASELINE[0]).items() if o.default)
+        out.insert(0, Variant(*BASELINE, defaults))
     return out
 
 
@@ -284,9 +309,7 @@ def build_runner(v: Variant, model, meta, device: str, batches: list[int], cfg: 
                  ref: ModelRef | None = None):
     """A variant's runner under the current torch thread count: the cached artifact loaded back for
     the backends that time one (artifacts.runner_for), an in-memory build for the others."""
-    options = {"mode": cfg.compile_mode} if v.backend == "compile" else {}
-    if v.memory_format:
-        options["memory_format"] = v.memory_format
+    options = dict(v.options)
     return artifacts.runner_for(ref.path if ref else None, v.backend, v.precision, device, batches,
                                 options=options, calib=calib if v.precision == "int8" else None,
                                 architecture=ref.architecture if ref else None, model=model, meta=meta,
@@ -383,9 +406,8 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
 # -- the run ----------------------------------------------------------------------------------------
 
 def _load_eval(cfg: SweepConfig, split, jpeg, meta, n_eval: int) -> EvalSet:
-    norm = meta["normalize"]
-    images = normalize(split.images[:n_eval], norm["mean"], norm["std"])
-    jpeg_images = normalize(jpeg.images[:n_eval], norm["mean"], norm["std"]) if jpeg is not None else None
+    images = meta.normalize_images(split.images[:n_eval])
+    jpeg_images = meta.normalize_images(jpeg.images[:n_eval]) if jpeg is not None else None
     return EvalSet(images, split.labels[:n_eval], jpeg_images, cfg.jpeg_quality if jpeg is not None else None)
 
 
@@ -440,11 +462,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device, "threads": threads,
                     "thread_groups": [{"threads": t, "batches": b} for t, b in
                                       thread_groups(threads, batches, cfg.single_thread_at_batch1)],
-                    "channels_last_axis": cfg.channels_last, "order": "round-robin over a model's cells per trial",
+                    "order": "round-robin over a model's cells per trial",
                     "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
                     "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,
-                    "compile_mode": cfg.compile_mode, "dawnbench": cfg.dawnbench,
+                    "options": cfg.options, "dawnbench": cfg.dawnbench,
                     **({"calibration": {"size": calib_size, "seed": calib_seed, "split": calibration.SPLIT}}
                        if calibs else {})},
         "peak": peak,
@@ -492,23 +514,24 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     # A row is a checkpoint, named by its file: several checkpoints may share an architecture
     # (lightnn and its distilled variants) and must not merge into one row.
     ref = _ref(ckpt)
-    architecture = ref.architecture or meta["model"]
+    architecture = ref.architecture or meta.architecture
     name = ref.architecture or paths_for(ref.path)[1].stem
     while name in results["models"]:
         name += "+"
     flops = flops_per_image(model)
     info = {"checkpoint": str(paths_for(ref.path)[1]), "architecture": architecture,
-            "weights_sha256": meta.get("weights_sha256"), "params": count_params(model, trainable_only=False),
-            "flops_per_image": flops, "checkpoint_test_accuracy": meta.get("test_accuracy")}
+            "weights_sha256": meta.weights_sha256, "params": count_params(model, trainable_only=False),
+            "flops_per_image": flops, "checkpoint_test_accuracy": meta.test_accuracy}
     results["models"][name] = info
     out: list[Cell] = []
     bases: dict[Variant, dict] = {}            # variant -> the fields its cells share (accuracy, runner ...)
     built: dict[Variant, object] = {}          # variant -> its runner at the run's thread count
     ref_logits = None
-    for v in variants(pairs, cfg.channels_last):
+    for v in variants(pairs, cfg.options):
         advance(f"{name} {v.label()}: building and scoring")
         base = {"model": name, "architecture": architecture, "backend": v.backend, "precision": v.precision,
-                "device": device, "memory_format": v.memory_format, "baseline": v.is_baseline,
+                "device": device, "memory_format": v.memory_format, "variant_options": v.non_default,
+                "baseline": v.is_baseline,
                 "requested": (v.backend, v.precision) in requested}
         try:
             runner, logits, acc, build_s = build_and_score(v, model, meta, device, batches, cfg, calib, ev, ref_logits,
@@ -571,7 +594,8 @@ def _rebuild(bases, model, meta, device, batches, cfg, calib, out: list, n_threa
 
 RUN_COLUMNS = ["created", "machine", "commit"]
 CSV_COLUMNS = RUN_COLUMNS + [
-    "model", "backend", "precision", "memory_format", "device", "batch_size", "mode", "threads", "trials", "n",
+    "model", "backend", "precision", "memory_format", "variant_options", "device", "batch_size", "mode", "threads",
+    "trials", "n",
     "status", "images_per_s", "images_per_s_min", "images_per_s_max", "median_ms", "trial_median_min_ms",
     "trial_median_max_ms", "trial_median_iqr_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops",
     "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_min", "speedup_max", "top1",

@@ -8,13 +8,14 @@
                                   `cifar-speed compile --backend onnxrt` caches and `bench` times
                                   (fp32, fp16, or int8 as its calibrated QDQ graph), or
       <model>/1/model.plan        --backend trt    (platform tensorrt_plan; TensorRT + CUDA GPU needed), or
-      <model>/1/model.xml + .bin  --backend openvino (backend "openvino": OpenVINO IR, fp32 weights,
-                                  CPU instances, the THROUGHPUT hint a server wants)
+      <model>/1/model.xml + .bin  --backend openvino (backend "openvino": the IR that `cifar-speed
+                                  compile --backend openvino` caches and `bench` times, fp32 or int8
+                                  (NNCF); CPU instances, the THROUGHPUT hint a server wants)
 
 The model takes the *normalised* fp32 NCHW batch (mean / std in cifar-speed.json and the checkpoint
 sidecar) and returns fp32 logits, whatever the precision inside. Input / output names, dtypes and
-dims in config.pbtxt are read from the exported ONNX graph (a TensorRT plan is built from that same
-graph), never typed by hand: the batch dimension must be dynamic and is left out of `dims`, as
+dims in config.pbtxt are read from the served ONNX graph or IR (a TensorRT plan is built from the
+ONNX graph), never typed by hand: the batch dimension must be dynamic and is left out of `dims`, as
 Triton wants when max_batch_size > 0.
 
 The config is a `ModelConfig` message from `tritonclient.grpc.model_config_pb2` (the schema Triton
@@ -31,9 +32,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CifarSpeedError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+
+if TYPE_CHECKING:   # checkpoint imports torch; the export's schema checks must not
+    from .checkpoint import Checkpoint
 
 FORMAT = "cifar-speed-triton/1"
 MAX_BATCH_SIZE = 128
@@ -46,7 +51,7 @@ BACKENDS = {  # --backend -> (Triton platform, file in the version folder, defau
 }
 # Precisions each backend exports, and why not the others.
 BACKEND_PRECISIONS = {
-    "openvino": (("fp32",), "Triton's OpenVINO backend serves on CPUs, which have no fast fp16 here"),
+    "openvino": (("fp32", "int8"), "Triton's OpenVINO backend serves on CPUs, which have no fast fp16 here"),
     "trt": (("fp32", "fp16"), "an int8 TensorRT plan needs calibration in TensorRT, not built here yet"),
 }
 OPENVINO_PARAMETERS = {"PERFORMANCE_HINT": "THROUGHPUT"}   # several requests in flight on several streams
@@ -220,9 +225,10 @@ class ExportResult:
     note: str
 
 
-def _identity(meta: dict, backend: str, precision: str, max_batch_size: int, instance_kind: str, instances: int) -> dict:
+def _identity(meta: Checkpoint, backend: str, precision: str, max_batch_size: int, instance_kind: str,
+              instances: int) -> dict:
     """What makes two exports the same model folder."""
-    return {"weights_sha256": meta.get("weights_sha256"), "model": meta.get("model"), "backend": backend,
+    return {"weights_sha256": meta.weights_sha256, "model": meta.architecture, "backend": backend,
             "precision": precision, "max_batch_size": max_batch_size, "instance_kind": instance_kind,
             "instances": instances}
 
@@ -285,7 +291,7 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         if not ok:
             raise CifarSpeedError(f"--backend openvino: {reason}")
     model, meta = load_checkpoint(checkpoint)
-    name = name or meta.get("name") or paths_for(checkpoint)[1].stem
+    name = name or meta.name or paths_for(checkpoint)[1].stem
     if not _NAME.match(name):
         raise CifarSpeedError(f"model name {name!r} is not a valid Triton model name: pass --name")
     kind = instance_kind or BACKENDS[backend][2]
@@ -313,20 +319,18 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
     try:
         version = tmp / "1"
         version.mkdir()
-        onnx_file = version / "model.onnx" if backend == "onnxrt" else tmp / "model.onnx"
-        extra = {}
         if backend == "onnxrt":
-            extra = _served_onnx(checkpoint, model, precision, kind, max_batch_size, onnx_file)
+            extra = _served_onnx(checkpoint, model, precision, kind, max_batch_size, version / filename)
+            inputs, outputs = onnx_io(version / filename)
+        elif backend == "openvino":
+            extra = _served_ir(checkpoint, precision, max_batch_size, version / filename)
+            inputs, outputs = ir_io(version / filename)
         else:
             # fp16 on TensorRT: the fp32 graph built with the FP16 builder flag.
+            onnx_file = tmp / "model.onnx"
             export_onnx(model, onnx_file, precision="fp32", max_batch=max(1024, max_batch_size))
-        inputs, outputs = onnx_io(onnx_file)
-        if backend == "trt":
+            inputs, outputs = onnx_io(onnx_file)
             extra = build_plan(onnx_file, version / filename, precision=precision, max_batch=max_batch_size)
-            onnx_file.unlink()
-        elif backend == "openvino":
-            from .backends import openvino as ov_backend
-            extra = ov_backend.ir_from_onnx(onnx_file, version / filename)
             onnx_file.unlink()
         cfg = build_config(name, backend, inputs, outputs, max_batch_size=max_batch_size, instance_kind=kind,
                            instances=instances)
@@ -338,9 +342,9 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
             "artifact": f"1/{filename}", "artifact_sha256": sha256_file(artifact),
             "inputs": [t.__dict__ for t in inputs], "outputs": [t.__dict__ for t in outputs],
             "input_layout": "NCHW, fp32, normalised: (pixel / 255 - mean) / std per channel",
-            "normalize": meta.get("normalize"), "classes": list(D.CLASSES),
-            "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.get("model"), "name": meta.get("name"),
-                           "weights_sha256": meta.get("weights_sha256"), "test_accuracy": meta.get("test_accuracy")},
+            "normalize": {"mean": list(meta.mean), "std": list(meta.std)}, "classes": list(D.CLASSES),
+            "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "name": meta.name,
+                           "weights_sha256": meta.weights_sha256, "test_accuracy": meta.test_accuracy},
             **extra, "provenance": provenance(),
         })
         # Temporary files are created 0600; the server (often another user in a container) must read them.
@@ -380,6 +384,46 @@ def _served_onnx(checkpoint, model, precision: str, instance_kind: str, max_batc
     return {"compiled_artifact": {"path": str(built.artifact), "sha256": sidecar.get("artifact_sha256"),
                                   "cache_hit": built.cache_hit, "device": device},
             **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})}
+
+
+def _served_ir(checkpoint, precision: str, max_batch_size: int, dest: Path) -> dict:
+    """The served IR (model.xml + model.bin) is the artifact `cifar-speed compile --backend openvino`
+    caches and `bench` times (int8: the NNCF-quantized model), copied from the cache, built there
+    first if missing. Triton's OpenVINO backend compiles it on the serving CPU, as bench does here."""
+    from . import artifacts
+    from .backends import get_backend
+
+    built = artifacts.compile_checkpoint(checkpoint, "openvino", precision, "cpu", [max_batch_size])
+    (weights,) = artifacts.companion_paths(get_backend("openvino"), built.artifact)
+    shutil.copyfile(built.artifact, dest)
+    shutil.copyfile(weights, dest.with_suffix(".bin"))
+    sidecar = artifacts.read_artifact_sidecar(built.artifact) or {}
+    return {"compiled_artifact": {"path": str(built.artifact), "sha256": sidecar.get("artifact_sha256"),
+                                  "cache_hit": built.cache_hit, "device": "cpu"},
+            "openvino": sidecar.get("openvino"), "weights_precision": sidecar.get("weights_precision"),
+            "companions": {"model.bin": sha256_file(dest.with_suffix(".bin"))},
+            **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})}
+
+
+def ir_io(xml_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of an OpenVINO IR as Triton sees them: dynamic batch first, then fixed dims."""
+    from .backends import openvino as ov_backend
+
+    def spec(port) -> TensorSpec:
+        name, shape = port.get_any_name(), port.get_partial_shape()
+        kind = _OV_TO_TRITON.get(port.get_element_type().get_type_name())
+        if kind is None:
+            raise CifarSpeedError(f"{xml_path}: {name!r} has OpenVINO type {port.get_element_type()}, which Triton has no type for")
+        if len(shape) < 1 or not shape[0].is_dynamic or not all(d.is_static for d in list(shape)[1:]):
+            raise CifarSpeedError(f"{xml_path}: {name!r} needs a dynamic batch and fixed other dims (shape {shape})")
+        return TensorSpec(name, kind, tuple(d.get_length() for d in list(shape)[1:]))
+
+    model = ov_backend.core().read_model(str(xml_path))
+    return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
+
+
+_OV_TO_TRITON = {"f32": "TYPE_FP32", "f16": "TYPE_FP16", "bf16": "TYPE_BF16", "i64": "TYPE_INT64",
+                 "i32": "TYPE_INT32", "u8": "TYPE_UINT8", "i8": "TYPE_INT8"}
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:

@@ -29,6 +29,18 @@ def test_round_trip(ckpt):
     load_checkpoint(paths_for(sidecar)[0])
 
 
+def test_checkpoint_record_reads_what_later_stages_need(ckpt):
+    sidecar, _ = ckpt
+    _, meta = load_checkpoint(sidecar)
+    assert (meta.architecture, meta.name, meta.test_accuracy) == ("lightnn", None, 0.5)
+    assert meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.25, 0.25, 0.25) and meta.model_kwargs == {}
+    assert len(meta.weights_sha256) == 64
+    images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)
+    x = meta.normalize_images(images)
+    assert x.dtype == torch.float32 and x[0].eq(-2.0).all() and x[1].eq(2.0).all()   # (0 - .5)/.25, (1 - .5)/.25
+    assert json.loads(json.dumps(meta))["model"] == "lightnn"                        # still the sidecar, whole
+
+
 def test_fp16_storage_round_trip(tmp_path):
     model = create_model("lightnn")
     sidecar = save_checkpoint(tmp_path / "half", model, META, storage_dtype=torch.float16)

@@ -66,7 +66,21 @@ def test_bench_corrupt_checkpoint(capsys, tmp_path, ckpt):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_bench_smoke_writes_results(capsys, tmp_path, ckpt, fake_data):
+def test_bench_smoke_writes_results(capsys, tmp_path, ckpt, fake_data, monkeypatch):
+    import os
+    import warnings
+
+    from cifar_speed import sweep
+
+    predict = sweep.predict
+
+    def noisy_predict(*a, **k):   # a library that warns and writes to fd 2 while a cell is scored
+        warnings.warn("a library's caveat", UserWarning)
+        os.write(2, b"a native library's line\n")
+        return predict(*a, **k)
+
+    monkeypatch.setattr(sweep, "predict", noisy_predict)
+    monkeypatch.setenv("CIFAR_SPEED_LOG_DIR", str(tmp_path / "logs"))
     out = tmp_path / "res" / "smoke.json"
     code, stdout, err = run_cli(capsys, "bench", str(ckpt), "--backend", "eager,onnxrt", "--batch", "16",
                                 "--data-dir", str(fake_data), "--min-time", "0.05", "--min-reps", "3",
@@ -79,6 +93,10 @@ def test_bench_smoke_writes_results(capsys, tmp_path, ckpt, fake_data):
     assert all(c["accuracy"]["images"] == 500 for c in ok)
     assert out.with_suffix(".csv").is_file()
     assert "★" in stdout and "results:" in stdout
+    # Third-party output: in the results file (and the log), not on the screen.
+    texts = [m["text"] for m in res["third_party_output"]]
+    assert any("a library's caveat" in t for t in texts) and "a native library's line" in texts
+    assert "caveat" not in err and "native library" not in err and "caveat" not in stdout
 
 
 def test_compile_bad_inputs(capsys, tmp_path, ckpt):

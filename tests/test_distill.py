@@ -83,6 +83,8 @@ def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypat
 model = "frontier_s"
 [data]
 batch_size = 256
+[train]
+loss_reduction = "sum"
 [augment]
 translate = 2
 jpeg_fraction = 0.5
@@ -99,3 +101,5 @@ teacher_tta = 2
 
     meta = json.loads(sidecar.read_text())
     assert 0 <= meta["test_accuracy_jpeg75"] <= 1 and meta["recipe"]["distill"]["teacher_tta"] == 2
+    # A summed kd loss is reported per sample, like a mean one (it read ~batch-size times too high).
+    assert 0 < meta["history"][0]["train_loss"] < 20

@@ -280,7 +280,30 @@ def test_triton_export_layout_config_and_served_ir(tmp_path):
             torch.testing.assert_close(torch.from_numpy(compiled({0: x.numpy()})[0]), model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("extra,needle", [(["--precision", "fp16"], "exports fp32 only"),
+def test_triton_openvino_int8_serves_the_benched_ir(tmp_path, fake_data, monkeypatch):
+    """export --backend openvino --precision int8 copies the NNCF-quantized IR that bench times."""
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    ok, why = ovb.availability("int8", "cpu")
+    if not ok:
+        pytest.skip(why)
+    from cifar_speed import artifacts, cli
+    from cifar_speed.fileio import sha256_file
+
+    monkeypatch.setenv("CIFAR_SPEED_DATA", str(fake_data))
+    monkeypatch.setenv("CIFAR_SPEED_CACHE", str(tmp_path / "cache"))
+    ckpt = make_checkpoint(tmp_path, stem="lightnn")
+    built = artifacts.compile_checkpoint(ckpt, "openvino", "int8", "cpu", [128])
+    assert cli.main(["export", str(ckpt), "--format", "triton", "--backend", "openvino", "--precision", "int8",
+                     "--out", str(tmp_path / "repo")]) == 0
+    served = tmp_path / "repo" / "lightnn" / "1" / "model.xml"
+    assert sha256_file(served) == sha256_file(built.artifact)
+    assert sha256_file(served.with_suffix(".bin")) == sha256_file(built.artifact.with_suffix(".bin"))
+    import json
+    meta = json.loads((tmp_path / "repo" / "lightnn" / "cifar-speed.json").read_text())
+    assert meta["compiled_artifact"]["cache_hit"] and meta["quantization"]["flow"].startswith("nncf")
+
+
+@pytest.mark.parametrize("extra,needle", [(["--precision", "fp16"], "exports fp32, int8 only"),
                                           (["--instance-kind", "gpu"], "CPU instances")])
 def test_triton_openvino_bad_options_are_one_line(tmp_path, capsys, extra, needle):
     pytest.importorskip("tritonclient.grpc.model_config_pb2")

@@ -97,6 +97,6 @@ def test_a_gpu_machine_is_answered_from_its_cuda_cells_with_the_command_that_rep
     # The row is the fast checkpoint viewed as fast_tta: the command names the view, its compile mode,
     # and no thread count (not an axis on a GPU).
     assert c.command == ("cifar-speed bench fast_tta --backend compile --precision bf16 --batch 128 --device cuda "
-                         "--compile-mode reduce-overhead")
+                         "--option compile.mode=reduce-overhead")
     assert c.label() == "fast_tta compile bf16 (reduce-overhead) on cuda"
     assert recommend([("results/gpu/sweep-a.json", res)], Query(min_top1=0.94, device="cpu"))["gpu"] is None

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -330,7 +331,8 @@ def test_thread_groups():
 
 
 def test_batch1_also_at_one_thread_and_layout_axis(tmp_path):
-    res = sweep.run_sweep(cfg(tmp_path, backends=["eager"], precisions=["fp32"], batches=[1, 8], channels_last=True),
+    res = sweep.run_sweep(cfg(tmp_path, backends=["eager"], precisions=["fp32"], batches=[1, 8],
+                                  options={"eager": {"memory_format": ["nchw", "channels_last"]}}),
                           progress=False)
     keys = {(c["memory_format"], c["batch_size"], c["threads"]) for c in res["cells"] if c["status"] == "ok"}
     assert keys == {(f, b, t) for f in ("nchw", "channels_last") for b, t in ((1, 2), (8, 2), (1, 1))}
@@ -338,7 +340,7 @@ def test_batch1_also_at_one_thread_and_layout_axis(tmp_path):
         assert c["baseline"] == (c["memory_format"] == "nchw")
         if c["baseline"]:
             assert c["speedup_vs_eager_fp32"] == 1.0     # each thread count has its own baseline
-    assert {c.key for c in sweep.cells_of(res)} == {("lightnn", "eager", "fp32", b, "device", t, f)
+    assert {c.key for c in sweep.cells_of(res)} == {("lightnn", "eager", "fp32", b, "device", t, f, None)
                                                      for f, b, t in keys}
 
 
@@ -378,7 +380,7 @@ def test_fast_tta_is_a_view_of_the_fast_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.gpu
 def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
     res = sweep.run_sweep(cfg(tmp_path, backends=["eager", "compile"], precisions=["fp32", "fp16"], batches=[1, 8],
-                              device="cuda", compile_mode="reduce-overhead", dawnbench=True), progress=False)
+                              device="cuda", options={"compile": {"mode": ["reduce-overhead"]}}, dawnbench=True), progress=False)
     ok = [c for c in res["cells"] if c["status"] == "ok"]
     assert {c["mode"] for c in ok} == {"device", "host"} and not [c for c in res["cells"] if c["status"] != "ok"]
     assert {(c["backend"], c["precision"]) for c in ok} == {("eager", "fp32"), ("eager", "fp16"),
@@ -394,3 +396,37 @@ def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
         other = {"graph": "loop", "loop": "graph"}[d["method"]]
         assert (other in d) == (c["backend"] == "eager"), c
         assert other not in d or d[other]["ms_per_image"] >= d["ms_per_image"]
+
+
+# -- backend options --------------------------------------------------------------------------------
+
+def test_declared_options_become_variants_and_an_axis_becomes_rows():
+    pairs = [("eager", "fp32"), ("compile", "fp32"), ("onnxrt", "fp32")]
+    default = sweep.variants(pairs)
+    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), ()]
+    assert [v.non_default for v in default] == [None, None, None]
+    axes = backends.option_axes(["compile.mode=default,max-autotune", "eager.memory_format=nchw,channels_last"])
+    got = sweep.variants(pairs, axes)
+    assert [v.label() for v in got] == ["eager fp32 nchw", "eager fp32 channels_last", "compile fp32",
+                                        "compile fp32 max-autotune", "onnxrt fp32"]
+    assert [v.non_default for v in got][2:4] == [None, "mode=max-autotune"]   # part of the cell's key
+    only_cl = sweep.variants(pairs[:1], backends.option_axes(["eager.memory_format=channels_last"]))
+    assert [v.label() for v in only_cl] == ["eager fp32 nchw", "eager fp32 channels_last"]   # the baseline stays
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("compile.mode", "expected BACKEND.NAME=VALUE"), ("tvm.mode=x", "unknown backend 'tvm'"),
+    ("onnxrt.mode=default", "has no option 'mode' (its options: none)"),
+    ("compile.mode=fastest", "compile.mode takes default, max-autotune, reduce-overhead"),
+])
+def test_bad_backend_option_is_one_clear_error(text, needle):
+    with pytest.raises(CifarSpeedError, match=re.escape(needle)):
+        backends.option_axes([text])
+
+
+def test_old_files_compile_mode_reads_as_a_variant_option():
+    """Files written before backend options carried the mode in runner info only: compare still matches."""
+    old = sweep.Cell.from_dict({"model": "m", "backend": "compile", "precision": "fp16", "runner": {"mode": "reduce-overhead"}})
+    assert old.variant_options == "mode=reduce-overhead" and old.key[-1] == "mode=reduce-overhead"
+    plain = sweep.Cell.from_dict({"model": "m", "backend": "compile", "precision": "fp16", "runner": {"mode": "default"}})
+    assert plain.variant_options is None

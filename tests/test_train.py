@@ -190,3 +190,21 @@ def test_unknown_device_is_argparse_one_line_exit_2(capsys):
         main(["train", "train/cnn.toml", "--device", "tpu"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'tpu'" in err and "Traceback" not in err
+
+
+def test_evaluate_reports_progress_after_each_batch(fake_data):
+    """`eval` shows 'N / M images' while it runs: evaluate calls back after every batch."""
+    import math
+
+    from cifar_speed import data as D
+    from cifar_speed.console import status_count
+    from cifar_speed.evaluation import evaluate
+    from cifar_speed.models import create_model
+
+    split = D.load_split("test", fake_data)
+    seen = []
+    evaluate(create_model("lightnn"), split, D.CIFAR_MEAN, D.CIFAR_STD, "cpu", batch_size=200,
+             on_batch=lambda done, total: seen.append((done, total)))
+    assert len(seen) == math.ceil(len(split) / 200) and seen[-1] == (len(split), len(split))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    status_count(1, 2)   # no step running (and no terminal): nothing to update, no error

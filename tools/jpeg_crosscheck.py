@@ -43,10 +43,9 @@ def main() -> int:
     rows = []
     for sidecar in args.checkpoints or [str(p) for p in shipped().values()]:
         model, meta = load_checkpoint(sidecar)
-        norm = meta["normalize"]
-        acc = {name: evaluate(model, split, norm["mean"], norm["std"], "cpu")["accuracy"]
+        acc = {name: evaluate(model, split, meta.mean, meta.std, "cpu")["accuracy"]
                for name, split in (("clean", clean), ("pillow", ours), ("torchvision", theirs))}
-        rows.append({"checkpoint": meta.get("name", Path(sidecar).stem), "sidecar": sidecar,
+        rows.append({"checkpoint": meta.name or Path(sidecar).stem, "sidecar": sidecar,
                      "top1": acc["clean"], "top1_jpeg": acc["pillow"], "top1_jpeg_torchvision": acc["torchvision"],
                      "drop_points": 100 * (acc["clean"] - acc["pillow"]),
                      "encoders_differ_points": 100 * (acc["pillow"] - acc["torchvision"])})

@@ -25,7 +25,7 @@ from cifar_speed.evaluation import evaluate  # noqa: E402
 def ship(sidecar: Path, out_dir: Path, data_dir) -> str:
     model, meta = load_checkpoint(sidecar)
     test = D.load_split("test", data_dir)
-    mean, std = meta["normalize"]["mean"], meta["normalize"]["std"]
+    mean, std = meta.mean, meta.std
     fp32 = evaluate(model, test, mean, std, "cpu")["accuracy"]
     rounded = load_checkpoint(sidecar)[0]
     with torch.no_grad():

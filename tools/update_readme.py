@@ -121,11 +121,11 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
 
 
 def _variant(cell: dict) -> str:
-    """"compile bf16 (reduce-overhead)": the mode is recommend's (compile only, not the default)."""
-    from cifar_speed.recommend import compile_mode
+    """"compile bf16 (reduce-overhead)": the values of the cell's non-default backend options."""
+    from cifar_speed.recommend import variant_values
     from cifar_speed.sweep import Cell
 
-    mode = compile_mode(Cell.from_dict(cell))
+    mode = variant_values(Cell.from_dict(cell))
     return f"{cell['backend']} {cell['precision']}" + (f" ({mode})" if mode else "")
 
 

@@ -5,6 +5,11 @@ Each backend module exposes
     availability(precision, device) -> (ok, reason)          can this machine run it, and if not why
     build(model, meta, precision, device, batch_sizes, cache_dir=None, **options) -> Runner
 
+optionally the settings a user may choose, with their valid values (`bench --option BACKEND.NAME=V1,V2`;
+several values make the option an axis of the sweep, each value its own row),
+
+    OPTIONS = {"name": Option(choices=(...), default=..., help="...")}
+
 and, where the backend has a saved artifact (`cifar-speed compile`),
 
     EXTENSION = ".onnx" | ".pt2" | ".ep" | ".xml"
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -80,6 +86,47 @@ class Runner:
     def sync(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting a backend declares in its OPTIONS: the values it accepts, the value a sweep uses when
+    the user gives none (None: the backend picks per precision and records it in runner.info), and
+    one line of help."""
+    choices: tuple[str, ...]
+    default: str | None
+    help: str
+
+
+def declared_options(backend: str) -> dict[str, Option]:
+    return dict(getattr(get_backend(backend), "OPTIONS", {}))
+
+
+def parse_option(text: str) -> tuple[str, str, list[str]]:
+    """'compile.mode=max-autotune' -> ('compile', 'mode', ['max-autotune']); one clear error for an
+    unknown backend, option or value."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_-]+)\.([A-Za-z0-9_]+)\s*=\s*(.*?)\s*", str(text))
+    if not m:
+        raise CifarSpeedError(f"--option {text!r}: expected BACKEND.NAME=VALUE[,VALUE...], e.g. compile.mode=max-autotune")
+    backend, name = m.group(1), m.group(2)
+    declared = declared_options(backend)
+    if name not in declared:
+        raise CifarSpeedError(f"--option {text!r}: the {backend} backend has no option {name!r} "
+                              f"(its options: {', '.join(declared) or 'none'})")
+    values = [v.strip() for v in m.group(3).split(",")]
+    choices = declared[name].choices
+    if not all(v in choices for v in values):
+        raise CifarSpeedError(f"--option {text!r}: {backend}.{name} takes {', '.join(choices)}")
+    return backend, name, list(dict.fromkeys(values))
+
+
+def option_axes(texts) -> dict[str, dict[str, list[str]]]:
+    """Every --option, as backend -> option -> the values to measure (a later one replaces an earlier)."""
+    axes: dict[str, dict[str, list[str]]] = {}
+    for text in texts or ():
+        backend, name, values = parse_option(text)
+        axes.setdefault(backend, {})[name] = values
+    return axes
 
 
 def get_backend(name: str) -> ModuleType:

@@ -14,9 +14,12 @@ import contextlib
 
 import torch
 
-from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
+from . import TORCH_DTYPES, Option, Runner, precision_on_device, register_backend
 
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+# A sweep runs eager in NCHW for every precision unless asked for more, so a bf16 speed-up is never
+# silently a layout speed-up; `--option eager.memory_format=nchw,channels_last` measures both.
+OPTIONS = {"memory_format": Option(tuple(MEMORY_FORMATS), "nchw", "layout of the weights and the input")}
 
 
 @register_backend("eager", order=0)

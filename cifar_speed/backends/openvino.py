@@ -301,17 +301,6 @@ def write_ir(ov_model, xml_path: Path, bin_path: Path | None = None) -> tuple[Pa
     return xml_path, bin_path
 
 
-def ir_from_onnx(onnx_path: Path, xml_path: Path) -> dict:
-    """An fp32 IR (xml + bin beside it) converted from an ONNX file (the Triton export's path)."""
-    try:
-        ov_model = _ov().convert_model(str(onnx_path))
-    except Exception as e:
-        raise CifarSpeedError(f"OpenVINO could not convert {onnx_path}: {_first_line(e)}") from None
-    _, weights = write_ir(ov_model, xml_path)
-    return {"openvino": version(), "weights_precision": "fp32",
-            "companions": {weights.name: sha256_file(weights)}}
-
-
 def save(model, meta, precision, device, batch_sizes, path, profile=None, companions=None, **options) -> dict:
     """IR at `path` (the .xml) with its weights at companions[0] (default: `path` with .bin)."""
     from . import batch_profile

@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
+from . import TORCH_DTYPES, Option, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError, UnavailableError
 from ..provenance import int8_isa
 
 MODES = ("default", "max-autotune", "reduce-overhead")
+OPTIONS = {"mode": Option(MODES, "default", "torch.compile mode (reduce-overhead replays CUDA graphs: CUDA only)")}
 EXTENSION = ".pt2"
 
 

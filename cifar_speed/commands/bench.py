@@ -34,7 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="results JSON path (default: results/<machine>/<name>.json, CSV beside it)")
     p.add_argument("--name", help="results file name (default: bench-<date>-<time>)")
     p.add_argument("--cache-dir", help="where ONNX exports and TensorRT engines are cached")
-    p.add_argument("--compile-mode", default="default", help="torch.compile mode: default, max-autotune, reduce-overhead (CUDA)")
+    p.add_argument("--option", action="append", default=[], metavar="BACKEND.NAME=VALUES",
+                   help="a backend option, several comma-separated values measured as an axis (repeatable); "
+                        "`cifar-speed doctor` lists each backend's options, e.g. compile.mode=max-autotune")
+    p.add_argument("--compile-mode", help="short for --option compile.mode=MODE: default, max-autotune, reduce-overhead (CUDA)")
     p.add_argument("--trials", type=int, default=defaults.Settings.trials,
                    help="timed trials per cell, run round-robin across a model's cells (default %(default)s)")
     p.add_argument("--min-time", type=float, default=defaults.Settings.trial_time_s,
@@ -45,7 +48,8 @@ def add_parser(sub) -> None:
                                                "also measured at 1 thread (see --no-single-thread)")
     p.add_argument("--no-single-thread", action="store_true", help="do not add the 1-thread cells at batch 1")
     p.add_argument("--channels-last", action="store_true",
-                   help="memory format as an axis: eager also in channels_last (default: NCHW for every precision)")
+                   help="short for --option eager.memory_format=nchw,channels_last: eager in both layouts "
+                        "(default: NCHW for every precision)")
     p.add_argument("--fail-on-disturbed", action="store_true",
                    help="exit 3 when a cell or the peak probe was disturbed (results are still written)")
     p.add_argument("--json", action="store_true",
@@ -94,8 +98,9 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
     precisions = backends.parse_choices(_joined(args.precision), list(backends.PRECISIONS), "precision")
     _check_numeric_flags(args)
     calib_size, calib_seed = calibration.check_params(args.calib_size, args.calib_seed)
-    if args.compile_mode not in ("default", "max-autotune", "reduce-overhead"):
-        raise CifarSpeedError(f"unknown torch.compile mode {args.compile_mode!r}; valid modes: default, max-autotune, reduce-overhead")
+    shorthands = ([f"compile.mode={args.compile_mode}"] if args.compile_mode else []) + \
+        (["eager.memory_format=nchw,channels_last"] if args.channels_last else [])
+    options = backends.option_axes(shorthands + args.option)
     checkpoints = [resolve_model(c) for c in args.checkpoints] or sweep.default_checkpoints()
     device = args.device or backends.default_device()
     if device == "cuda":
@@ -112,10 +117,22 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,
         data_dir=args.data_dir, settings=settings, cache_dir=args.cache_dir, tolerance=args.tolerance,
         modes=None if args.mode in (None,) else (["device", "host"] if args.mode == "both" else [args.mode]),
-        compile_mode=args.compile_mode, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,
+        options=options, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,
         calib_size=calib_size, calib_seed=calib_seed, threads=args.threads,
-        single_thread_at_batch1=not args.no_single_thread, channels_last=args.channels_last)
+        single_thread_at_batch1=not args.no_single_thread)
     return cfg, out
+
+
+def _third_party_output() -> list[dict]:
+    """What libraries printed or warned while the cells were built and timed (a fallback, a precision
+    caveat can explain a number): kept in the results file, one record per distinct message."""
+    from .. import capture
+
+    sink = capture.current()
+    if sink is None:
+        return []
+    sink.drain()
+    return sink.as_records()
 
 
 def run(args) -> int:
@@ -126,6 +143,7 @@ def run(args) -> int:
     cfg, out = _config(args)
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
     results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
+    results["third_party_output"] = _third_party_output()
     json_path, csv_path = sweep.write_results(results, out)
     if args.json:
         print(json.dumps(results, default=str))

@@ -1,6 +1,6 @@
 """`cifar-speed compare OLD.json NEW.json [--fail-on images_per_s:-5%]`: what changed between two runs.
 
-Cells are matched by (model, backend, precision, batch, mode, threads, memory format). For each
+Cells are matched by (model, backend, precision, batch, mode, threads, memory format, backend options). For each
 metric the change is (new - old) / old, and it is *inside the noise* when the two runs' trial ranges
 overlap (min-max of the trial medians, or of the paired ratios for the speed-up): neither run can
 tell the two apart, as hyperfine and pyperf refuse to call such a difference a change. A cell
@@ -32,10 +32,10 @@ SHORT = {"images_per_s": "img/s", "speedup_vs_eager_fp32": "x eager", "median_ms
 
 
 def cell_name(key: tuple) -> str:
-    """'cnn onnxrt fp32 b128 2t' (+ layout, + mode when not device): a matched cell on one line."""
-    model, backend, precision, batch, mode, threads, layout = key
-    return " ".join(str(x) for x in (model, backend, precision, layout, f"b{batch}", f"{threads}t" if threads else None,
-                                     mode if mode != "device" else None) if x)
+    """'cnn onnxrt fp32 b128 2t' (+ options, layout, mode when not device): a matched cell on one line."""
+    model, backend, precision, batch, mode, threads, layout, options = key
+    return " ".join(str(x) for x in (model, backend, options, precision, layout, f"b{batch}",
+                                     f"{threads}t" if threads else None, mode if mode != "device" else None) if x)
 
 
 def add_parser(sub) -> None:
@@ -256,7 +256,7 @@ def run(args) -> int:
     changes, only_old, only_new = compare(old, new, raw=args.raw)
     if not changes:
         raise CifarSpeedError(f"no cell of {args.old} matches a cell of {args.new} "
-                              "(matched by model, backend, precision, batch, mode, threads, layout)")
+                              "(matched by model, backend, backend options, precision, batch, mode, threads, layout)")
     console = make_console()
     console.print(table(changes, thresholds))
     for key in only_old:

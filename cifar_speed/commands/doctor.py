@@ -92,6 +92,14 @@ def matrix(devices=("cpu", "cuda")) -> list[dict]:
     return rows
 
 
+def backend_options() -> dict[str, dict]:
+    """Each backend's declared options (`bench --option BACKEND.NAME=VALUES`)."""
+    from .. import backends
+
+    return {b: {name: asdict(o) for name, o in backends.declared_options(b).items()}
+            for b in backends.BACKENDS if backends.declared_options(b)}
+
+
 def verdicts(rows: list[dict], device: str) -> dict[str, str]:
     """backend -> one line: the precisions it runs on `device`, and why not the others."""
     out: dict[str, str] = {}
@@ -154,7 +162,8 @@ def run(args) -> int:
 
     device = backends.default_device()
     with step("checking backends, runtimes and the data set"):
-        facts = {"device": device, "matrix": matrix(), "runtimes": [asdict(r) for r in runtimes()],
+        facts = {"device": device, "matrix": matrix(), "options": backend_options(),
+                 "runtimes": [asdict(r) for r in runtimes()],
                  "data": asdict(data_status(args.data_dir)), "provenance": provenance()}
     if args.peak:
         from ..sweep import measure_peak
@@ -176,6 +185,10 @@ def run(args) -> int:
         for backend, line in verdicts(facts["matrix"], d).items():
             colour = "red" if line.startswith("unavailable") else "green"
             console.print(f"  [{colour}]{backend:8}[/] {d:4}  {escape(line)}", highlight=False)
+    for backend, options in facts["options"].items():
+        for name, o in options.items():
+            console.print(escape(f"  option {backend}.{name} = {' | '.join(o['choices'])} (default "
+                                 f"{o['default'] or 'per precision'}): {o['help']}"), highlight=False)
     if args.all:
         _print_matrix(console, facts["matrix"])
     console.print("[bold]runtimes[/]:")

@@ -30,7 +30,7 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n: int = 10) -> t
 def run(args) -> int:
     from .. import data as D
     from ..checkpoint import load_checkpoint
-    from ..console import clear_status, make_console, status
+    from ..console import clear_status, make_console, status, status_count
     from ..locate import resolve_checkpoint
 
     status("loading PyTorch")
@@ -43,19 +43,18 @@ def run(args) -> int:
     model, meta = load_checkpoint(resolve_checkpoint(args.checkpoint), model_name=args.model, device=str(device))
     status("loading and verifying the test set")
     test = D.load_split("test", args.data_dir)
-    norm = meta["normalize"]
     status(f"evaluating on {len(test):,} test images ({device})")
-    result = evaluate(model, test, norm["mean"], norm["std"], device)
+    result = evaluate(model, test, meta.mean, meta.std, device, on_batch=status_count)
     cm = confusion_matrix(result["pred"], test.labels)
     # The same model on the same images as users' JPEGs arrive: the clean top-1 alone flatters models
     # that lean on high-frequency detail (see README "Accuracy on JPEG inputs").
     status(f"evaluating on the JPEG copy (quality {args.jpeg_quality}; built once, then cached)")
     jpeg = D.jpeg_version(test, args.jpeg_quality)
-    jpeg_result = evaluate(model, jpeg, norm["mean"], norm["std"], device)
+    jpeg_result = evaluate(model, jpeg, meta.mean, meta.std, device, on_batch=status_count)
     jpeg_cm = confusion_matrix(jpeg_result["pred"], test.labels)
     per_class = {c: cm[i, i].item() / cm[i].sum().item() for i, c in enumerate(D.CLASSES)}
     recorded_key = "test_accuracy_tta" if args.model == "fast_tta" else "test_accuracy"
-    out = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "device": str(device), "model": getattr(model, "model_name", meta["model"]),
+    out = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "device": str(device), "model": getattr(model, "model_name", meta.architecture),
            "accuracy": result["accuracy"], "recorded_accuracy": meta.get(recorded_key),
            "per_class_accuracy": per_class, "confusion_matrix": cm.tolist(), "images": len(test),
            f"top1_jpeg{args.jpeg_quality}": jpeg_result["accuracy"], "jpeg_quality": args.jpeg_quality,

@@ -53,14 +53,14 @@ def shipped_rows(registry: list[RegistryRow]) -> list[ShippedRow]:
     counted = {r.name: (r.params, r.flops_per_image) for r in registry}
     rows = []
     for name, sidecar in shipped().items():
-        meta = read_sidecar(sidecar)
-        if meta.get("model_kwargs"):  # a variant of its architecture: count this one
-            model = create_model(meta["model"], **meta["model_kwargs"])
+        ckpt = read_sidecar(sidecar)
+        if ckpt.model_kwargs:  # a variant of its architecture: count this one
+            model = create_model(ckpt.architecture, **ckpt.model_kwargs)
             params, flops = count_params(model, trainable_only=False), flops_per_image(model)
         else:
-            params, flops = counted[meta["model"]]
-        rows.append(ShippedRow(name, meta["model"], params, flops, meta.get("test_accuracy"),
-                               meta.get("test_accuracy_tta"), str(sidecar)))
+            params, flops = counted[ckpt.architecture]
+        rows.append(ShippedRow(name, ckpt.architecture, params, flops, ckpt.test_accuracy,
+                               ckpt.get("test_accuracy_tta"), str(sidecar)))
     return rows
 
 

@@ -256,7 +256,9 @@ def _train_epoch(run: Run, st: TrainingState, epoch: int, bar, task) -> dict:
         with torch.no_grad():
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * (1 if run.objective.summed else len(y))
+            # Per-sample mean over the epoch, whatever the reduction: a summed loss is this rank's
+            # batch total times the world size (objectives.Objective.summed).
+            loss_sum += loss.item() / world if run.objective.summed else loss.item() * len(y)
         elapsed = time.perf_counter() - t0
         bar.update(task, advance=1, info=f"epoch {epoch + 1}/{run.n_epochs}  loss {loss_sum / seen:.3f}  "
                    f"acc {correct / seen:.3f}  {seen * world / elapsed:,.0f} img/s")

@@ -27,7 +27,8 @@ class Objective:
 
     @property
     def summed(self) -> bool:
-        """Whether `loss` is already the batch's total (not its mean) for the epoch's running loss."""
+        """Whether `loss` is the batch's total (not its mean), times the number of processes (DDP
+        averages gradients, so a sum is scaled by the world size): the running loss divides it back."""
         return self.recipe.train.loss_reduction == "sum"
 
     def build(self, seed: int, device: torch.device) -> None:
@@ -64,9 +65,7 @@ class Distillation(Objective):
 
     @property
     def summed(self) -> bool:
-        # Weighed by batch size in the running loss even when kd scales its loss to a sum, so kd's
-        # loss_reduction = "sum" recipes show a batch-scaled loss; kept so histories stay comparable.
-        return False
+        return False   # the feature objectives are means whatever the recipe's loss_reduction
 
     def check_student(self, model_name: str) -> None:
         if self.shapes and model_name != self.shapes[0]:
@@ -85,6 +84,10 @@ class KD(Distillation):
 
     shapes = None
     cached_targets = True
+
+    @property
+    def summed(self) -> bool:
+        return self.recipe.train.loss_reduction == "sum"   # loss() scales it to the batch's sum
 
     def teacher_output(self, teacher, x):
         return teacher(x)
