@@ -276,13 +276,44 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
                   precision: str = "fp32", name: str | None = None, max_batch_size: int = MAX_BATCH_SIZE,
                   instance_kind: str | None = None, instances: int = 1, force: bool = False) -> ExportResult:
     """Write (or refresh) `<out>/<name>/` for one checkpoint; other models in `out` are left alone."""
-    from . import data as D
-    from .backends.onnxrt import export_onnx
     from .checkpoint import load_checkpoint, paths_for
-    from .provenance import provenance
 
+    _check_runtime(backend, precision, name, max_batch_size, instances, instance_kind)
+    model, meta = load_checkpoint(checkpoint)
+    name = name or meta.name or paths_for(checkpoint)[1].stem
+    if not _NAME.match(name):
+        raise CifarSpeedError(f"model name {name!r} is not a valid Triton model name: pass --name")
+    kind = instance_kind or BACKENDS[backend][2]
+    filename = BACKENDS[backend][1]
+    out = Path(out)
+    dest = out / name
+    identity = _identity(meta, backend, precision, max_batch_size, kind, instances)
+    if dest.exists() and not force and _existing_identity(dest) == identity:
+        return ExportResult(dest, dest / "config.pbtxt", dest / "1" / filename, False, "unchanged")
+    _check_destination(dest, identity, force)
+    existed = dest.exists()
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
+    try:
+        (tmp / "1").mkdir()
+        inputs, outputs, extra = _served_program(checkpoint, model, backend, precision, kind, max_batch_size,
+                                                 tmp / "1" / filename)
+        cfg = build_config(name, backend, inputs, outputs, max_batch_size=max_batch_size, instance_kind=kind,
+                           instances=instances)
+        _write_model_folder(tmp, cfg, checkpoint, meta, identity, backend, inputs, outputs, extra)
+        _move_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    note = "replaced (--force)" if existed else "written"
+    return ExportResult(dest, dest / "config.pbtxt", dest / "1" / filename, True, note)
+
+
+def _check_runtime(backend, precision, name, max_batch_size, instances, instance_kind) -> None:
+    """Every argument and what the backend needs on this machine, before any work."""
     check_request("triton", backend, precision, name, max_batch_size, instances, instance_kind)
-    model_config_pb2()  # fail early, before any work, when the schema is missing
+    model_config_pb2()  # fail early when the schema is missing
     if backend == "trt" and (reason := trt_unavailable_reason()):
         raise CifarSpeedError(reason)
     if backend == "openvino":
@@ -290,19 +321,12 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         ok, reason = ov_backend.availability(precision, "cpu")
         if not ok:
             raise CifarSpeedError(f"--backend openvino: {reason}")
-    model, meta = load_checkpoint(checkpoint)
-    name = name or meta.name or paths_for(checkpoint)[1].stem
-    if not _NAME.match(name):
-        raise CifarSpeedError(f"model name {name!r} is not a valid Triton model name: pass --name")
-    kind = instance_kind or BACKENDS[backend][2]
-    platform, filename, _ = BACKENDS[backend]
-    out = Path(out)
-    dest = out / name
-    identity = _identity(meta, backend, precision, max_batch_size, kind, instances)
+
+
+def _check_destination(dest: Path, identity: dict, force: bool) -> None:
+    """An existing folder is replaced only with --force, and never when it is a file."""
     if dest.exists() and not force:
         there = _existing_identity(dest)
-        if there == identity:
-            return ExportResult(dest, dest / "config.pbtxt", dest / "1" / filename, False, "unchanged")
         if there is None:
             why = "not an intact cifar-speed export"
         else:
@@ -312,53 +336,55 @@ def export_triton(checkpoint: str | os.PathLike, out: str | os.PathLike = "model
         raise CifarSpeedError(f"{dest} already exists and holds a different model ({why}); pass --force to replace it")
     if dest.exists() and not dest.is_dir():
         raise CifarSpeedError(f"{dest} exists and is not a folder")
-    existed = dest.exists()
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
-    try:
-        version = tmp / "1"
-        version.mkdir()
-        if backend == "onnxrt":
-            extra = _served_onnx(checkpoint, model, precision, kind, max_batch_size, version / filename)
-            inputs, outputs = onnx_io(version / filename)
-        elif backend == "openvino":
-            extra = _served_ir(checkpoint, precision, max_batch_size, version / filename)
-            inputs, outputs = ir_io(version / filename)
-        else:
-            # fp16 on TensorRT: the fp32 graph built with the FP16 builder flag.
-            onnx_file = tmp / "model.onnx"
-            export_onnx(model, onnx_file, precision="fp32", max_batch=max(1024, max_batch_size))
-            inputs, outputs = onnx_io(onnx_file)
-            extra = build_plan(onnx_file, version / filename, precision=precision, max_batch=max_batch_size)
-            onnx_file.unlink()
-        cfg = build_config(name, backend, inputs, outputs, max_batch_size=max_batch_size, instance_kind=kind,
-                           instances=instances)
-        atomic_write_text(tmp / "config.pbtxt", config_text(cfg))
-        atomic_write_text(tmp / "labels.txt", "\n".join(D.CLASSES) + "\n")
-        artifact = version / filename
-        atomic_write_json(tmp / "cifar-speed.json", {
-            "format": FORMAT, "identity": identity, "platform": platform,
-            "artifact": f"1/{filename}", "artifact_sha256": sha256_file(artifact),
-            "inputs": [t.__dict__ for t in inputs], "outputs": [t.__dict__ for t in outputs],
-            "input_layout": "NCHW, fp32, normalised: (pixel / 255 - mean) / std per channel",
-            "normalize": {"mean": list(meta.mean), "std": list(meta.std)}, "classes": list(D.CLASSES),
-            "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "name": meta.name,
-                           "weights_sha256": meta.weights_sha256, "test_accuracy": meta.test_accuracy},
-            **extra, "provenance": provenance(),
-        })
-        # Temporary files are created 0600; the server (often another user in a container) must read them.
-        for p in (tmp, version):
-            p.chmod(0o755)
-        for f in (*tmp.iterdir(), *version.iterdir()):
-            if f.is_file():
-                f.chmod(0o644)
-        _move_into_place(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    note = "replaced (--force)" if existed else "written"
-    return ExportResult(dest, dest / "config.pbtxt", dest / "1" / filename, True, note)
+
+def _served_program(checkpoint, model, backend: str, precision: str, kind: str, max_batch_size: int,
+                    dest: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict]:
+    """The program Triton serves, written to `dest`, with its I/O as Triton sees it and facts for
+    cifar-speed.json: onnxrt and openvino copy the cached artifact bench times; trt builds a plan."""
+    from .backends.onnxrt import export_onnx
+
+    if backend == "onnxrt":
+        extra = _served_onnx(checkpoint, model, precision, kind, max_batch_size, dest)
+        return (*onnx_io(dest), extra)
+    if backend == "openvino":
+        extra = _served_ir(checkpoint, precision, max_batch_size, dest)
+        return (*ir_io(dest), extra)
+    # fp16 on TensorRT: the fp32 graph built with the FP16 builder flag.
+    onnx_file = dest.parent.parent / "model.onnx"
+    export_onnx(model, onnx_file, precision="fp32", max_batch=max(1024, max_batch_size))
+    inputs, outputs = onnx_io(onnx_file)
+    extra = build_plan(onnx_file, dest, precision=precision, max_batch=max_batch_size)
+    onnx_file.unlink()
+    return inputs, outputs, extra
+
+
+def _write_model_folder(tmp: Path, cfg, checkpoint, meta, identity: dict, backend: str, inputs, outputs,
+                        extra: dict) -> None:
+    """config.pbtxt, labels.txt and cifar-speed.json beside the served program, readable by the server."""
+    from . import data as D
+    from .checkpoint import paths_for
+    from .provenance import provenance
+
+    platform, filename, _ = BACKENDS[backend]
+    atomic_write_text(tmp / "config.pbtxt", config_text(cfg))
+    atomic_write_text(tmp / "labels.txt", "\n".join(D.CLASSES) + "\n")
+    atomic_write_json(tmp / "cifar-speed.json", {
+        "format": FORMAT, "identity": identity, "platform": platform,
+        "artifact": f"1/{filename}", "artifact_sha256": sha256_file(tmp / "1" / filename),
+        "inputs": [t.__dict__ for t in inputs], "outputs": [t.__dict__ for t in outputs],
+        "input_layout": "NCHW, fp32, normalised: (pixel / 255 - mean) / std per channel",
+        "normalize": {"mean": list(meta.mean), "std": list(meta.std)}, "classes": list(D.CLASSES),
+        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "name": meta.name,
+                       "weights_sha256": meta.weights_sha256, "test_accuracy": meta.test_accuracy},
+        **extra, "provenance": provenance(),
+    })
+    # Temporary files are created 0600; the server (often another user in a container) must read them.
+    for p in (tmp, tmp / "1"):
+        p.chmod(0o755)
+    for f in (*tmp.iterdir(), *(tmp / "1").iterdir()):
+        if f.is_file():
+            f.chmod(0o644)
 
 
 def _served_onnx(checkpoint, model, precision: str, instance_kind: str, max_batch_size: int, dest: Path) -> dict:
