@@ -74,6 +74,11 @@ class AsyncCellTimer(harness.CellTimer):
         self.request_latencies = []      # keep only the timed trials' requests
         return out
 
+    def _settle(self) -> None:
+        kept = len(self.request_latencies)
+        super()._settle()
+        del self.request_latencies[kept:]   # the settle's requests are not timed: not in the latencies
+
     def summary(self) -> dict:
         lat = harness.summarize(self.request_latencies, self.batch_size) if self.request_latencies else {}
         return {**super().summary(), "mode": MODE, "timer": "perf_counter per group of requests in flight",
