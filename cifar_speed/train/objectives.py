@@ -78,6 +78,16 @@ class Distillation(Objective):
     def teacher_output(self, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # The feature objectives (cosine, regressor): the student returns (logits, features) and
+    # feature_loss(logits, features, teacher's features, labels, soft_weight, ce_weight) weighs them.
+    feature_loss = None
+
+    def loss(self, out, teacher_out, labels):
+        logits, features = out
+        logits = logits.float()
+        d = self.recipe.distill
+        return logits, self.feature_loss(logits, features.float(), teacher_out, labels, d.soft_weight, d.ce_weight)
+
 
 class KD(Distillation):
     """Hinton's soft targets: the teacher's logits at a temperature, plus cross-entropy."""
@@ -119,11 +129,7 @@ class Cosine(Distillation):
     def teacher_output(self, teacher, x):
         return teacher.forward_features(x)[1]
 
-    def loss(self, out, teacher_out, labels):
-        logits, hidden = out
-        logits = logits.float()
-        d = self.recipe.distill
-        return logits, distill.cosine_loss(logits, hidden.float(), teacher_out, labels, d.soft_weight, d.ce_weight)
+    feature_loss = staticmethod(distill.cosine_loss)
 
 
 class _RegressedMap(nn.Module):
@@ -152,11 +158,7 @@ class Regressed(Distillation):
     def teacher_output(self, teacher, x):
         return teacher.forward_feature_map(x)[1]
 
-    def loss(self, out, teacher_out, labels):
-        logits, regressed = out
-        logits = logits.float()
-        d = self.recipe.distill
-        return logits, distill.regressor_loss(logits, regressed.float(), teacher_out, labels, d.soft_weight, d.ce_weight)
+    feature_loss = staticmethod(distill.regressor_loss)
 
 
 OBJECTIVES = {"kd": KD, "cosine": Cosine, "regressor": Regressed}
