@@ -87,3 +87,17 @@ def test_frontier_is_plain_dense_convolutions():
         convs = [m for m in create_model(name).modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(c.groups == 1 for c in convs)
         assert all(c.out_channels % 8 == 0 for c in convs)
+
+
+def test_whitening_eps_damps_the_faintest_patch_directions():
+    """init_whitening scales each patch eigenvector by 1/sqrt(eigenvalue + eps): a larger eps (the
+    recipe's `whiten_eps`) shrinks the faint directions much more than the strong one."""
+    torch.manual_seed(0)
+    images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 0.5, 0.1]).view(1, 3, 1, 1)
+    small, large = create_model("frontier_s"), create_model("frontier_s")
+    small.init_whitening(images, eps=5e-4)
+    large.init_whitening(images, eps=1.0)
+    norms = lambda m: m.whiten.weight[:12].flatten(1).norm(dim=1)  # noqa: E731  (the + copies, strongest first)
+    ratio = norms(large) / norms(small)
+    assert torch.all(ratio < 1)
+    assert ratio[-1] < ratio[0]   # the faintest direction is damped most

@@ -43,6 +43,7 @@ def test_tutorial_hyperparameters_are_kept():
     ('model = "lightnn"\n[distill]\nkind = "kd"', "needs a teacher"),
     ('model = "cnn"\n[data]\nbatch = 3', "valid: split"),
     ("model = ", "not valid TOML"),
+    ('model = "fast"\n[train]\nwhiten_eps = 0', "whiten_eps"),
 ])
 def test_bad_recipes_are_refused(text, message):
     with pytest.raises(CifarSpeedError, match=message):

@@ -144,7 +144,7 @@ def build_model(recipe: Recipe, data: Data, device: torch.device) -> tuple[nn.Mo
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model)
     if hasattr(model, "init_whitening"):
-        model.init_whitening(D.normalize(data.train.images[:5000], data.mean, data.std))
+        model.init_whitening(D.normalize(data.train.images[:5000], data.mean, data.std), eps=recipe.train.whiten_eps)
     model = model.to(device)
     channels_last = recipe.train.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:
