@@ -1,12 +1,19 @@
 """Timing a Runner honestly: warm up once, time it in several short trials, summarise, flag disturbance.
 
 Method (after pyperf and hyperfine): a cell is warmed up once (until two consecutive windows of
-call times agree: compilation, autotuning, caches), then timed in `trials` short blocks. The sweep
-runs the trials of all the cells of a model round-robin (A B C ... A B C ...), so every cell sees
-the same spread of machine states (clock, cache, neighbour load) instead of one long block each,
-minutes apart. A cell reports the median over trials of each trial's median latency, the spread of
-the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median of the
-per-round ratios against the baseline trial of the same round (`paired_ratio`).
+call times agree: compilation, autotuning, caches), then timed in short blocks, the trials. The
+sweep runs the trials of all the cells of a model round-robin (A B C ... A B C ...), so every cell
+sees the same spread of machine states (clock, cache, neighbour load) instead of one long block
+each, minutes apart. A cell reports the median over trials of each trial's median latency, the
+spread of the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median
+of the per-round ratios against the baseline trial of the same round (`paired_ratio`).
+
+How many trials: at least `trials` rounds; then, up to `max_trials`, further rounds for the cells
+whose median or speed-up is not yet known to `target_rse` (`relative_se`: the median's standard
+error from the trials' robust spread), each with its baseline. On a shared VM the spread between
+trials, not the calls inside one, limits a cell, and noisy cells (batch 1, one thread) need several
+times the trials of quiet ones (batch 128): a fixed count is either too few for them or wasted on
+the rest.
 
 Before each trial the cell runs untimed for `settle_s`: switching cells costs something (another
 runtime's threads still spinning, cold caches) that belongs to no cell's speed.
@@ -49,7 +56,7 @@ TIMINGS_ENCODING = "base64 of little-endian float32 milliseconds, one per timed 
 # Settings lives in defaults.py (torch-free: `bench --help` prints its defaults).
 
 
-QUICK = Settings(trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5, canary_s=0.002,
+QUICK = Settings(trials=3, max_trials=3, trial_time_s=0.01, trial_min_reps=3, warmup_min_reps=1, warmup_max_s=0.5, canary_s=0.002,
                  settle_s=0.002,
                  warmup_window=2)
 
@@ -93,6 +100,18 @@ def spread(values) -> dict:
     """Median, min, max and interquartile range of a few numbers (trial medians, paired ratios)."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "iqr": percentile(values, 75) - percentile(values, 25), "n": len(values)}
+
+
+def relative_se(values) -> float:
+    """The standard error of the median of `values`, relative to it (inf below 3 values): 1.2533 x
+    sigma / sqrt(n), the median's large-sample error, with sigma = 1.4826 x the median absolute
+    deviation of log(values), robust to the few trials a neighbour's burst spoils."""
+    if len(values) < 3 or min(values) <= 0:
+        return math.inf
+    logs = [math.log(v) for v in values]
+    centre = statistics.median(logs)
+    mad = statistics.median(abs(x - centre) for x in logs)
+    return 1.2533 * 1.4826 * mad / math.sqrt(len(values))
 
 
 def disturbed(cpu_s: float, wall_s: float, threads: int, fraction: float = 0.6) -> tuple[bool, float]:
@@ -353,6 +372,16 @@ class CellTimer:
         self.timer = _CudaTimer() if self.cuda else _CpuTimer()
         self.warmup: Warmup | None = None
         self.trials: list[Trial] = []
+        self.failure: Exception | None = None   # what the runner raised; the cell takes no more trials
+
+    def relative_error(self, baseline: "CellTimer | None" = None) -> float:
+        """How well the cell is known so far: the relative standard error of its median and, given
+        its baseline, of its speed-up (the per-round ratios), whichever is larger."""
+        errors = [relative_se([t.median_ms for t in self.trials])]
+        if baseline is not None and baseline is not self:
+            base = {t.round: t.median_ms for t in baseline.trials}
+            errors.append(relative_se([base[t.round] / t.median_ms for t in self.trials if t.round in base]))
+        return max(errors)
 
     def warm_up(self) -> Warmup:
         """Call until two consecutive windows agree (compilation, autotuning, clock ramp, caches)."""
@@ -417,7 +446,8 @@ class CellTimer:
 
     def summary(self) -> dict:
         """The cell's latency record: median of trial medians, their spread, pooled percentiles."""
-        return {**summarize_trials(self.trials, self.batch_size), "mode": self.mode, "device": self.device,
+        return {**summarize_trials(self.trials, self.batch_size), "median_rse": finite(relative_se(
+                    [t.median_ms for t in self.trials])), "mode": self.mode, "device": self.device,
                 "timer": "cuda-events" if self.cuda else "perf_counter", "threads": self.threads,
                 "warmup_reps": self.warmup.reps if self.warmup else 0,
                 "warmup_s": self.warmup.seconds if self.warmup else 0.0,
@@ -471,26 +501,64 @@ def paired_ratio(baseline: list[Trial], cell: list[Trial], normalized: bool = Fa
 
     base = {t.round: value(t) for t in baseline}
     ratios = [base[t.round] / value(t) for t in cell if base.get(t.round) and value(t)]
-    return spread(ratios) if ratios else None
+    return {**spread(ratios), "rse": relative_se(ratios)} if ratios else None
 
 
-def run_round_robin(timers: list[CellTimer], trials: int, on_trial=None) -> None:
-    """Warm every cell up once, then `trials` rounds, each timing every cell once in turn."""
+def run_round_robin(timers: list[CellTimer], trials: int | None = None, baseline_of=None, on_step=None) -> None:
+    """Warm every cell up once, then rounds, each timing its cells once in turn (A B C ... A B C ...).
+
+    The first `trials` rounds (default: the settings' `trials`) time every cell. Later rounds, up to
+    the settings' `max_trials`, time only the cells not yet known to `target_rse` (median, and
+    speed-up against `baseline_of(timer)`), each with its baseline: a speed-up pairs trials of one
+    round. An explicit `trials` means exactly that many rounds. A cell whose runner raises keeps the
+    exception in `failure` and leaves the rounds; the others go on. on_step(timer, what) is called
+    before each warm-up and trial (progress)."""
+    s = timers[0].settings if timers else Settings()
+    first, last = (trials, trials) if trials is not None else (s.trials, max(s.trials, s.max_trials))
+    baseline_of = baseline_of or (lambda t: None)
     for t in timers:
-        t.warm_up()
-    canary = Canary.for_timers(timers)
-    for r in range(trials):
-        for t in timers:
-            t.trial(r, canary)
-            if on_trial:
-                on_trial(t, r)
+        _guarded(t, t.warm_up, on_step, "warm-up")
+    canary = Canary.for_timers([t for t in timers if t.failure is None])
+    for r in range(last):
+        cells = _round_cells(timers, r >= first, baseline_of, s.target_rse)
+        if not cells:
+            break
+        for t in cells:
+            if t.failure is None:
+                _guarded(t, lambda: t.trial(r, canary), on_step, f"trial {r + 1}")
+
+
+def _round_cells(timers: list[CellTimer], extra: bool, baseline_of, target: float) -> list[CellTimer]:
+    """The cells a round times: every live one; in an extra round the unsettled ones and their baselines."""
+    live = [t for t in timers if t.failure is None]
+    if not extra:
+        return live
+    wanted = {id(t) for t in live if t.relative_error(baseline_of(t)) > target}
+    wanted |= {id(baseline_of(t)) for t in live if id(t) in wanted and baseline_of(t) is not None}
+    return [t for t in live if id(t) in wanted]
+
+
+def _guarded(timer: CellTimer, step, on_step, what: str) -> None:
+    if on_step:
+        on_step(timer, what)
+    try:
+        step()
+    except Exception as e:  # one cell's runner failing must not end the others' measurement
+        timer.failure = e
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def measure(runner, batch_size: int, settings: Settings | None = None, mode: str = "device",
             source: torch.Tensor | None = None) -> dict:
-    """One cell on its own (no interleaving): warm up, `settings.trials` trials, the summary."""
+    """One cell on its own (no interleaving): warm up, trials until its median is precise (or
+    `max_trials`), the summary. Raises what the runner raised."""
     timer = CellTimer(runner, batch_size, settings, mode, source)
-    run_round_robin([timer], timer.settings.trials)
+    run_round_robin([timer])
+    if timer.failure is not None:
+        raise timer.failure
     return {**timer.summary(), "batch_size": batch_size, "trial_records": [t.to_dict() for t in timer.trials]}
 
 

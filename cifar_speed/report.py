@@ -151,12 +151,27 @@ def _row_key(c: Cell) -> tuple:
     return (c.model, backend_label(c), c.precision, c.memory_format or "", c.threads or 0)
 
 
+def median_rse(c: Cell) -> float | None:
+    """The relative standard error of the cell's median trial latency: recorded, or from its trials."""
+    from .harness import finite, relative_se
+
+    recorded = (c.latency or {}).get("median_rse")
+    if recorded is not None:
+        return recorded
+    medians = [t["median_ms"] for t in c.trials or [] if t.get("median_ms")]
+    return finite(relative_se(medians)) if medians else None
+
+
 def spread_text(c: Cell) -> str:
-    """'±3%': half the min-max range of the trials' images/s, relative to the median."""
-    lo, hi = c.images_per_s_range or (None, None)
-    if not lo or not hi or not c.images_per_s:
+    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors, from its trials);
+    files without trials: half the min-max range of the trials' images/s ('±3% range')."""
+    if not c.images_per_s:
         return ""
-    return f"±{(hi - lo) / 2 / c.images_per_s * 100:.0f}%"
+    rse = median_rse(c)
+    if rse is not None:
+        return f"±{1.96 * rse * 100:.1f}%"
+    lo, hi = c.images_per_s_range or (None, None)
+    return f"±{(hi - lo) / 2 / c.images_per_s * 100:.0f}% range" if lo and hi else ""
 
 
 def _mode_cells(results: dict, mode: str | None) -> tuple[list[Cell], str]:
@@ -176,7 +191,7 @@ def table(results: dict, mode: str | None = None):
     threads = sorted({c.threads for c in cells if c.threads})
     one_thread_count = len(threads) <= 1   # a GPU run, or a CPU run without the 1-thread axis
     best = fastest(results)
-    t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± half their range; x = paired "
+    t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± its 95 % confidence; x = paired "
                     f"speed-up over eager fp32; ★ fastest per model"
                     + (f"; {threads[0]} threads)" if one_thread_count and threads
                        and not any(c.device.startswith("cuda") for c in cells) else ")"))
@@ -294,8 +309,9 @@ def _mode_tables(results: dict) -> list[str]:
                 + [f"b{b} img/s ± trials (x eager)" for b in batches]
                 + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
                    "agree", "max Δlogit"])
-        out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size; ± = half the "
-                   f"range of the trial medians; x = median of per-round ratios against eager fp32):\n")
+        out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size; ± = 95 % "
+                   f"confidence of the median, 1.96 standard errors from its trials; x = median of per-round "
+                   f"ratios against eager fp32):\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")
         rows: dict = {}

@@ -7,9 +7,10 @@ This module plans and runs; every table and plot is in report.py. Per model:
                    the official 10,000 test images and on the same images after a JPEG round trip
                    (quality 75: `top1_jpeg75`), agreement with eager fp32 (top-1 agreement, max
                    |logit difference|). A cell more than `tolerance` below eager fp32's top-1 is flagged.
-  time_cells       every cell (variant x batch x mode) warmed up once, then timed in `trials` short
-                   trials, round-robin across all the model's cells (harness.CellTimer), so the
-                   baseline and each cell share the machine's state round by round
+  time_cells       every cell (variant x batch x mode) warmed up once, then timed in short trials,
+                   round-robin across all the model's cells (harness.run_round_robin), so the
+                   baseline and each cell share the machine's state round by round; at least
+                   `trials` rounds, more for cells whose median or speed-up is not yet precise
   finish_cell      a `Cell` record: median of trial medians with its spread, images/s, GFLOP/s and
                    % of the measured peak of its precision, speed-up = median of per-round ratios
                    against eager fp32 of the same batch, mode and threads
@@ -111,6 +112,7 @@ class Cell:
     peak_note: str | None = None              # why, where peak_fraction is above 1
     speedup_vs_eager_fp32: float | None = None
     speedup_range: list | None = None         # [min, max] of the per-round ratios
+    speedup_rse: float | None = None          # relative standard error of their median (harness.relative_se)
     speedup_host_normalized: float | None = None   # the same from trial medians divided by the canary
     speedup_host_normalized_range: list | None = None
     accuracy: dict = field(default_factory=dict)
@@ -345,31 +347,33 @@ def build_and_score(v: Variant, model, meta, device: str, batches: list[int], cf
 
 @dataclass
 class Slot:
-    """A cell being timed: its variant, its harness timer, and a failure if the runner raised."""
+    """A cell being timed: its variant and its harness timer (which keeps a failure of the runner)."""
     variant: Variant
     timer: harness.CellTimer
-    error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        return _one_line(self.timer.failure) if self.timer.failure is not None else None
 
 
-def time_cells(slots: list[Slot], trials: int, advance=lambda desc: None) -> None:
-    """Warm every cell up once, then `trials` rounds timing each cell in turn (A B C ... A B C ...).
-    A cell whose runner raises is marked failed and left out of later rounds, not the whole sweep."""
-    for s in slots:
-        advance(f"{s.variant.label()} b{s.timer.batch_size} {s.timer.threads}t: warm-up")
-        try:
-            s.timer.warm_up()
-        except Exception as e:
-            s.error = _one_line(e)
-    canary = harness.Canary.for_timers([s.timer for s in slots if not s.error])
-    for r in range(trials):
-        for s in slots:
-            if s.error:
-                continue
-            advance(f"{s.variant.label()} b{s.timer.batch_size} {s.timer.threads}t: trial {r + 1}/{trials}")
-            try:
-                s.timer.trial(r, canary)
-            except Exception as e:
-                s.error = _one_line(e)
+def baseline_of(slot: Slot, slots: list[Slot]) -> Slot | None:
+    """Eager fp32 at the slot's batch size and (baseline) mode, in the same thread group."""
+    t = slot.timer
+    return next((r for r in slots if r.variant.is_baseline and r.timer.batch_size == t.batch_size
+                 and r.timer.mode == getattr(t, "baseline_mode", t.mode)), None)
+
+
+def time_cells(slots: list[Slot], advance=lambda desc: None) -> None:
+    """Every slot's cell timed in interleaved rounds (harness.run_round_robin), with its baseline for
+    the speed-up's precision; progress named by variant."""
+    by_timer = {id(s.timer): s for s in slots}
+    bases = {id(s.timer): (b.timer if (b := baseline_of(s, slots)) else None) for s in slots}
+
+    def step(timer, what):
+        s = by_timer[id(timer)]
+        advance(f"{s.variant.label()} b{timer.batch_size} {timer.threads}t: {what}")
+
+    harness.run_round_robin([s.timer for s in slots], baseline_of=lambda t: bases[id(t)], on_step=step)
 
 
 def _peak_note(fraction: float, precision: str, peak: dict) -> str | None:
@@ -407,6 +411,7 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
                            else peak.get("unmeasured", {}).get(base["precision"])),
                 speedup_vs_eager_fp32=ratio["median"] if ratio else None,
                 speedup_range=[ratio["min"], ratio["max"]] if ratio else None,
+                speedup_rse=harness.finite(ratio["rse"]) if ratio else None,
                 speedup_host_normalized=host["median"] if host else None,
                 speedup_host_normalized_range=[host["min"], host["max"]] if host else None,
                 disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in t.trials])
@@ -574,11 +579,8 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
         # Mode "async" beside the synchronous cells where the backend keeps requests in flight (inflight.py).
         slots += [Slot(v, t) for v, (runner, _) in runners.items()
                   for t in inflight.timers_for(runner, group_batches, cfg.settings, ev.images, n_threads)]
-        time_cells(slots, cfg.settings.trials, advance=lambda d: advance(f"{name} {d}"))
-        for s in slots:
-            baseline = next((r for r in slots if r.variant.is_baseline and r.timer.batch_size == s.timer.batch_size
-                             and r.timer.mode == getattr(s.timer, "baseline_mode", s.timer.mode)), None)
-            out.append(finish_cell(runners[s.variant][1], s, baseline, flops, peak))
+        time_cells(slots, advance=lambda d: advance(f"{name} {d}"))
+        out += [finish_cell(runners[s.variant][1], s, baseline_of(s, slots), flops, peak) for s in slots]
         del slots, runners
         built = {}   # the run's-threads runners are done: free them before the next group builds its own
     torch.set_num_threads(threads)

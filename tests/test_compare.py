@@ -171,3 +171,46 @@ def test_one_run_without_canary_is_judged_raw(capsys, tmp_path):
     new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.125)])
     code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
     assert code == 1 and "canary took" not in out
+
+
+def _trials(medians_ms, canary_ms=None):
+    return [{"round": r, "n": 5, "median_ms": m, "canary_ms": canary_ms} for r, m in enumerate(medians_ms)]
+
+
+def _traced(backend, medians_ms, base_medians_ms):
+    """A cell of recorded trials (the adaptive runs' files): figures from the trials' median."""
+    import statistics
+
+    m = statistics.median(medians_ms)
+    ratios = [b / x for b, x in zip(base_medians_ms, medians_ms)]
+    return _cell(backend, 128 / m * 1e3, 128 / max(medians_ms) * 1e3, 128 / min(medians_ms) * 1e3,
+                 speedup=statistics.median(ratios), sp_range=[min(ratios), max(ratios)],
+                 trials=_trials(medians_ms))
+
+
+def test_with_trials_the_noise_is_the_medians_standard_error_not_the_range(capsys, tmp_path):
+    """Many trials of a wide spread: the ranges overlap, yet the medians are known well enough to
+    see a 17 % drop (3 standard errors); the same drop from 4 trials of that spread is noise."""
+    base = [10.0] * 60
+    spread = [8.0, 9.0, 10.0, 11.0, 12.5] * 12
+    old = _write(tmp_path, "old", [_traced("eager", base, base), _traced("onnxrt", spread, base)])
+    slower = [x * 1.2 for x in spread]
+    new = _write(tmp_path, "new", [_traced("eager", base, base), _traced("onnxrt", slower, base)])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "REGRESSION (images_per_s:-5%)" in out
+    assert C.NOISE_Z == 3.0 and "within 3 standard errors" in out
+    few_old = _write(tmp_path, "few_old", [_traced("eager", base[:4], base[:4]), _traced("onnxrt", spread[:4], base[:4])])
+    few_new = _write(tmp_path, "few_new", [_traced("eager", base[:4], base[:4]),
+                                           _traced("onnxrt", slower[:4], base[:4])])
+    code, out, _ = _run(capsys, few_old, few_new, "--fail-on", "images_per_s:-5%")
+    assert code == 0 and "REGRESSION" not in out
+
+
+def test_the_speed_up_error_comes_from_the_per_round_ratios_with_the_baseline():
+    base = [10.0, 12.0, 9.0, 11.0, 10.0, 13.0]
+    cells = {sweep.Cell.from_dict(d).key: sweep.Cell.from_dict(d)
+             for d in (_traced("eager", base, base), _traced("onnxrt", [x / 2 for x in base], base))}
+    cell = next(c for c in cells.values() if c.backend == "onnxrt")
+    r = C.readings(cell, C._baseline(cell, cells))
+    assert r["speedup_vs_eager_fp32"].rse == 0.0          # the cell moved with its baseline, round by round
+    assert r["images_per_s"].rse > 0.05                    # while its own trial medians spread

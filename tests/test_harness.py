@@ -452,3 +452,67 @@ def test_settle_calls_run_before_each_trial_and_are_not_timed():
     off = harness.CellTimer(_runner(fn), 2, dataclasses.replace(settings, settle_s=0))
     before = len(calls)
     assert len(off.trial(0).times_s) == len(calls) - before
+
+
+def test_relative_se_of_the_median():
+    assert harness.relative_se([2.0, 2.0, 2.0, 2.0]) == 0.0
+    assert harness.relative_se([1.0, 2.0]) == float("inf")      # too few to say
+    logs = np.log([1.0, 2.0, 4.0, 8.0, 16.0])                     # MAD of the logs = log 2
+    assert harness.relative_se(np.exp(logs)) == pytest.approx(1.2533 * 1.4826 * np.log(2) / np.sqrt(5))
+    # more trials of the same spread: a smaller error, by sqrt(n)
+    assert harness.relative_se([1.0, 2.0, 4.0] * 4) == pytest.approx(harness.relative_se([1.0, 2.0, 4.0]) / 2)
+
+
+class _ScriptedTimer(harness.CellTimer):
+    """A cell whose trial medians follow a script (no clock): the adaptive rounds' logic alone."""
+
+    def __init__(self, name, medians_ms, settings, fail_at=None, log=None):
+        self.name, self.script, self.settings, self.fail_at, self.log = name, medians_ms, settings, fail_at, log
+        self.cuda, self.trials, self.failure, self.warmup = False, [], None, None
+
+    def warm_up(self):
+        self.log.append((self.name, "warm"))
+
+    def trial(self, round_, canary=None):
+        if round_ == self.fail_at:
+            raise RuntimeError(f"{self.name} broke")
+        self.log.append((self.name, round_))
+        ms = self.script[len(self.trials) % len(self.script)]
+        self.trials.append(Trial(round_, [ms / 1e3], Disturbance(1, 1, 1, 1, None, None, False)))
+
+
+def test_extra_rounds_time_only_unsettled_cells_and_their_baselines():
+    s = dataclasses.replace(harness.QUICK, trials=4, max_trials=9, target_rse=0.05, canary_s=0)
+    log = []
+    base = _ScriptedTimer("base", [1.0], s, log=log)
+    steady = _ScriptedTimer("steady", [0.5], s, log=log)            # known at once: stops at 4
+    noisy = _ScriptedTimer("noisy", [1.0, 2.0, 4.0], s, log=log)    # never within 5 %: runs to 9
+    other = _ScriptedTimer("other", [3.0], s, log=log)               # no baseline, steady
+    baselines = {id(steady): base, id(noisy): base}
+    harness.run_round_robin([base, steady, noisy, other], baseline_of=lambda t: baselines.get(id(t)))
+    assert [len(t.trials) for t in (base, steady, noisy, other)] == [9, 4, 9, 4]
+    # interleaved, and each extra round pairs the noisy cell with its baseline in the same round
+    assert log[4:8] == [("base", 0), ("steady", 0), ("noisy", 0), ("other", 0)]
+    assert log[-2:] == [("base", 8), ("noisy", 8)]
+    assert harness.paired_ratio(base.trials, noisy.trials)["n"] == 9
+
+
+def test_a_steady_baseline_alone_needs_no_extra_rounds_and_explicit_trials_are_exact():
+    s = dataclasses.replace(harness.QUICK, trials=3, max_trials=50, target_rse=0.01, canary_s=0)
+    t = _ScriptedTimer("a", [1.0], s, log=[])
+    harness.run_round_robin([t])
+    assert len(t.trials) == 3
+    u = _ScriptedTimer("b", [1.0, 3.0], s, log=[])
+    harness.run_round_robin([u], 5)            # an explicit count: exactly that many, however noisy
+    assert len(u.trials) == 5
+
+
+def test_a_failing_cell_leaves_the_rounds_and_the_others_go_on():
+    s = dataclasses.replace(harness.QUICK, trials=3, max_trials=3, canary_s=0)
+    log = []
+    good, bad = _ScriptedTimer("good", [1.0], s, log=log), _ScriptedTimer("bad", [1.0], s, fail_at=1, log=log)
+    harness.run_round_robin([good, bad])
+    assert len(good.trials) == 3 and len(bad.trials) == 1
+    assert isinstance(bad.failure, RuntimeError) and good.failure is None
+    with pytest.raises(RuntimeError, match="broke"):   # one cell on its own: the failure is raised
+        harness.measure(_runner(lambda x: (_ for _ in ()).throw(RuntimeError("broke"))), 2, s)

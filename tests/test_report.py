@@ -99,7 +99,7 @@ def test_spread_p99_and_peak_note_of_trial_cells():
               "latency": {"median_ms": 32.0, "p99_ms": 40.0, "n": 150}, "batch_size": 128})
     r["cells"] = [c]
     md = report.render_markdown([r])
-    assert "| cnn | eager | fp32 | nchw | 2 | **1,000 ±10% (1.00x)** | 32.00 | 40.00 | 120.0% [1] | 80.00% | 70.00% |" in md
+    assert "| cnn | eager | fp32 | nchw | 2 | **1,000 ±10% range (1.00x)** | 32.00 | 40.00 | 120.0% [1] | 80.00% | 70.00% |" in md
     assert "1. cnn eager fp32 nchw 2t: above 100 % of the best fp32 probe: test" in md
 
 
@@ -140,3 +140,17 @@ def test_console_title_names_cpu_threads_only():
         return " ".join(line.strip() for line in text[:text.index("┏")].splitlines())   # the title, unwrapped
 
     assert "16 threads" in title("cpu") and "threads" not in title("cuda")   # a GPU's speed is not the host's threads
+
+
+def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
+    from cifar_speed import report
+    from cifar_speed.harness import relative_se
+    from cifar_speed.sweep import Cell
+
+    medians = [1.0, 1.1, 0.9, 1.2, 0.95, 1.05, 1.0, 0.98]
+    cell = Cell(model="m", architecture="m", backend="eager", precision="fp32", device="cpu", batch_size=1,
+                images_per_s=1000.0, images_per_s_range=[500.0, 2000.0],
+                trials=[{"round": r, "median_ms": m} for r, m in enumerate(medians)])
+    assert report.spread_text(cell) == f"±{1.96 * relative_se(medians) * 100:.1f}%"   # not the wide range
+    cell.latency = {"median_rse": 0.01}
+    assert report.spread_text(cell) == "±2.0%"

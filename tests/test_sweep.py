@@ -148,6 +148,25 @@ def test_failed_backend_is_recorded_not_fatal(tmp_path, monkeypatch):
     assert len(failed) == 1 and failed[0]["reason"] == "RuntimeError: exporter exploded"
 
 
+def test_a_runner_failing_while_timed_is_a_failed_cell_not_a_lost_sweep(tmp_path, monkeypatch):
+    """Built and scored fine, then raises once timed: its cells fail with a one-line reason; the
+    baseline's cells are still timed and written."""
+    real = sweep.build_and_score
+
+    def breaks_after_scoring(v, *a, **kw):
+        runner, logits, acc, seconds = real(v, *a, **kw)
+        if v.backend == "onnxrt":
+            runner.fn = lambda x: (_ for _ in ()).throw(RuntimeError("device lost\nsecond line"))
+        return runner, logits, acc, seconds
+
+    monkeypatch.setattr(sweep, "build_and_score", breaks_after_scoring)
+    res = sweep.run_sweep(cfg(tmp_path, batches=[8], precisions=["fp32"], backends=["eager", "onnxrt"],
+                              single_thread_at_batch1=False), progress=False)
+    by = {c["backend"]: c for c in res["cells"] if c.get("mode") != "async"}
+    assert by["onnxrt"]["status"] == "failed" and by["onnxrt"]["reason"] == "RuntimeError: device lost"
+    assert by["eager"]["status"] == "ok" and len(by["eager"]["trials"]) == harness.QUICK.trials
+
+
 def test_bench_times_the_compiled_artifact(tmp_path):
     """onnxrt cells run the file `cifar-speed compile` writes: compile first, and the sweep's cell is a
     cache hit on that very file (path and sha256 recorded); eager has no artifact beyond the checkpoint."""

@@ -39,7 +39,13 @@ def add_parser(sub) -> None:
                         "`cifar-speed doctor` lists each backend's options, e.g. compile.mode=max-autotune")
     p.add_argument("--compile-mode", help="short for --option compile.mode=MODE: default, max-autotune, reduce-overhead (CUDA)")
     p.add_argument("--trials", type=int, default=defaults.Settings.trials,
-                   help="timed trials per cell, run round-robin across a model's cells (default %(default)s)")
+                   help="timed trials per cell at least, run round-robin across a model's cells (default %(default)s)")
+    p.add_argument("--max-trials", type=int, default=defaults.Settings.max_trials,
+                   help="trials per cell at most: after --trials, rounds go on for the cells whose median or "
+                        "speed-up is not yet known to --target-rse (default %(default)s; equal to --trials: a fixed count)")
+    p.add_argument("--target-rse", type=float, default=defaults.Settings.target_rse,
+                   help="relative standard error of a cell's median trial latency and of its speed-up at which "
+                        "it needs no more trials (default %(default)s)")
     p.add_argument("--min-time", type=float, default=defaults.Settings.trial_time_s,
                    help="seconds timed per trial, at least (default %(default)s)")
     p.add_argument("--min-reps", type=int, default=defaults.Settings.trial_min_reps,
@@ -81,6 +87,8 @@ def _check_numeric_flags(args) -> None:
     check(args.max_warmup, Range(0, 3600, low_open=True, why="seconds per cell"), "--max-warmup")
     check(args.min_reps, Range(1, 10**7, integer=True), "--min-reps")
     check(args.trials, Range(1, 1000, integer=True), "--trials")
+    check(args.max_trials, Range(1, 100_000, integer=True), "--max-trials")
+    check(args.target_rse, Range(0, 1, low_open=True), "--target-rse")
     if args.threads is not None:
         check(args.threads, Range(1, 4096, integer=True), "--threads")
     check(args.tolerance, Range(0, 1, high_open=True, why="a fraction of top-1"), "--tolerance")
@@ -111,7 +119,8 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
         raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders)")
     out = Path(args.out) if args.out else sweep.default_results_path(args.name)
     check_output_file(out)  # before the sweep: a bad --out must not cost a whole run
-    settings = harness.Settings(trials=args.trials, trial_time_s=args.min_time, trial_min_reps=args.min_reps,
+    settings = harness.Settings(trials=args.trials, max_trials=max(args.trials, args.max_trials),
+                                target_rse=args.target_rse, trial_time_s=args.min_time, trial_min_reps=args.min_reps,
                                 warmup_max_s=args.max_warmup)
     cfg = sweep.SweepConfig(
         checkpoints=checkpoints, backends=names, precisions=precisions, batches=batches, device=device,

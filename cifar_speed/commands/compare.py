@@ -1,11 +1,13 @@
 """`cifar-speed compare OLD.json NEW.json [--fail-on images_per_s:-5%]`: what changed between two runs.
 
 Cells are matched by (model, backend, precision, batch, mode, threads, memory format, backend options). For each
-metric the change is (new - old) / old, and it is *inside the noise* when the two runs' trial ranges
-overlap (min-max of the trial medians, or of the paired ratios for the speed-up): neither run can
-tell the two apart, as hyperfine and pyperf refuse to call such a difference a change. A cell
-without a recorded range (files written before trials, or cells of one call) has unknown noise and
-its change counts as real.
+metric the change is (new - old) / old, and it is *inside the noise* when it is within NOISE_Z
+standard errors of the two medians (each run's error from the spread of its own trials,
+harness.relative_se: of the trial medians, or of the per-round ratios for the speed-up), as pyperf
+refuses to call a difference it cannot tell from chance a change. Files whose cells carry no trials
+fall back to overlap of the two runs' ranges; a cell without either has unknown noise and its
+change counts as real. (The ranges alone no longer serve: with the adaptive trial count a noisy
+cell's min-max widens the more trials it gets, while its median's error shrinks.)
 
 Host speed: runs made with a canary (harness.Canary, a fixed matmul timed between trials) also carry
 each cell's time in canary units. On a shared VM the whole host gets 10-30 % slower or faster over
@@ -20,6 +22,7 @@ a positive one a ceiling (median_ms:+5%). Both files may also be pytest-benchmar
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -29,6 +32,9 @@ from ..errors import CifarSpeedError
 METRICS = ("images_per_s", "speedup_vs_eager_fp32", "median_ms")
 HIGHER_IS_BETTER = {"images_per_s": True, "speedup_vs_eager_fp32": True, "median_ms": False}
 SHORT = {"images_per_s": "img/s", "speedup_vs_eager_fp32": "x eager", "median_ms": "p50 ms"}
+# A change within this many standard errors of the two runs' medians is noise (~0.3 % of changes
+# would pass it by chance: a 174-metric comparison may show one).
+NOISE_Z = 3.0
 
 
 def cell_name(key: tuple) -> str:
@@ -79,41 +85,70 @@ def parse_fail_on(text: str) -> Threshold:
 
 @dataclass(frozen=True)
 class Reading:
-    """One metric of one cell in one run: its value and the range its trials spanned (None: unknown);
-    `host`: the same metric from trial medians divided by the host's canary (None: no canary)."""
+    """One metric of one cell in one run: its value, the range its trials spanned and the relative
+    standard error of the value (None: unknown); `host`: the same metric from trial medians divided
+    by the host's canary (None: no canary)."""
     value: float
     low: float | None
     high: float | None
     host: "Reading | None" = None
+    rse: float | None = None
 
 
-def _host_readings(cell) -> dict[str, Reading]:
+def _trial_values(cell, normalized: bool) -> dict[int, float]:
+    """round -> the cell's trial median (in canary units when normalized) from its recorded trials."""
+    out = {}
+    for t in cell.trials or []:
+        ms, canary = t.get("median_ms"), t.get("canary_ms")
+        if ms and (canary or not normalized):
+            out[t["round"]] = ms / canary if normalized else ms
+    return out
+
+
+def _rse(values) -> float | None:
+    from ..harness import finite, relative_se
+
+    return finite(relative_se(list(values)))
+
+
+def _ratio_rse(cell, baseline, normalized: bool) -> float | None:
+    if baseline is None:
+        return None
+    base, own = _trial_values(baseline, normalized), _trial_values(cell, normalized)
+    return _rse(base[r] / v for r, v in own.items() if r in base)
+
+
+def _host_readings(cell, baseline) -> dict[str, Reading]:
     """images/s and p50 in canary units (their ratios between runs are what matters, not the unit)."""
     units = (cell.latency or {}).get("host_normalized")
     out = {}
     if units:
-        b = cell.batch_size
-        out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"])
-        out["median_ms"] = Reading(units["median"], units["min"], units["max"])
+        b, rse = cell.batch_size, _rse(_trial_values(cell, True).values())
+        out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"], rse=rse)
+        out["median_ms"] = Reading(units["median"], units["min"], units["max"], rse=rse)
     if cell.speedup_host_normalized and not cell.baseline:
         lo, hi = cell.speedup_host_normalized_range or (None, None)
-        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_host_normalized, lo, hi)
+        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_host_normalized, lo, hi,
+                                               rse=_ratio_rse(cell, baseline, True))
     return out
 
 
-def readings(cell) -> dict[str, Reading]:
-    host = _host_readings(cell)
+def readings(cell, baseline=None) -> dict[str, Reading]:
+    """The cell's metrics; `baseline` (its eager fp32 cell of the same run) gives the speed-up's error."""
+    host = _host_readings(cell, baseline)
+    rse = _rse(_trial_values(cell, False).values())
     out = {}
     if cell.images_per_s:
         lo, hi = cell.images_per_s_range or (None, None)
-        out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"))
+        out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"), rse)
     if cell.speedup_vs_eager_fp32 and not cell.baseline:
         lo, hi = cell.speedup_range or (None, None)
-        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi, host.get("speedup_vs_eager_fp32"))
+        out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi, host.get("speedup_vs_eager_fp32"),
+                                               _ratio_rse(cell, baseline, False))
     lat = cell.latency or {}
     if lat.get("median_ms"):
         trial = lat.get("trial_median_ms") or {}
-        out["median_ms"] = Reading(lat["median_ms"], trial.get("min"), trial.get("max"), host.get("median_ms"))
+        out["median_ms"] = Reading(lat["median_ms"], trial.get("min"), trial.get("max"), host.get("median_ms"), rse)
     return out
 
 
@@ -121,7 +156,11 @@ def _change(old: Reading, new: Reading) -> float:
     return (new.value - old.value) / old.value
 
 
-def _overlap(old: Reading, new: Reading) -> bool | None:
+def _inside_noise(old: Reading, new: Reading) -> bool | None:
+    """Within NOISE_Z standard errors where both readings have one; else whether the ranges overlap;
+    None when neither is known."""
+    if old.rse is not None and new.rse is not None:
+        return abs(math.log(new.value / old.value)) <= NOISE_Z * math.hypot(old.rse, new.rse)
     if None in (old.low, old.high, new.low, new.high):
         return None
     return old.low <= new.high and new.low <= old.high
@@ -155,10 +194,10 @@ class Change:
 
     @property
     def inside_noise(self) -> bool | None:
-        """True when the runs' ranges overlap (of the judged readings); None when either was not recorded."""
+        """Whether the judged readings cannot be told apart (_inside_noise); None when unknown."""
         if self.host_normalized:
-            return _overlap(self.old.host, self.new.host)
-        return _overlap(self.old, self.new)
+            return _inside_noise(self.old.host, self.new.host)
+        return _inside_noise(self.old, self.new)
 
     def regression(self, thresholds: list[Threshold]) -> Threshold | None:
         if self.inside_noise:
@@ -172,12 +211,18 @@ def _ok_cells(results: dict) -> dict:
     return {c.key: c for c in cells_of(results) if c.status == "ok"}
 
 
+def _baseline(cell, cells: dict):
+    """The run's eager fp32 NCHW cell that the cell's speed-up divides (async cells: the device mode)."""
+    model, _, _, batch, mode, threads, _, _ = cell.key
+    return cells.get((model, "eager", "fp32", batch, "device" if mode == "async" else mode, threads, "nchw", None))
+
+
 def compare(old: dict, new: dict, raw: bool = False) -> tuple[list[Change], list[tuple], list[tuple]]:
     """(changes of every matched cell and metric, keys only in old, keys only in new)."""
     a, b = _ok_cells(old), _ok_cells(new)
     changes = []
     for key in a.keys() & b.keys():
-        ra, rb = readings(a[key]), readings(b[key])
+        ra, rb = readings(a[key], _baseline(a[key], a)), readings(b[key], _baseline(b[key], b))
         changes += [Change(key, m, ra[m], rb[m], raw) for m in METRICS if m in ra and m in rb]
     order = {k: i for i, k in enumerate(list(a) + [k for k in b if k not in a])}
     changes.sort(key=lambda c: (order[c.key], METRICS.index(c.metric)))
@@ -204,7 +249,8 @@ def table(changes: list[Change], thresholds: list[Threshold]):
 
     # Text, not markup: "[980-1020]" is data, not a style tag.
     t = Table(title=Text("per cell: old and new [range over trials]; change, raw and host-normalised (divided by "
-                         "the canary; judged where both runs have it); inside the noise = the ranges overlap"))
+                         f"the canary; judged where both runs have it); inside the noise = within {NOISE_Z:g} standard "
+                         "errors of the two medians (runs without trials: the ranges overlap)"))
     for col in ("cell", "metric", "old", "new", "change", "host-norm.", "verdict"):
         t.add_column(col, justify="left" if col in ("cell", "metric", "verdict") else "right", no_wrap=col != "verdict")
     fmts = {"images_per_s": "{:,.0f}", "speedup_vs_eager_fp32": "{:.2f}x", "median_ms": "{:.4g}"}
