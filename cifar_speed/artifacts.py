@@ -106,6 +106,18 @@ class CompileResult:
     key: str
     seconds: float
     note: str = ""
+    artifact_sha256: str = ""      # of the file as it was checked or written here (load need not hash it again)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one compile builds: the key that names it and the inputs behind the key."""
+    key: str
+    weights_sha256: str
+    profile: dict
+    options: dict
+    calib: calibration.Calibration | None
+    view: str | None
 
 
 def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | None = None,
@@ -120,73 +132,96 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     the training split in `data_dir` (`train_split` replaces it in tests), unless a drawn sample is
     given as `calib` (the sweep draws one per checkpoint). `architecture` builds the checkpoint as
     another architecture that shares its weights (fast_tta from fast; see load_checkpoint)."""
+    device = backends.check_device(device or backends.default_device())
+    module = _saving_backend(backend, precision, device)
+    meta = read_sidecar(checkpoint)
+    view = architecture if architecture and architecture != meta.architecture else None
+    if precision == "int8" and calib is None:
+        calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
+    plan = _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, dict(options or {}),
+                 calib if precision == "int8" else None, view)
+    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view)
+    t0 = time.perf_counter()
+    cached_sha256, note = (None, "rebuilt: --force") if force else _cached(module, out, plan.key)
+    if cached_sha256:
+        return CompileResult(out, sidecar_path(out), True, plan.key, time.perf_counter() - t0, "cache hit",
+                             cached_sha256)
+    if force and not (out.exists() or sidecar_path(out).exists()):
+        note = ""
+    sha = _build(module, checkpoint, out, plan, backend, precision, device, list(batch_sizes), t0)
+    return CompileResult(out, sidecar_path(out), False, plan.key, time.perf_counter() - t0, note or "built", sha)
+
+
+def _saving_backend(backend: str, precision: str, device: str):
+    """The backend's module, if it saves artifacts and runs this precision on this device."""
     module = backends.get_backend(backend)
     backends.check_precision(precision)
-    device = backends.check_device(device or backends.default_device())
     if not hasattr(module, "save"):
         raise CifarSpeedError(f"backend {backend!r} has no saved artifact; compile one of: "
                               + ", ".join(b for b in backends.BACKENDS if hasattr(backends.get_backend(b), "save")))
     ok, reason = module.availability(precision, device)
     if not ok:
         raise backends.UnavailableError(f"{backend} {precision} on {device} is unavailable: {reason}")
-    meta = read_sidecar(checkpoint)
-    view = architecture if architecture and architecture != meta.architecture else None
+    return module
+
+
+def _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, options, calib, view) -> _Plan:
     profile = backends.batch_profile(batch_sizes)
     # A backend whose artifact serves any batch up to its fixed maximum (ONNX, OpenVINO IR) is the
     # same file whatever batch sizes were asked for: `compile` then `bench --batch 1,128` share it.
     key_profile = profile if getattr(module, "PROFILE_SHAPES_ARTIFACT", True) else None
-    options = dict(options or {})
-    key_options = options
-    if precision != "int8":
-        calib = None
-    elif calib is None:
-        calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
-    if calib is not None:
-        key_options = {**options, "calibration": calib.describe()}
+    key_options = {**options, "calibration": calib.describe()} if calib is not None else options
     # The key hashes the weights file itself, not the sidecar's record of it: a sidecar without
     # weights_sha256 (or one left beside swapped weights) must not serve the old artifact.
-    weights = require_file(paths_for(checkpoint)[0], "checkpoint weights")
-    weights_sha256 = sha256_file(weights)
+    weights_sha256 = sha256_file(require_file(paths_for(checkpoint)[0], "checkpoint weights"))
     key = cache_key(weights_sha256=weights_sha256, model=view or meta.architecture, backend=backend,
                     precision=precision, profile=key_profile, device=device_description(device),
                     options=key_options, model_kwargs=meta.model_kwargs or None)
-    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view)
-    t0 = time.perf_counter()
+    return _Plan(key, weights_sha256, profile, options, calib, view)
 
-    note = ""
+
+def _cached(module, out: Path, key: str) -> tuple[str | None, str]:
+    """(the artifact's sha256, "") when the cache entry at `out` is this key's and intact; else
+    (None, why it is rebuilt)."""
     old = read_artifact_sidecar(out)
-    if old is not None and not force:
-        if (old.get("cache_key") == key and out.is_file() and sha256_file(out) == old.get("artifact_sha256")
-                and companions_intact(module, out, old)):
-            return CompileResult(out, sidecar_path(out), True, key, time.perf_counter() - t0, "cache hit")
-        note = ("rebuilt: artifact corrupt (sha256 mismatch)" if old.get("cache_key") == key
-                else "rebuilt: inputs changed")
-    elif out.exists() or sidecar_path(out).exists():
-        note = "rebuilt: previous file was not a cifar-speed artifact" if not force else "rebuilt: --force"
+    if old is None:
+        exists = out.exists() or sidecar_path(out).exists()
+        return None, "rebuilt: previous file was not a cifar-speed artifact" if exists else ""
+    if old.get("cache_key") != key:
+        return None, "rebuilt: inputs changed"
+    sha = sha256_file(out) if out.is_file() else None
+    if sha == old.get("artifact_sha256") and companions_intact(module, out, old):
+        return sha, ""
+    return None, "rebuilt: artifact corrupt (sha256 mismatch)"
 
-    model, meta = load_checkpoint(checkpoint, model_name=view)
+
+def _build(module, checkpoint, out: Path, plan: _Plan, backend, precision, device, batch_sizes, t0) -> str:
+    """Write the artifact (and companions), then the sidecar that ties them together; its sha256."""
+    model, meta = load_checkpoint(checkpoint, model_name=plan.view)
     companions = companion_paths(module, out)
+    calib = plan.calib
     with atomic_path(out, suffix=module.EXTENSION) as tmp:
         # Companions are written (atomically) straight to their final names: only the artifact
         # itself goes through `tmp`, and the sidecar written last ties the set together.
-        extra = module.save(model, meta, precision, device, list(batch_sizes), tmp, profile=profile, **options,
+        extra = module.save(model, meta, precision, device, batch_sizes, tmp, profile=plan.profile, **plan.options,
                             **({"calibration": calib} if calib is not None else {}),
                             **({"companions": companions} if companions else {}))
-    sidecar = {
+    sha = sha256_file(out)
+    atomic_write_json(sidecar_path(out), {
         **extra,
-        "format": FORMAT, "cache_key": key, "artifact": out.name, "artifact_sha256": sha256_file(out),
+        "format": FORMAT, "cache_key": plan.key, "artifact": out.name, "artifact_sha256": sha,
         **({"companions": {p.name: sha256_file(p) for p in companions}} if companions else {}),
         "backend": backend, "precision": precision, "device": device,
-        "device_description": device_description(device), "batch_profile": profile, "options": options,
-        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "view": view,
-                       "weights_sha256": weights_sha256, "normalize": {"mean": list(meta.mean), "std": list(meta.std)},
+        "device_description": device_description(device), "batch_profile": plan.profile, "options": plan.options,
+        "checkpoint": {"path": str(paths_for(checkpoint)[1]), "model": meta.architecture, "view": plan.view,
+                       "weights_sha256": plan.weights_sha256,
+                       "normalize": {"mean": list(meta.mean), "std": list(meta.std)},
                        "test_accuracy": meta.test_accuracy},
         **({"calibration": calib.describe()} if calib is not None else {}),
         "build_seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),
-    }
-    atomic_write_json(sidecar_path(out), sidecar)
-    return CompileResult(out, sidecar_path(out), False, key, time.perf_counter() - t0, note or "built")
+    })
+    return sha
 
 
 def times_artifact(module, precision: str, device: str, options: dict) -> bool:
@@ -212,7 +247,7 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
         shaping = {k: v for k, v in options.items() if k in getattr(module, "ARTIFACT_OPTIONS", ())}
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
                                    options=shaping, calib=calib, architecture=architecture)
-        runner, sidecar = load_artifact(built.artifact, device)
+        runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256)
         runner.info.update({"artifact": str(built.artifact), "artifact_sha256": sidecar["artifact_sha256"],
                             "cache_hit": built.cache_hit,
                             **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})})
@@ -224,8 +259,9 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
     return backends.build(backend, model, meta, precision, device, batch_sizes, cache_dir, **options)
 
 
-def load_artifact(path, device: str | None = None) -> tuple[backends.Runner, dict]:
-    """Load a compiled artifact after checking its sidecar and hash; refuse anything else."""
+def load_artifact(path, device: str | None = None, verified_sha256: str | None = None) -> tuple[backends.Runner, dict]:
+    """Load a compiled artifact after checking its sidecar and hash; refuse anything else.
+    `verified_sha256`: the file's hash as compile_checkpoint just checked or wrote it (not hashed again)."""
     path = Path(path)
     if path.name.endswith(".json") and path.with_suffix("").exists():
         path = path.with_suffix("")
@@ -235,7 +271,7 @@ def load_artifact(path, device: str | None = None) -> tuple[backends.Runner, dic
     if meta is None:
         raise CifarSpeedError(f"{path} has no cifar-speed artifact sidecar ({sidecar_path(path).name}): "
                               "refusing a foreign artifact; build it with `cifar-speed compile`")
-    if sha256_file(path) != meta.get("artifact_sha256"):
+    if (verified_sha256 or sha256_file(path)) != meta.get("artifact_sha256"):
         raise CifarSpeedError(f"{path} does not match the sha256 in its sidecar (corrupt or replaced): "
                               "rebuild it with `cifar-speed compile --force`")
     device = device or meta["device"]

@@ -449,3 +449,18 @@ def test_old_files_compile_mode_reads_as_a_variant_option():
     assert old.variant_options == "mode=reduce-overhead" and old.key[-1] == "mode=reduce-overhead"
     plain = sweep.Cell.from_dict({"model": "m", "backend": "compile", "precision": "fp16", "runner": {"mode": "default"}})
     assert plain.variant_options is None
+
+
+def test_a_timed_cache_hit_hashes_the_artifact_once(tmp_path, monkeypatch):
+    """runner_for checks the cached file's sha256 (compile_checkpoint) and loads it without hashing
+    it a second time; a corrupt file is still refused (rebuilt)."""
+    from cifar_speed import artifacts, fileio
+
+    ckpt = make_checkpoint(tmp_path)
+    first = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out_dir=tmp_path / "cache" / "artifacts")
+    hashed = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda p: hashed.append(os.path.basename(p)) or real(p))
+    runner = artifacts.runner_for(ckpt, "onnxrt", "fp32", "cpu", [8], cache_dir=tmp_path / "cache")
+    assert runner.info["cache_hit"] and hashed.count(first.artifact.name) == 1
+    assert runner.info["artifact_sha256"] == fileio.sha256_file(first.artifact)
