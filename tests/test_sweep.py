@@ -13,7 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from cifar_speed import backends, harness, report, sweep
+from cifar_speed import backends, harness, report, resultsfile, sweep
 from cifar_speed.errors import CifarSpeedError, UnavailableError
 
 from _infer_util import fake_split, make_checkpoint
@@ -233,19 +233,19 @@ def test_bad_batches_and_no_checkpoints(tmp_path):
 # -- files -----------------------------------------------------------------------------------------
 
 def test_write_results_json_and_csv(results, tmp_path):
-    j, c = sweep.write_results(results, tmp_path / "r" / "run1.json")
+    j, c = resultsfile.write_results(results, tmp_path / "r" / "run1.json")
     back = sweep.validate_results(json.loads(j.read_text()))
     assert back["cells"] == json.loads(json.dumps(results["cells"], default=str))
     rows = list(csv.DictReader(io.StringIO(c.read_text())))
     assert len(rows) == len(results["cells"])          # skipped combinations are not cell rows ...
-    assert set(sweep.CSV_COLUMNS) == set(rows[0])
+    assert set(resultsfile.CSV_COLUMNS) == set(rows[0])
     for col in ("created", "machine", "commit", "threads", "trials", "n"):   # the run's columns on every row
         assert all(r[col] for r in rows), col
     ok = [r for r in rows if r["status"] == "ok"]    # a CPU sweep reads the host's canary between trials
     assert ok and all(float(r["canary_ms"]) > 0 and float(r["host_normalized"]) > 0 for r in ok)
     cells = [c for c in results["cells"] if c["status"] == "ok" and not c["baseline"]]
     assert cells and all(c["speedup_host_normalized"] > 0 for c in cells)
-    skipped = list(csv.DictReader(io.StringIO(sweep.skipped_path(c).read_text())))
+    skipped = list(csv.DictReader(io.StringIO(resultsfile.skipped_path(c).read_text())))
     assert len(skipped) == len(results["skipped"]) and all(r["reason"] and r["created"] for r in skipped)
     assert [p.name for p in j.parent.iterdir()] and not list(j.parent.glob(".*tmp"))
 
@@ -259,7 +259,7 @@ def test_write_results_is_atomic(results, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises((OSError, CifarSpeedError)):   # fileio turns an OSError into one line
-        sweep.write_results(results, target)
+        resultsfile.write_results(results, target)
     assert target.read_text() == "previous"
     assert not target.with_suffix(".csv").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]   # no temporary left behind
@@ -267,7 +267,7 @@ def test_write_results_is_atomic(results, tmp_path, monkeypatch):
 
 def test_default_results_path_is_per_machine():
     from cifar_speed.provenance import machine_slug
-    p = sweep.default_results_path("x")
+    p = resultsfile.default_results_path("x")
     assert p.parent.name == machine_slug() and p.parent.parent.name == "results" and p.name == "x.json"
 
 
@@ -373,7 +373,7 @@ def test_old_results_files_still_read():
     sweep.validate_results(old)
     (c,) = sweep.cells_of(old)
     assert c.threads == 2 and c.memory_format == "channels_last" and c.trials == [] and c.images_per_s_range is None
-    assert sweep.csv_row(c, {})["images_per_s"] == 6400.0
+    assert resultsfile.csv_row(c, {})["images_per_s"] == 6400.0
 
 
 def test_fast_tta_is_a_view_of_the_fast_checkpoint(tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ def _check_numeric_flags(args) -> None:
 
 def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
     """Every flag checked, before any time is spent: the sweep's configuration and where it writes."""
-    from .. import backends, calibration, harness, sweep
+    from .. import backends, calibration, harness, resultsfile, sweep
     from ..locate import resolve_model
 
     batches = backends.parse_batches(args.batch)
@@ -117,7 +117,7 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
             raise CifarSpeedError("--device cuda: no CUDA GPU visible to torch")
     if args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")):
         raise CifarSpeedError(f"--name {args.name!r} must be a plain file name (no folders)")
-    out = Path(args.out) if args.out else sweep.default_results_path(args.name)
+    out = Path(args.out) if args.out else resultsfile.default_results_path(args.name)
     check_output_file(out)  # before the sweep: a bad --out must not cost a whole run
     settings = harness.Settings(trials=args.trials, max_trials=max(args.trials, args.max_trials),
                                 target_rse=args.target_rse, trial_time_s=args.min_time, trial_min_reps=args.min_reps,
@@ -145,7 +145,7 @@ def _third_party_output() -> list[dict]:
 
 
 def run(args) -> int:
-    from .. import sweep
+    from .. import resultsfile, sweep
     from ..console import make_console
     from ..report import accuracy_table, artifact_lines, peak_text, skipped_lines, table
 
@@ -153,7 +153,7 @@ def run(args) -> int:
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
     results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
     results["third_party_output"] = _third_party_output()
-    json_path, csv_path = sweep.write_results(results, out)
+    json_path, csv_path = resultsfile.write_results(results, out)
     if args.json:
         print(json.dumps(results, default=str))
     for mode in results["harness"]["modes"]:
@@ -175,7 +175,7 @@ def run(args) -> int:
     console.print(f"peak used for peak_fraction: {peak_text(peak)}"
                   + (" [yellow]- disturbed: pass --peak-gflops from `cifar-speed doctor --peak` on an idle machine[/]"
                      if peak.get("disturbed") else ""))
-    console.print(f"results: {json_path}, {csv_path} and {sweep.skipped_path(csv_path)}")
+    console.print(f"results: {json_path}, {csv_path} and {resultsfile.skipped_path(csv_path)}")
     # Results are written either way; a cell that failed to build or run makes the exit status 1.
     if any(c.get("status") == "failed" for c in results["cells"]):
         return 1
