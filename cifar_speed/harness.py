@@ -525,7 +525,8 @@ def run_round_robin(timers: list[CellTimer], trials: int | None = None, baseline
             break
         for t in cells:
             if t.failure is None:
-                _guarded(t, lambda: t.trial(r, canary), on_step, f"trial {r + 1}")
+                _guarded(t, lambda: t.trial(r, canary), on_step,
+                         f"trial {r + 1}" if r < first else f"trial {r + 1} of at most {last} (until ±{s.target_rse:.1%})")
 
 
 def _round_cells(timers: list[CellTimer], extra: bool, baseline_of, target: float) -> list[CellTimer]:

@@ -472,7 +472,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device, "threads": threads,
                     "thread_groups": [{"threads": t, "batches": b} for t, b in
                                       thread_groups(threads, batches, cfg.single_thread_at_batch1)],
-                    "order": "round-robin over a model's cells per trial",
+                    "order": ("round-robin over a model's cells per trial; after `trials` rounds only the cells whose "
+                              "median or speed-up is not yet within target_rse, with their baselines, up to max_trials"),
                     "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
                     "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,
