@@ -19,13 +19,16 @@ def _tool(name: str):
     return module
 
 
-def _run(tmp_path, seed: int, acc: float, tta: float | None = None, lr: float = 0.1, model: str = "lightnn"):
+def _run(tmp_path, seed: int, acc: float, tta: float | None = None, lr: float = 0.1, model: str = "lightnn",
+         jpeg: float | None = None):
     meta = {"model": model, "name": f"{model}_s{seed}", "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
             "test_accuracy": acc, "train_seconds": 100.0 + seed, "train_images_per_s": 500.0,
             "recipe": {"model": model, "seed": seed, "name": f"{model}_s{seed}", "path": "train/x.toml",
                        "optim": {"lr": lr}}}
     if tta is not None:
         meta["test_accuracy_tta"] = tta
+    if jpeg is not None:
+        meta["test_accuracy_jpeg75"] = jpeg
     return save_checkpoint(tmp_path / f"{model}_s{seed}", create_model(model), meta)
 
 
@@ -42,6 +45,16 @@ def test_seed_summary_mean_spread_and_provenance(tmp_path):
     assert summary["train_seconds"]["max"] == 102.0
     assert all(r["training_record"]["weights_sha256"] == r["weights_sha256"] for r in summary["runs"])
     assert "versions" in summary["provenance"]
+
+
+def test_seed_summary_gives_the_jpeg_drop_per_seed(tmp_path):
+    seeds = _tool("seed_summary")
+    runs = [_run(tmp_path, s, a, jpeg=j) for s, a, j in ((0, 0.90, 0.88), (1, 0.92, 0.89))]
+    summary = seeds.summarise(runs)
+    assert summary["test_accuracy_jpeg75"]["mean"] == pytest.approx(0.885)
+    assert summary["jpeg75_drop"]["min"] == pytest.approx(0.02) and summary["jpeg75_drop"]["max"] == pytest.approx(0.03)
+    assert [r["test_accuracy_jpeg75"] for r in summary["runs"]] == [0.88, 0.89]
+    assert "test_accuracy_tta" not in summary
 
 
 def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Gather the runs of one recipe trained with different seeds into one results file: test accuracy
-(and TTA accuracy where recorded) per seed, mean, sample standard deviation, min and max, and the
+(and TTA and JPEG-75 accuracy where recorded, with the JPEG drop) per seed, mean, sample standard deviation, min and max, and the
 training wall time of each run with its CPU load.
 
 Every figure is read from the sidecars `cifar-speed train` wrote; nothing is re-typed. Weights that
@@ -57,6 +57,7 @@ def summarise(sidecars: list[Path]) -> dict:
         "runs": [{"seed": r["seed"], "name": r["meta"]["name"], "sidecar": r["sidecar"],
                   "test_accuracy": r["meta"]["test_accuracy"],
                   "test_accuracy_tta": r["meta"].get("test_accuracy_tta"),
+                  "test_accuracy_jpeg75": r["meta"].get("test_accuracy_jpeg75"),
                   "train_seconds": r["meta"]["train_seconds"],
                   "train_images_per_s": r["meta"]["train_images_per_s"],
                   "train_cpu_wall_ratio": r["meta"].get("train_cpu_wall_ratio"),
@@ -66,8 +67,11 @@ def summarise(sidecars: list[Path]) -> dict:
                   "training_record": r["meta"]} for r in runs],
         "provenance": provenance(),
     }
-    if all(r["meta"].get("test_accuracy_tta") is not None for r in runs):
-        out["test_accuracy_tta"] = _stats([r["meta"]["test_accuracy_tta"] for r in runs])
+    for key in ("test_accuracy_tta", "test_accuracy_jpeg75"):
+        if all(r["meta"].get(key) is not None for r in runs):
+            out[key] = _stats([r["meta"][key] for r in runs])
+    if "test_accuracy_jpeg75" in out:   # what JPEG-75 inputs cost each seed, in points of top-1
+        out["jpeg75_drop"] = _stats([r["meta"]["test_accuracy"] - r["meta"]["test_accuracy_jpeg75"] for r in runs])
     return out
 
 
