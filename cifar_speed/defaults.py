@@ -2,16 +2,36 @@
 imports no torch, so the choices and defaults it prints live here, in plain Python.
 
 Each is the one definition its owner uses (harness.Settings is this Settings, sweep's default batches
-and tolerance are these, calibration's sample size and seed, backends' precisions); the backend names,
-which the registry fills as modules import, are checked against it in tests/test_cli.py.
+and tolerance are these, calibration's sample size and seed, backends' precisions); the backend names
+are read from the backend modules' source (the registry fills itself only as they import), and
+tests/test_cli.py checks the two agree.
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+def _scan_backends(folder: Path | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every backend in registry order, those that save an artifact), read from the source of
+    cifar_speed/backends/*.py without importing it (torch): each module's
+    `@register_backend("name", order=N)` and whether it defines `save`. So a new backend is one
+    module, and `--help` lists it the moment it exists."""
+    found = []
+    for path in sorted((folder or Path(__file__).parent / "backends").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        saves = any(isinstance(n, ast.FunctionDef) and n.name == "save" for n in tree.body)
+        for node in tree.body:
+            for d in getattr(node, "decorator_list", []):
+                if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "register_backend":
+                    order = next((k.value.value for k in d.keywords if k.arg == "order"), 100)
+                    found.append((order, d.args[0].value, saves))
+    found.sort()
+    return tuple(name for _, name, _ in found), tuple(name for _, name, saves in found if saves)
+
 
 # The backends' registry order (eager first: the baseline) and those with a saved artifact.
-BACKENDS: tuple[str, ...] = ("eager", "compile", "onnxrt", "trt", "openvino")
-ARTIFACT_BACKENDS: tuple[str, ...] = ("compile", "onnxrt", "trt", "openvino")
+BACKENDS, ARTIFACT_BACKENDS = _scan_backends()
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 
 DEFAULT_BATCHES = (32, 64, 128)

@@ -55,6 +55,16 @@ def test_help_choices_match_the_backend_registry():
     assert backends.PRECISIONS is defaults.PRECISIONS
 
 
+def test_a_new_backend_module_is_listed_without_touching_anything_else(tmp_path):
+    from cifar_speed import defaults
+
+    (tmp_path / "eager.py").write_text('@register_backend("eager", order=0)\ndef availability(p, d):\n    pass\n')
+    (tmp_path / "mine.py").write_text('import torch\n\n@register_backend("mine", order=5)\ndef availability(p, d):\n'
+                                      '    pass\n\ndef save(*a):\n    pass\n')
+    (tmp_path / "helpers.py").write_text("def register_backend():\n    pass\n")     # no backend here
+    assert defaults._scan_backends(tmp_path) == (("eager", "mine"), ("mine",))
+
+
 def test_help_table_matches_every_command_module():
     parser = cli.build_parser(None)   # every command module imported and registered
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
