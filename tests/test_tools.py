@@ -140,3 +140,14 @@ def test_archive_commit_names_the_commit_only_after_git_archive(tmp_path):
     assert provenance.archive_commit(f) == "0123456789abcdef0123456789abcdef01234567"
     assert provenance.archive_commit(tmp_path / "missing") is None
     assert provenance.ARCHIVE_COMMIT.read_text().strip() == "$Format:%H$"   # the checkout keeps the placeholder
+
+
+def test_jpeg_augment_overhead_pairs_the_step_with_and_without_it():
+    import torch
+
+    tool = _tool("jpeg_augment_overhead")
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    row = tool.measure_overhead("lightnn", 8, 1.0, (50, 50), trials=2, images=images)
+    assert row["rounds"] == 2 and set(row["trials"]) == {"step", "jpeg+step"}
+    assert row["overhead_range"][0] <= row["overhead"] <= row["overhead_range"][1]
+    assert row["step_ms"] > 0 and row["jpeg_step_ms"] > 0 and row["jpeg_fraction"] == 1.0
