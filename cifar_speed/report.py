@@ -154,10 +154,10 @@ def median_rse(c: Cell) -> float | None:
     """The relative standard error of the cell's median trial latency: recorded, or from its trials."""
     from .harness import finite, relative_se
 
-    recorded = (c.latency or {}).get("median_rse")
-    if recorded is not None:
+    recorded = (c.latency or {}).get("median_rse") if isinstance(c.latency, dict) else None
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and 0 <= recorded < float("inf"):
         return recorded
-    medians = [t["median_ms"] for t in c.trials or [] if t.get("median_ms")]
+    medians = list(c.trial_medians().values())
     return finite(relative_se(medians)) if medians else None
 
 

@@ -117,6 +117,21 @@ class Cell:
     trials: list = field(default_factory=list)
     dawnbench: dict | None = None
 
+    def trial_medians(self, normalized: bool = False) -> dict[int, float]:
+        """round -> trial median in ms (in canary units when normalized), from the recorded trials;
+        entries a hand-made or damaged file gets wrong are skipped, never trusted."""
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+
+        out = {}
+        for t in self.trials if isinstance(self.trials, list) else []:
+            if not isinstance(t, dict) or not isinstance(t.get("round"), int) or not number(t.get("median_ms")):
+                continue
+            if normalized and not number(t.get("canary_ms")):
+                continue
+            out[t["round"]] = t["median_ms"] / t["canary_ms"] if normalized else t["median_ms"]
+        return out
+
     @property
     def key(self) -> tuple:
         """What `compare` matches two runs' cells by."""

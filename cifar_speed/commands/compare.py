@@ -95,16 +95,6 @@ class Reading:
     rse: float | None = None
 
 
-def _trial_values(cell, normalized: bool) -> dict[int, float]:
-    """round -> the cell's trial median (in canary units when normalized) from its recorded trials."""
-    out = {}
-    for t in cell.trials or []:
-        ms, canary = t.get("median_ms"), t.get("canary_ms")
-        if ms and (canary or not normalized):
-            out[t["round"]] = ms / canary if normalized else ms
-    return out
-
-
 def _rse(values) -> float | None:
     from ..harness import finite, relative_se
 
@@ -114,7 +104,7 @@ def _rse(values) -> float | None:
 def _ratio_rse(cell, baseline, normalized: bool) -> float | None:
     if baseline is None:
         return None
-    base, own = _trial_values(baseline, normalized), _trial_values(cell, normalized)
+    base, own = baseline.trial_medians(normalized), cell.trial_medians(normalized)
     return _rse(base[r] / v for r, v in own.items() if r in base)
 
 
@@ -123,7 +113,7 @@ def _host_readings(cell, baseline) -> dict[str, Reading]:
     units = (cell.latency or {}).get("host_normalized")
     out = {}
     if units:
-        b, rse = cell.batch_size, _rse(_trial_values(cell, True).values())
+        b, rse = cell.batch_size, _rse(cell.trial_medians(True).values())
         out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"], rse=rse)
         out["median_ms"] = Reading(units["median"], units["min"], units["max"], rse=rse)
     if cell.speedup_host_normalized and not cell.baseline:
@@ -136,7 +126,7 @@ def _host_readings(cell, baseline) -> dict[str, Reading]:
 def readings(cell, baseline=None) -> dict[str, Reading]:
     """The cell's metrics; `baseline` (its eager fp32 cell of the same run) gives the speed-up's error."""
     host = _host_readings(cell, baseline)
-    rse = _rse(_trial_values(cell, False).values())
+    rse = _rse(cell.trial_medians(False).values())
     out = {}
     if cell.images_per_s:
         lo, hi = cell.images_per_s_range or (None, None)
