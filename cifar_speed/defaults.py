@@ -12,6 +12,7 @@ import ast
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+
 def _scan_backends(folder: Path | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(every backend in registry order, those that save an artifact), read from the source of
     cifar_speed/backends/*.py without importing it (torch): each module's

@@ -379,8 +379,8 @@ class CellTimer:
         its baseline, of its speed-up (the per-round ratios), whichever is larger."""
         errors = [relative_se([t.median_ms for t in self.trials])]
         if baseline is not None and baseline is not self:
-            base = {t.round: t.median_ms for t in baseline.trials}
-            errors.append(relative_se([base[t.round] / t.median_ms for t in self.trials if t.round in base]))
+            ratio = paired_ratio(baseline.trials, self.trials)
+            errors.append(ratio["rse"] if ratio else math.inf)
         return max(errors)
 
     def warm_up(self) -> Warmup:
