@@ -323,6 +323,30 @@ def test_compile_cuda_matches_eager(model, x, mode, precision):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_aoti_package_on_cuda_builds_loads_and_hits_the_cache(tmp_path, precision):
+    """`cifar-speed compile --backend compile --device cuda` writes a CUDA AOTInductor package that loads
+    back, computes what eager computes at that precision at any batch in its profile, and is a cache
+    hit the second time."""
+    from cifar_speed.checkpoint import load_checkpoint
+
+    ckpt = make_checkpoint(tmp_path)
+    res = artifacts.compile_checkpoint(ckpt, "compile", precision, "cuda", [4, 8], tmp_path / "a")
+    runner, meta = artifacts.load_artifact(res.artifact)
+    assert meta["device"] == "cuda" and meta["artifact_format"] == "aoti-pt2"
+    model, _ = load_checkpoint(ckpt)
+    eager = backends.build("eager", model, {}, precision, "cuda", [8])
+    for n in (4, 8):
+        x = torch.randn(n, 3, 32, 32, device="cuda")
+        ref = eager(x)
+        tol = 1e-3 if precision == "fp32" else 0.05 * ref.abs().max().item() + 1e-3
+        y = runner(x)
+        assert y.dtype == torch.float32 and (y - ref).abs().max() <= tol
+    again = artifacts.compile_checkpoint(ckpt, "compile", precision, "cuda", [4, 8], tmp_path / "a")
+    assert again.cache_hit and again.artifact_sha256 == res.artifact_sha256
+
+
+@pytest.mark.gpu
 def test_onnxrt_cuda_io_binding(model, x, tmp_path):
     ok, reason = backends.availability("onnxrt", "fp32", "cuda")
     if not ok:

@@ -65,7 +65,8 @@ def compare_model(name: str, precision: str, batches: list[int], settings, devic
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, help="shipped model name (repeatable)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", default="1,128", help="comma-separated batch sizes (default 1,128)")
     p.add_argument("--trials", type=int, default=15)
     p.add_argument("--out", required=True, help="results JSON (written atomically)")
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     try:
         batches = backends.parse_batches(args.batch)
         settings = harness.Settings(trials=args.trials)
-        rows = [r for name in args.model for r in compare_model(name, args.precision, batches, settings)]
+        rows = [r for name in args.model for r in compare_model(name, args.precision, batches, settings, args.device)]
     except CifarSpeedError as e:
         print(f"aoti_vs_jit: error: {e}", file=sys.stderr)
         return 2
