@@ -13,7 +13,8 @@ from cifar_speed.models import create_model
 def make_checkpoint(folder: Path, name: str = "lightnn", seed: int = 0, stem: str | None = None) -> Path:
     torch.manual_seed(seed)
     model = create_model(name).eval()
-    meta = {"model": name, "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}, "test_accuracy": 0.1}
+    meta = {"model": name, "name": stem or name, "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)},
+            "test_accuracy": 0.1}
     return save_checkpoint(Path(folder) / (stem or name), model, meta)
 
 

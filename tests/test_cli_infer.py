@@ -84,6 +84,7 @@ def test_bench_smoke_writes_results(capsys, tmp_path, ckpt, fake_data, monkeypat
     out = tmp_path / "res" / "smoke.json"
     code, stdout, err = run_cli(capsys, "bench", str(ckpt), "--backend", "eager,onnxrt", "--batch", "16",
                                 "--data-dir", str(fake_data), "--min-time", "0.05", "--min-reps", "3",
+                                "--trials", "3", "--max-trials", "3",   # a fixed count: not a measurement
                                 "--max-warmup", "0.5", "--peak-gflops", "500", "--no-progress",
                                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
     assert code == 0, err
