@@ -534,8 +534,11 @@ def _round_cells(timers: list[CellTimer], extra: bool, baseline_of, target: floa
     live = [t for t in timers if t.failure is None]
     if not extra:
         return live
-    wanted = {id(t) for t in live if t.relative_error(baseline_of(t)) > target}
-    wanted |= {id(baseline_of(t)) for t in live if id(t) in wanted and baseline_of(t) is not None}
+    wanted = set()
+    for t in live:
+        baseline = baseline_of(t)
+        if t.relative_error(baseline) > target:
+            wanted |= {id(t)} | ({id(baseline)} if baseline is not None else set())
     return [t for t in live if id(t) in wanted]
 
 

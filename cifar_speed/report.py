@@ -150,23 +150,12 @@ def _row_key(c: Cell) -> tuple:
     return (c.model, backend_label(c), c.precision, c.memory_format or "", c.threads or 0)
 
 
-def median_rse(c: Cell) -> float | None:
-    """The relative standard error of the cell's median trial latency: recorded, or from its trials."""
-    from .harness import finite, relative_se
-
-    recorded = (c.latency or {}).get("median_rse") if isinstance(c.latency, dict) else None
-    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and 0 <= recorded < float("inf"):
-        return recorded
-    medians = list(c.trial_medians().values())
-    return finite(relative_se(medians)) if medians else None
-
-
 def spread_text(c: Cell) -> str:
     """'±3%': the 95 % confidence half-width of the median (1.96 standard errors, from its trials);
     files without trials: half the min-max range of the trials' images/s ('±3% range')."""
     if not c.images_per_s:
         return ""
-    rse = median_rse(c)
+    rse = c.median_rse()
     if rse is not None:
         return f"±{1.96 * rse * 100:.1f}%"
     lo, hi = c.images_per_s_range or (None, None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -75,6 +76,11 @@ class SweepConfig:
     jpeg_split: object = None                 # a data.Split to use instead of data.jpeg_test_split (tests only)
 
 
+def _finite(x) -> bool:
+    """A real number read from a results file (bools, NaN and infinities are not)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 @dataclass
 class Cell:
     """One row of a results file: a variant timed at one batch size, input mode and thread count.
@@ -121,7 +127,7 @@ class Cell:
         """round -> trial median in ms (in canary units when normalized), from the recorded trials;
         entries a hand-made or damaged file gets wrong are skipped, never trusted."""
         def number(x) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+            return _finite(x) and x > 0
 
         out = {}
         for t in self.trials if isinstance(self.trials, list) else []:
@@ -131,6 +137,14 @@ class Cell:
                 continue
             out[t["round"]] = t["median_ms"] / t["canary_ms"] if normalized else t["median_ms"]
         return out
+
+    def median_rse(self) -> float | None:
+        """The relative standard error of the median trial latency: as recorded, else from the trials."""
+        recorded = self.latency.get("median_rse") if isinstance(self.latency, dict) else None
+        if _finite(recorded) and recorded >= 0:
+            return recorded
+        medians = list(self.trial_medians().values())
+        return harness.finite(harness.relative_se(medians)) if medians else None
 
     @property
     def key(self) -> tuple:

@@ -154,3 +154,6 @@ def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
     assert report.spread_text(cell) == f"±{1.96 * relative_se(medians) * 100:.1f}%"   # not the wide range
     cell.latency = {"median_rse": 0.01}
     assert report.spread_text(cell) == "±2.0%"
+    for junk in (float("nan"), float("inf"), -0.1, True, "0.01"):   # a damaged file: from the trials instead
+        cell.latency = {"median_rse": junk}
+        assert cell.median_rse() == relative_se(medians)

@@ -126,15 +126,16 @@ def _host_readings(cell, baseline) -> dict[str, Reading]:
 def readings(cell, baseline=None) -> dict[str, Reading]:
     """The cell's metrics; `baseline` (its eager fp32 cell of the same run) gives the speed-up's error."""
     host = _host_readings(cell, baseline)
-    rse = _rse(cell.trial_medians(False).values())
+    rse = cell.median_rse()
     out = {}
     if cell.images_per_s:
         lo, hi = cell.images_per_s_range or (None, None)
         out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"), rse)
     if cell.speedup_vs_eager_fp32 and not cell.baseline:
         lo, hi = cell.speedup_range or (None, None)
+        recorded = cell.speedup_rse if isinstance(cell.speedup_rse, float) and math.isfinite(cell.speedup_rse) else None
         out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi, host.get("speedup_vs_eager_fp32"),
-                                               _ratio_rse(cell, baseline, False))
+                                               recorded if recorded is not None else _ratio_rse(cell, baseline, False))
     lat = cell.latency or {}
     if lat.get("median_ms"):
         trial = lat.get("trial_median_ms") or {}
