@@ -151,3 +151,18 @@ def test_jpeg_augment_overhead_pairs_the_step_with_and_without_it():
     assert row["rounds"] == 2 and set(row["trials"]) == {"step", "jpeg+step"}
     assert row["overhead_range"][0] <= row["overhead"] <= row["overhead_range"][1]
     assert row["step_ms"] > 0 and row["jpeg_step_ms"] > 0 and row["jpeg_fraction"] == 1.0
+
+
+def test_gpu_verify_packs_its_output_folder_into_one_archive(tmp_path):
+    import tarfile
+
+    gpu_verify = _tool("gpu_verify")
+    out = tmp_path / "nvidia-h200"
+    (out / "sub").mkdir(parents=True)
+    (out / "sweep.json").write_text("{}")
+    (out / "sub" / "log.txt").write_text("log")
+    archive = gpu_verify.pack(out, tmp_path / "back" / "gpu.tar.gz")
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == ["nvidia-h200", "nvidia-h200/sub", "nvidia-h200/sub/log.txt",
+                                          "nvidia-h200/sweep.json"]
+    assert not list(archive.parent.glob("*.partial"))
