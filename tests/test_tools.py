@@ -166,3 +166,32 @@ def test_gpu_verify_packs_its_output_folder_into_one_archive(tmp_path):
         assert sorted(tar.getnames()) == ["nvidia-h200", "nvidia-h200/sub", "nvidia-h200/sub/log.txt",
                                           "nvidia-h200/sweep.json"]
     assert not list(archive.parent.glob("*.partial"))
+
+
+def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):
+    ur = _tool("update_readme")
+    stat = lambda m, sd=0.001: {"n": 3, "mean": m, "std": sd, "min": m, "max": m}   # noqa: E731
+    seeds = {"model": "frontier_m", "recipe": "frontier_m", "test_accuracy": stat(0.886),
+             "test_accuracy_jpeg75": stat(0.857), "jpeg75_drop": stat(0.029, 0.002)}
+    old = {"model": "fast", "recipe": "fast", "test_accuracy": stat(0.94)}   # no JPEG column: not a baseline here
+    exp = tmp_path / "train-x.json"
+    exp.write_text(json.dumps({"model": "frontier_m", "name": "frontier_m_jpeg80", "test_accuracy": 0.878,
+                               "test_accuracy_jpeg75": 0.859, "recipe": {"description": "80 % JPEG", "seed": 0}}))
+    stale = tmp_path / "train-old.json"
+    stale.write_text(json.dumps({"model": "frontier_m", "name": "before", "test_accuracy": 0.88, "recipe": {}}))
+    cost = tmp_path / "overhead.json"
+    plain = [{"median_ms": 100.0}] * 4
+    cost.write_text(json.dumps({"model": "fast", "batch_size": 256, "jpeg_fraction": 0.5, "overhead": 0.015,
+                                "overhead_range": [-0.2, 0.6], "rounds": 40, "threads": 2,
+                                "trials": {"step": plain, "jpeg+step": [{"median_ms": m} for m in (100, 102, 101, 103)]},
+                                "provenance": {"machine": "box"}}))
+    text = ur.jpeg_training_section([seeds, old], ["s.json", "o.json"], [str(exp), str(stale)], [str(cost)],
+                                    rel=lambda p: p)
+    rows = text.split("\n\n")[0].splitlines()[2:]
+    assert len(rows) == 2 and rows[0].startswith("| frontier_m (baseline) |") and "2.90 pt (sd 0.20)" in rows[0]
+    assert rows[1].split(" | ")[1:7] == ["80 % JPEG", "1 (seed 0)", "87.80 %", "85.90 %", "1.90 pt", "-0.80 pt"]
+    from cifar_speed.harness import relative_se
+
+    rse = relative_se([1.0, 1.02, 1.01, 1.03])
+    assert f"+1.5% longer (± {1.96 * rse:.1%} at 95 % confidence), median of 40 interleaved rounds" in text
+    assert "on box with 2 threads" in text

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
+from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.report import load_results, plot, plot_overview, render_markdown  # noqa: E402
 
@@ -265,6 +266,46 @@ def ov_profile_section(paths: list[str], rel) -> str:
     return "\n".join(rows) if len(rows) > 2 else "No tools/openvino_profile.py results given."
 
 
+def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
+                          overhead: list[str], rel) -> str:
+    """Issue 15's table: each multi-seed baseline that records JPEG-75 accuracy, then each single-run
+    experiment (a training sidecar: its recipe says what changed), with the clean top-1's change
+    against the baseline of the same model; then what the augmentation costs a training step."""
+    rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | source |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+    base = {}
+    for f, path in zip(seed_files, seed_paths):
+        if not f.get("jpeg75_drop"):
+            continue
+        acc, jpeg, drop = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"]
+        base[f["model"]] = acc["mean"]
+        rows.append(f"| {f['recipe']} (baseline) | the shipped recipe | {acc['n']} | {_pct(acc['mean'])} | "
+                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | - | "
+                    f"[`{Path(path).name}`]({path}) |")
+    for path in experiments:
+        d = json.loads(Path(path).read_text())
+        clean, jpeg = d["test_accuracy"], d.get("test_accuracy_jpeg75")
+        if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
+            continue
+        vs = f"{(clean - base[d['model']]) * 100:+.2f} pt" if d["model"] in base else "-"
+        rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
+                    f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | "
+                    f"[`{Path(path).name}`]({rel(path)}) |")
+    text = "\n".join(rows)
+    for path in overhead:
+        d = json.loads(Path(path).read_text())
+        lo, hi = d["overhead_range"]
+        plain, jpeg = (d.get("trials") or {}).get("step"), (d.get("trials") or {}).get("jpeg+step")
+        rse = relative_se([j["median_ms"] / p["median_ms"] for p, j in zip(plain, jpeg)]) if plain and jpeg else None
+        text += (f"\n\nWhat the augmentation costs ([`{Path(path).name}`]({rel(path)}), "
+                 f"`tools/jpeg_augment_overhead.py`): a {d['model']} training step at batch {d['batch_size']} with "
+                 f"{d['jpeg_fraction']:.0%} of the batch JPEG-compressed took {d['overhead']:+.1%} longer"
+                 + (f" (± {1.96 * rse:.1%} at 95 % confidence)" if rse is not None else "")
+                 + f", median of {d['rounds']} interleaved rounds (single rounds ranged from {lo:+.0%} to {hi:+.0%}), "
+                 f"on {d['provenance']['machine']} with {d['threads']} threads.")
+    return text
+
+
 def replace(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
     if not pattern.search(text):
@@ -278,6 +319,9 @@ def main() -> int:
     ap.add_argument("--seeds", action="append", default=[], help="a multi-seed results file of tools/seed_summary.py")
     ap.add_argument("--aoti", action="append", default=[], help="a results file of tools/aoti_vs_jit.py")
     ap.add_argument("--ov-profile", action="append", default=[], help="a results file of tools/openvino_profile.py")
+    ap.add_argument("--jpeg-experiment", action="append", default=[],
+                    help="a training sidecar of a JPEG-robustness experiment (one seed)")
+    ap.add_argument("--jpeg-overhead", action="append", default=[], help="a results file of tools/jpeg_augment_overhead.py")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = ap.parse_args()
     results = [load_results(p) for p in args.bench]
@@ -311,6 +355,9 @@ def main() -> int:
         text = replace(text, "aoti", aoti_section(args.aoti, rel_any))
     if args.ov_profile:
         text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
+    if args.jpeg_experiment or args.jpeg_overhead:
+        text = replace(text, "jpeg-training", jpeg_training_section(seed_files, seed_paths, args.jpeg_experiment,
+                                                                    args.jpeg_overhead, rel_any))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")
     return 0
