@@ -288,6 +288,11 @@ def test_table_marks_fastest(results):
     best = report.fastest(results)
     # onnxrt also has mode "async" (requests in flight, cifar_speed/inflight.py): its own fastest per batch
     assert set(best) == {("lightnn", b, m) for b in (8, 16) for m in ("device", "async")}
+    # A faster cell that loses accuracy does not get the star.
+    flagged = dict(next(c for c in results["cells"] if c["status"] == "ok" and c["mode"] == "device"
+                        and c["batch_size"] == 8), backend="openvino", precision="int8", accuracy_flagged=True)
+    flagged["images_per_s"] = 1e12
+    assert report.fastest({**results, "cells": results["cells"] + [flagged]}) == best
 
 
 def test_baseline_always_measured_and_dawnbench(tmp_path):
