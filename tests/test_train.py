@@ -115,6 +115,21 @@ def test_missing_teacher_without_recipe_is_an_error(fake_data, tmp_path, no_ship
         train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
 
 
+def test_training_flags_epochs_whose_cores_other_processes_used(fake_data, tmp_path, monkeypatch):
+    """The machine's view (/proc/stat), as the benchmark harness reads it: other processes busy on our
+    cores flag the epoch and the run, even where the process's own cpu/wall looks full."""
+    from cifar_speed import harness
+
+    busy = iter(range(0, 10**6, 1000))   # each reading: 1,000 more busy seconds than the last
+    monkeypatch.setattr(harness, "read_cpu_counters", lambda *a, **k: harness.CpuCounters(float(next(busy)), 0.0, 2))
+    sidecar = train(load_recipe(REPO / "train" / "lightnn.toml"), data_dir=fake_data, out_dir=tmp_path, epochs=1,
+                    show_progress=False)
+    meta = json.loads(sidecar.read_text())
+    epoch = meta["history"][0]
+    assert epoch["disturbed"] is True and epoch["others_cpu_s"] > 0 and "other processes" in epoch["why"]
+    assert meta["train_disturbed"] is True and meta["train_disturbed_epochs"] == 1
+
+
 def test_training_is_deterministic_and_resume_matches(fake_data, tmp_path):
     recipe = REPO / "train" / "lightnn.toml"
     full = train(load_recipe(recipe), data_dir=fake_data, out_dir=tmp_path / "a", epochs=2, show_progress=False)

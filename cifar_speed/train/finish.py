@@ -83,5 +83,6 @@ def _cpu_load(progress: dict, device: torch.device) -> dict:
         return {}
     threads = torch.get_num_threads()
     flag, ratio = harness.disturbed(progress["train_cpu_seconds"], progress["train_seconds"], threads)
+    shared = progress.get("train_disturbed_epochs", 0)
     return {"train_cpu_seconds": round(progress["train_cpu_seconds"], 1), "train_cpu_wall_ratio": round(ratio, 2),
-            "train_threads": threads, "train_disturbed": flag}
+            "train_threads": threads, "train_disturbed": flag or shared > 0, "train_disturbed_epochs": shared}
