@@ -81,6 +81,11 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _recorded_rse(x) -> float | None:
+    """A relative standard error as a results file recorded it, if it is one (finite, >= 0)."""
+    return x if _finite(x) and x >= 0 else None
+
+
 @dataclass
 class Cell:
     """One row of a results file: a variant timed at one batch size, input mode and thread count.
@@ -140,11 +145,16 @@ class Cell:
 
     def median_rse(self) -> float | None:
         """The relative standard error of the median trial latency: as recorded, else from the trials."""
-        recorded = self.latency.get("median_rse") if isinstance(self.latency, dict) else None
-        if _finite(recorded) and recorded >= 0:
+        recorded = _recorded_rse(self.latency.get("median_rse") if isinstance(self.latency, dict) else None)
+        if recorded is not None:
             return recorded
         medians = list(self.trial_medians().values())
         return harness.finite(harness.relative_se(medians)) if medians else None
+
+    def recorded_speedup_rse(self) -> float | None:
+        """The relative standard error of the speed-up as recorded (None where absent or damaged:
+        the reader then pairs the trials with the baseline's itself)."""
+        return _recorded_rse(self.speedup_rse)
 
     @property
     def key(self) -> tuple:

@@ -157,3 +157,7 @@ def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
     for junk in (float("nan"), float("inf"), -0.1, True, "0.01"):   # a damaged file: from the trials instead
         cell.latency = {"median_rse": junk}
         assert cell.median_rse() == relative_se(medians)
+        cell.speedup_rse = junk
+        assert cell.recorded_speedup_rse() is None
+    cell.speedup_rse = 0.02
+    assert cell.recorded_speedup_rse() == 0.02

@@ -150,6 +150,7 @@ def test_jpeg_augment_overhead_pairs_the_step_with_and_without_it():
     row = tool.measure_overhead("lightnn", 8, 1.0, (50, 50), trials=2, images=images)
     assert row["rounds"] == 2 and set(row["trials"]) == {"step", "jpeg+step"}
     assert row["overhead_range"][0] <= row["overhead"] <= row["overhead_range"][1]
+    assert row["overhead_rse"] >= 0
     assert row["step_ms"] > 0 and row["jpeg_step_ms"] > 0 and row["jpeg_fraction"] == 1.0
 
 
@@ -180,10 +181,12 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     stale = tmp_path / "train-old.json"
     stale.write_text(json.dumps({"model": "frontier_m", "name": "before", "test_accuracy": 0.88, "recipe": {}}))
     cost = tmp_path / "overhead.json"
-    plain = [{"median_ms": 100.0}] * 4
+    # A file from before `overhead_rse` was recorded: the error comes from its trials, paired by round.
+    plain = [{"round": r, "median_ms": 100.0} for r in range(4)]
+    jpeg = [{"round": r, "median_ms": m} for r, m in reversed(list(enumerate((100, 102, 101, 103))))]
     cost.write_text(json.dumps({"model": "fast", "batch_size": 256, "jpeg_fraction": 0.5, "overhead": 0.015,
                                 "overhead_range": [-0.2, 0.6], "rounds": 40, "threads": 2,
-                                "trials": {"step": plain, "jpeg+step": [{"median_ms": m} for m in (100, 102, 101, 103)]},
+                                "trials": {"step": plain, "jpeg+step": jpeg},
                                 "provenance": {"machine": "box"}}))
     text = ur.jpeg_training_section([seeds, old], ["s.json", "o.json"], [str(exp), str(stale)], [str(cost)],
                                     rel=lambda p: p)
@@ -195,3 +198,6 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     rse = relative_se([1.0, 1.02, 1.01, 1.03])
     assert f"+1.5% longer (± {1.96 * rse:.1%} at 95 % confidence), median of 40 interleaved rounds" in text
     assert "on box with 2 threads" in text
+    recorded = {**json.loads(cost.read_text()), "overhead_rse": 0.05}   # recorded: taken as it is
+    cost.write_text(json.dumps(recorded))
+    assert "(± 9.8% at 95 % confidence)" in ur.jpeg_training_section([], [], [], [str(cost)], rel=lambda p: p)

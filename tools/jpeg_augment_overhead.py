@@ -58,6 +58,7 @@ def measure_overhead(model_name: str, batch: int, fraction: float, quality: tupl
             "threads": torch.get_num_threads(),
             "step_ms": cells["step"].summary()["median_ms"], "jpeg_step_ms": cells["jpeg+step"].summary()["median_ms"],
             "overhead": ratio["median"] - 1, "overhead_range": [ratio["min"] - 1, ratio["max"] - 1],
+            "overhead_rse": ratio["rse"],   # relative standard error of the median ratio (aug + step) / step
             "rounds": ratio["n"], "trials": {k: [t.to_dict() for t in c.trials] for k, c in cells.items()}}
 
 

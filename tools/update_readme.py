@@ -266,6 +266,14 @@ def ov_profile_section(paths: list[str], rel) -> str:
     return "\n".join(rows) if len(rows) > 2 else "No tools/openvino_profile.py results given."
 
 
+def _ratio_rse_of_trials(trials: dict) -> float | None:
+    """For overhead files written before they recorded `overhead_rse`: the relative standard error of
+    the per-round ratios (aug + step) / step, the trials paired by round as harness.paired_ratio pairs them."""
+    step = {t["round"]: t["median_ms"] for t in trials.get("step", [])}
+    ratios = [t["median_ms"] / step[t["round"]] for t in trials.get("jpeg+step", []) if step.get(t["round"])]
+    return relative_se(ratios) if ratios else None
+
+
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
     """Issue 15's table: each multi-seed baseline that records JPEG-75 accuracy, then each single-run
@@ -295,8 +303,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     for path in overhead:
         d = json.loads(Path(path).read_text())
         lo, hi = d["overhead_range"]
-        plain, jpeg = (d.get("trials") or {}).get("step"), (d.get("trials") or {}).get("jpeg+step")
-        rse = relative_se([j["median_ms"] / p["median_ms"] for p, j in zip(plain, jpeg)]) if plain and jpeg else None
+        rse = d.get("overhead_rse", _ratio_rse_of_trials(d.get("trials") or {}))
         text += (f"\n\nWhat the augmentation costs ([`{Path(path).name}`]({rel(path)}), "
                  f"`tools/jpeg_augment_overhead.py`): a {d['model']} training step at batch {d['batch_size']} with "
                  f"{d['jpeg_fraction']:.0%} of the batch JPEG-compressed took {d['overhead']:+.1%} longer"

@@ -133,7 +133,7 @@ def readings(cell, baseline=None) -> dict[str, Reading]:
         out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"), rse)
     if cell.speedup_vs_eager_fp32 and not cell.baseline:
         lo, hi = cell.speedup_range or (None, None)
-        recorded = cell.speedup_rse if isinstance(cell.speedup_rse, float) and math.isfinite(cell.speedup_rse) else None
+        recorded = cell.recorded_speedup_rse()
         out["speedup_vs_eager_fp32"] = Reading(cell.speedup_vs_eager_fp32, lo, hi, host.get("speedup_vs_eager_fp32"),
                                                recorded if recorded is not None else _ratio_rse(cell, baseline, False))
     lat = cell.latency or {}
