@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +312,26 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.T
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def jpeg_roundtrip_batched(images: torch.Tensor, qualities: torch.Tensor) -> torch.Tensor:
+    """`jpeg_roundtrip` for the training augmentation: torchvision.io's libjpeg-turbo, one call per
+    distinct quality instead of a Python loop over images (about 4x faster on a 2-core CPU: Pillow's
+    per-image overhead dominates 32x32 images). Its defaults are Pillow's (4:2:0, baseline, fancy
+    upsampling), so the bytes are the same; a test holds the two to equality at every quality.
+    torchvision 0.29 deprecates its image codecs for TorchCodec: where they are gone, Pillow does it."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+    except ImportError:
+        return jpeg_roundtrip(images, qualities)
+    out = torch.empty_like(images)
+    with warnings.catch_warnings():  # the deprecation notice, once per call: not the user's concern
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+        for q in qualities.unique().tolist():
+            idx = (qualities == q).nonzero().flatten()
+            encoded = encode_jpeg(list(images[idx]), quality=int(q))
+            out[idx] = torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB))
+    return out
+
+
 def cache_root() -> Path:
     """The one cache folder of every derived file (artifacts, JPEG sets, teacher logits):
     $CIFAR_SPEED_CACHE, else the XDG cache folder's cifar-speed/."""
@@ -383,7 +404,7 @@ class JpegAugment:
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         chosen = x[pick.to(x.device)].float().cpu()
         pixels = ((chosen * std_t + mean_t) * 255.0).round().clamp(0, 255).to(torch.uint8)
-        compressed = normalize(jpeg_roundtrip(pixels, qualities), mean, std).to(x.dtype)
+        compressed = normalize(jpeg_roundtrip_batched(pixels, qualities), mean, std).to(x.dtype)
         x = x.clone()
         x[pick.to(x.device)] = compressed.to(x.device)
         return x

@@ -32,6 +32,15 @@ def test_roundtrip_takes_one_quality_per_image():
     assert torch.equal(per_image[1:3], D.jpeg_roundtrip(x[1:3], 75))
 
 
+def test_batched_roundtrip_gives_pillows_bytes_at_every_quality(data_dir):
+    """The augmentation's torchvision.io encode is the test set's Pillow encode, image for image, on real
+    test images and on noise, at each quality 1..100 (the README says the two are interchangeable)."""
+    real = D.load_split("test", data_dir).images[:100]
+    for x in (real, _images(100)):
+        q = torch.arange(1, 101)[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+        assert torch.equal(D.jpeg_roundtrip_batched(x, q), D.jpeg_roundtrip(x, q))
+
+
 @pytest.mark.parametrize("bad", [0, 101, -5])
 def test_roundtrip_refuses_bad_quality(bad):
     with pytest.raises(CifarSpeedError, match="quality"):

@@ -94,6 +94,23 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
         assert meta["teacher"]["name"] == Path(recipe.distill.teacher).stem  # deepnn, or fast for the frontier
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["fast", "frontier_l", "lightnn"])
+def test_training_on_cuda_end_to_end(name, fake_data, tmp_path):
+    """The CUDA path of the loop (bf16 autocast, the teacher's logits on the GPU, JPEG augmentation of
+    device batches, the final evaluation) on the fake data: the GPU sweep's models are trained there."""
+    recipe = load_recipe(REPO / "train" / f"{name}.toml")
+    if recipe.distill.teacher == "fast":
+        make_checkpoint(tmp_path, name="frontier_s", stem="fast")
+    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path, device="cuda", epochs=0.2, show_progress=False)
+    model, meta = load_checkpoint(sidecar)
+    assert meta["device"].startswith("cuda") and 0 <= meta["test_accuracy"] <= 1
+    if recipe.train.precision == "auto":
+        assert meta["train_precision"] == ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    assert "train_cpu_seconds" not in meta  # the CPU-load fields describe CPU runs only
+    assert 0 <= meta["test_accuracy_jpeg75"] <= 1
+
+
 @pytest.fixture
 def no_shipped_teacher(monkeypatch, tmp_path):
     """Hide results/checkpoints so the teacher lookup cannot find the shipped deepnn."""
