@@ -172,12 +172,19 @@ def test_gpu_verify_packs_its_output_folder_into_one_archive(tmp_path):
 def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):
     ur = _tool("update_readme")
     stat = lambda m, sd=0.001: {"n": 3, "mean": m, "std": sd, "min": m, "max": m}   # noqa: E731
-    seeds = {"model": "frontier_m", "recipe": "frontier_m", "test_accuracy": stat(0.886),
+    cpu = {"provenance": {"machine": "box"}, "device": "cpu", "train_precision": "float32"}
+    gpu = {"provenance": {"machine": "gpu"}, "device": "cuda", "train_precision": "bfloat16"}
+    runs = lambda where, what="": [{"name": "r", "training_record": {**where, "recipe": {"description": what}}}]  # noqa: E731
+    seeds = {"model": "frontier_m", "recipe": "frontier_m", "test_accuracy": stat(0.886), "runs": runs(cpu),
              "test_accuracy_jpeg75": stat(0.857), "jpeg75_drop": stat(0.029, 0.002)}
     old = {"model": "fast", "recipe": "fast", "test_accuracy": stat(0.94)}   # no JPEG column: not a baseline here
+    # A baseline and an experiment of another model trained on a GPU: compared with each other only.
+    fast = {"model": "fast", "recipe": "fast", "test_accuracy": stat(0.933), "runs": runs(gpu),
+            "test_accuracy_jpeg75": stat(0.846), "jpeg75_drop": stat(0.087)}
+    fast_jpeg = {**fast, "recipe": "fast_jpeg50", "runs": runs(gpu, "half JPEG"), "test_accuracy": stat(0.922)}
     exp = tmp_path / "train-x.json"
     exp.write_text(json.dumps({"model": "frontier_m", "name": "frontier_m_jpeg80", "test_accuracy": 0.878,
-                               "test_accuracy_jpeg75": 0.859, "recipe": {"description": "80 % JPEG", "seed": 0}}))
+                               "test_accuracy_jpeg75": 0.859, "recipe": {"description": "80 % JPEG", "seed": 0}, **cpu}))
     stale = tmp_path / "train-old.json"
     stale.write_text(json.dumps({"model": "frontier_m", "name": "before", "test_accuracy": 0.88, "recipe": {}}))
     cost = tmp_path / "overhead.json"
@@ -188,11 +195,16 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
                                 "overhead_range": [-0.2, 0.6], "rounds": 40, "threads": 2,
                                 "trials": {"step": plain, "jpeg+step": jpeg},
                                 "provenance": {"machine": "box"}}))
-    text = ur.jpeg_training_section([seeds, old], ["s.json", "o.json"], [str(exp), str(stale)], [str(cost)],
-                                    rel=lambda p: p)
+    text = ur.jpeg_training_section([seeds, old, fast_jpeg, fast], ["s.json", "o.json", "j.json", "f.json"],
+                                    [str(exp), str(stale)], [str(cost)], rel=lambda p: p)
     rows = text.split("\n\n")[0].splitlines()[2:]
-    assert len(rows) == 2 and rows[0].startswith("| frontier_m (baseline) |") and "2.90 pt (sd 0.20)" in rows[0]
-    assert rows[1].split(" | ")[1:7] == ["80 % JPEG", "1 (seed 0)", "87.80 %", "85.90 %", "1.90 pt", "-0.80 pt"]
+    assert len(rows) == 4 and rows[0].startswith("| frontier_m (baseline) |") and "2.90 pt (sd 0.20)" in rows[0]
+    assert rows[0].split(" | ")[7] == "box (cpu float32)"
+    assert rows[1].split(" | ")[:8] == ["| fast_jpeg50", "half JPEG", "3", "92.20 %", "84.60 %", "8.70 pt (sd 0.10)",
+                                        "-1.10 pt", "gpu (cuda bfloat16)"]
+    assert rows[2].startswith("| fast (baseline) | the shipped recipe |")
+    assert rows[3].split(" | ")[1:8] == ["80 % JPEG", "1 (seed 0)", "87.80 %", "85.90 %", "1.90 pt", "-0.80 pt",
+                                         "box (cpu float32)"]
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])
@@ -201,3 +213,43 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     recorded = {**json.loads(cost.read_text()), "overhead_rse": 0.05}   # recorded: taken as it is
     cost.write_text(json.dumps(recorded))
     assert "(± 9.8% at 95 % confidence)" in ur.jpeg_training_section([], [], [], [str(cost)], rel=lambda p: p)
+
+
+def test_gpu_train_parts_unpack_to_the_same_batches(tmp_path):
+    from _fakedata import write_fake_cifar
+
+    gpu_train = _tool("gpu_train")
+    source = tmp_path / "src" / "cifar-10-batches-py"
+    write_fake_cifar(source, n_train=50, n_test=10)
+    gpu_train.prepare(tmp_path / "carry", source)
+    for part in ("p1", "p2", "p3"):
+        gpu_train.unpack(tmp_path / "carry" / part, tmp_path / "there")
+    for name in gpu_train.BATCHES:
+        assert (tmp_path / "there" / "cifar-10-batches-py" / name).read_bytes() == (source / name).read_bytes()
+
+
+def test_gpu_train_pack_brings_back_what_a_call_may_return(tmp_path, monkeypatch):
+    """Weights go into tars of at most RETURN_FILE_BYTES, at most RETURN_FILES files in all, in run order;
+    what does not fit is named in the run list, and a smaller repack removes the stale tars."""
+    import tarfile
+
+    gpu_train = _tool("gpu_train")
+    monkeypatch.setattr(gpu_train, "RETURN_FILES", 3)            # the run list + 2 weight tars
+    monkeypatch.setattr(gpu_train, "RETURN_FILE_BYTES", 250)
+    monkeypatch.setattr(gpu_train, "RETURN_TOTAL_BYTES", 10_000)
+    out, back = tmp_path / "runs", tmp_path / "OUT"
+    (out / "logs").mkdir(parents=True)
+    rows = []
+    for name in ("a", "b", "c", "d"):
+        (out / f"{name}.safetensors").write_bytes(b"w" * 100)
+        (out / f"{name}.json").write_text("{}")
+        rows.append({"name": name, "status": "ok"})
+    rows.append({"name": "e", "status": "failed (1)"})
+    gpu_train.pack(out, rows, back)
+    assert sorted(p.name for p in back.iterdir()) == ["gpu-train.tar.gz", "weights-1.tar", "weights-2.tar"]
+    with tarfile.open(back / "weights-1.tar") as t1, tarfile.open(back / "weights-2.tar") as t2:
+        assert t1.getnames() == ["a.safetensors", "b.safetensors"] and t2.getnames() == ["c.safetensors", "d.safetensors"]
+    monkeypatch.setattr(gpu_train, "RETURN_TOTAL_BYTES", 150)
+    gpu_train.pack(out, rows, back)
+    assert sorted(p.name for p in back.iterdir()) == ["gpu-train.tar.gz", "weights-1.tar"]
+    assert json.loads((out / "gpu-train.json").read_text())["weights_not_returned"] == ["b", "c", "d"]

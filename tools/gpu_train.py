@@ -4,7 +4,7 @@
     python3 tools/gpu_train.py prepare .gpucarry         # here: CIFAR-10's six batches, xz-compressed,
                                                          # in parts p1 p2 p3 that each fit one call
     python3 tools/gpu_train.py unpack .gpucarry/p1 --data /tmp/cifar10   # there, one call per part
-    python3 tools/gpu_train.py run --data /tmp/cifar10 --deadline-s 400 --pack $OUT/gpu-train.tar.gz \
+    python3 tools/gpu_train.py run --data /tmp/cifar10 --deadline-s 400 --pack $OUT \
         train/fast.toml:0 train/fast.toml:1 experiments/fast_jpeg80.toml:0 ...
 
 A part unpacked in one call stays on the machine for the next while the machine is warm (outside the
@@ -12,8 +12,8 @@ checkout, which each call replaces). `run` trains each RECIPE:SEED with `cifar-s
 cuda` into runs/gpu/<stem>_s<seed>, in the order given, under one deadline: a run starts only if the
 time left covers the longest run of the same recipe so far (the first of each recipe always starts
 while 60 s are left), and each run gets the time left as its limit. After every run the sidecars,
-weights and logs are packed again into --pack (atomically), so a deadline or a crash keeps what
-finished. Exit status 0 when every run that started finished.
+logs and weights are packed again into the --pack folder (atomically, within what a call may bring
+back), so a deadline or a crash keeps what finished. Exit status 0 when every run that started finished.
 
 The sidecars carry their own provenance (commit, versions, device); `gpu-train.json` in the pack lists
 every run: its command, status, seconds, and accuracies.
@@ -103,12 +103,45 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def pack(out: Path, rows: list[dict], archive: Path) -> None:
-    (out / "gpu-train.json").write_text(json.dumps({"runs": rows}, indent=1) + "\n")
+# What one call may bring back (the device tool's limits): 8 files, 16 MiB each, 64 MiB together.
+RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES = 8, 15 * 2**20, 60 * 2**20
+
+
+def pack(out: Path, rows: list[dict], folder: Path) -> None:
+    """Into `folder`: gpu-train.tar.gz (the run list, sidecars, logs), then the weights of the runs in
+    their order as weights-N.tar files that respect the return limits. Weights that do not fit stay
+    on the machine and the run list says so (the first session's single archive was refused: 50 MB)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: list[list[Path]] = []
+    total, left_behind = 0, []
+    for row in rows:
+        weights = out / f"{row['name']}.safetensors"
+        if row["status"] != "ok" or not weights.is_file():
+            continue
+        n = weights.stat().st_size
+        fits_last = bool(groups) and sum(f.stat().st_size for f in groups[-1]) + n <= RETURN_FILE_BYTES
+        room = fits_last or len(groups) < RETURN_FILES - 1   # one file is the run list's archive
+        if total + n > RETURN_TOTAL_BYTES or n > RETURN_FILE_BYTES or not room:
+            left_behind.append(row["name"])
+            continue
+        if not fits_last:
+            groups.append([])
+        groups[-1].append(weights)
+        total += n
+    (out / "gpu-train.json").write_text(json.dumps({"runs": rows, "weights_not_returned": left_behind}, indent=1) + "\n")
+    _tar(folder / "gpu-train.tar.gz", out, sorted(out.glob("*.json")) + sorted((out / "logs").glob("*.log")), "w:gz")
+    for i, group in enumerate(groups):
+        _tar(folder / f"weights-{i + 1}.tar", out, group, "w")
+    for stale in folder.glob("weights-*.tar"):  # written by an earlier pack with more groups
+        if int(stale.stem.removeprefix("weights-")) > len(groups):
+            stale.unlink()
+
+
+def _tar(archive: Path, root: Path, files: list[Path], mode: str) -> None:
     tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for f in sorted(out.glob("*.json")) + sorted(out.glob("*.safetensors")) + sorted((out / "logs").glob("*.log")):
-            tar.add(f, arcname=str(f.relative_to(out)))
+    with tarfile.open(tmp, mode) as tar:
+        for f in files:
+            tar.add(f, arcname=str(f.relative_to(root)))
     tmp.replace(archive)
 
 
@@ -126,7 +159,7 @@ def main() -> int:
     pr.add_argument("runs", nargs="+", metavar="RECIPE:SEED")
     pr.add_argument("--data", type=Path, required=True)
     pr.add_argument("--deadline-s", type=float, required=True)
-    pr.add_argument("--pack", type=Path, required=True)
+    pr.add_argument("--pack", type=Path, required=True, help="folder for gpu-train.tar.gz and weights-N.tar ($OUT)")
     args = p.parse_args()
     if args.verb == "prepare":
         prepare(args.dest, args.source)

@@ -33,6 +33,12 @@ def _stats(values: list[float]) -> dict:
             "min": min(values), "max": max(values)}
 
 
+def _recipe_name(meta: dict) -> str:
+    """The recipe file's stem (`fast_jpeg50`), not the run's --name (`fast_jpeg50_s1`)."""
+    recipe = meta["recipe"]
+    return Path(recipe["path"]).stem if recipe.get("path") else recipe.get("name") or meta["name"]
+
+
 def summarise(sidecars: list[Path]) -> dict:
     runs = []
     for s in sidecars:
@@ -50,7 +56,7 @@ def summarise(sidecars: list[Path]) -> dict:
         "schema": "cifar-speed-seeds/1",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": models.pop(),
-        "recipe": runs[0]["meta"]["recipe"].get("name") or runs[0]["meta"]["name"],
+        "recipe": _recipe_name(runs[0]["meta"]),
         "seeds": seeds,
         "test_accuracy": _stats([r["meta"]["test_accuracy"] for r in runs]),
         "train_seconds": _stats([r["meta"]["train_seconds"] for r in runs]),

@@ -41,7 +41,7 @@ THEIRS = {
     "fast": ("(not in the report)", ""),
 }
 TARGETS = {"mlp": 0.52, "cnn": 0.83, "cnn_tuned": 0.83, "deepnn": 0.75, "lightnn": 0.70, "mobilenetv3_small": 0.80, "fast": 0.94,
-           "frontier_s": 0.85, "frontier_s_plain": 0.85, "frontier_m": 0.90, "frontier_m_plain": 0.90}
+           "frontier_s": 0.85, "frontier_s_plain": 0.85, "frontier_m": 0.90, "frontier_m_plain": 0.90, "frontier_l": 0.90}
 
 
 def _pct(x) -> str:
@@ -49,7 +49,17 @@ def _pct(x) -> str:
 
 
 def _seeds_for(name: str, seed_files: list[dict]) -> dict | None:
-    return next((f for f in seed_files if name in {r["name"] for r in f["runs"]}), None)
+    """The seeds file holding this run, else one of the same recipe (seeds trained elsewhere)."""
+    return (next((f for f in seed_files if name in {r["name"] for r in f["runs"]}), None)
+            or next((f for f in seed_files if f.get("recipe") == name), None))
+
+
+def trained_on(f: dict) -> str:
+    """Where a seeds file's runs trained, from their own sidecars: 'nvidia-h100-80gb-hbm3 (cuda bfloat16)'."""
+    where = sorted({f"{r['training_record'].get('provenance', {}).get('machine', '?')} "
+                    f"({r['training_record'].get('device', '?')} {r['training_record'].get('train_precision', '?')})"
+                    for r in f.get("runs", []) if "training_record" in r})
+    return ", ".join(where) or "?"
 
 
 def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
@@ -69,7 +79,7 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
                 else f"**{f['recipe']}**: {per_seed}. Mean {_pct(acc['mean'])}")
         if tta:
             line += f"; with TTA mean {_pct(tta['mean'])} (std {tta['std'] * 100:.2f} pt, min {_pct(tta['min'])})"
-        out.append(line + ".")
+        out.append(line + f". Trained on {trained_on(f)}.")
     return out
 
 
@@ -100,7 +110,8 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                            f"{' with TTA' if tta else ''}: {verdict}")
             elif f:  # other seeds of the same recipe: their mean beside this run
                 mean = f["test_accuracy"]["mean"]
-                reached += (f" by this run; mean of {len(f['runs'])} seeds {_pct(mean)}: "
+                elsewhere = "" if m["name"] in {r["name"] for r in f["runs"]} else f" trained on {trained_on(f)}"
+                reached += (f" by this run; mean of {len(f['runs'])} seeds{elsewhere} {_pct(mean)}: "
                             f"{'met' if mean >= target else '**missed**'}")
         elif m.get("name", "").startswith("lightnn_") and plain_student is not None:
             reached = f"{(m['test_accuracy'] - plain_student) * 100:+.2f} pt vs lightnn"
@@ -276,28 +287,31 @@ def _ratio_rse_of_trials(trials: dict) -> float | None:
 
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
-    """Issue 15's table: each multi-seed baseline that records JPEG-75 accuracy, then each single-run
-    experiment (a training sidecar: its recipe says what changed), with the clean top-1's change
-    against the baseline of the same model; then what the augmentation costs a training step."""
-    rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | source |",
-            "|---|---|---:|---:|---:|---:|---:|---|"]
-    base = {}
-    for f, path in zip(seed_files, seed_paths):
-        if not f.get("jpeg75_drop"):
-            continue
-        acc, jpeg, drop = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"]
-        base[f["model"]] = acc["mean"]
-        rows.append(f"| {f['recipe']} (baseline) | the shipped recipe | {acc['n']} | {_pct(acc['mean'])} | "
-                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | - | "
+    """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a model's own recipe is a
+    baseline, another recipe of the same model an experiment), then each single-run experiment (a
+    training sidecar: its recipe says what changed). An experiment's clean top-1 is compared with the
+    baseline of the same model trained on the same machine; then what the augmentation costs a step."""
+    rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
+    base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
+    for f, path in files:
+        acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
+        baseline = f["recipe"] == f["model"]
+        changed = "the shipped recipe" if baseline else f["runs"][0]["training_record"]["recipe"].get("description", "")
+        vs = "-" if baseline or (f["model"], where) not in base else f"{(acc['mean'] - base[f['model'], where]) * 100:+.2f} pt"
+        rows.append(f"| {f['recipe']}{' (baseline)' if baseline else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
+                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {where} | "
                     f"[`{Path(path).name}`]({path}) |")
     for path in experiments:
         d = json.loads(Path(path).read_text())
         clean, jpeg = d["test_accuracy"], d.get("test_accuracy_jpeg75")
         if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
             continue
-        vs = f"{(clean - base[d['model']]) * 100:+.2f} pt" if d["model"] in base else "-"
+        where = f"{d.get('provenance', {}).get('machine', '?')} ({d.get('device', '?')} {d.get('train_precision', '?')})"
+        vs = f"{(clean - base[d['model'], where]) * 100:+.2f} pt" if (d["model"], where) in base else "-"
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
-                    f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | "
+                    f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
     text = "\n".join(rows)
     for path in overhead:
@@ -329,6 +343,8 @@ def main() -> int:
     ap.add_argument("--jpeg-experiment", action="append", default=[],
                     help="a training sidecar of a JPEG-robustness experiment (one seed)")
     ap.add_argument("--jpeg-overhead", action="append", default=[], help="a results file of tools/jpeg_augment_overhead.py")
+    ap.add_argument("--jpeg-seeds", action="append", default=[],
+                    help="a multi-seed file for the JPEG table only (a baseline trained elsewhere, or an experiment)")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = ap.parse_args()
     results = [load_results(p) for p in args.bench]
@@ -362,8 +378,10 @@ def main() -> int:
         text = replace(text, "aoti", aoti_section(args.aoti, rel_any))
     if args.ov_profile:
         text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
-    if args.jpeg_experiment or args.jpeg_overhead:
-        text = replace(text, "jpeg-training", jpeg_training_section(seed_files, seed_paths, args.jpeg_experiment,
+    if args.jpeg_experiment or args.jpeg_overhead or args.jpeg_seeds:
+        jpeg_files = seed_files + [json.loads(Path(p).read_text()) for p in args.jpeg_seeds]
+        jpeg_paths = seed_paths + [rel_any(p) for p in args.jpeg_seeds]
+        text = replace(text, "jpeg-training", jpeg_training_section(jpeg_files, jpeg_paths, args.jpeg_experiment,
                                                                     args.jpeg_overhead, rel_any))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")
