@@ -54,6 +54,11 @@ def _seeds_for(name: str, seed_files: list[dict]) -> dict | None:
             or next((f for f in seed_files if f.get("recipe") == name), None))
 
 
+def _on_cpu(run: dict) -> bool:
+    """A seeds file's run trained on a CPU (older files do not say: taken as CPU, as they all were)."""
+    return run.get("training_record", {}).get("device", "cpu") == "cpu"
+
+
 def trained_on(f: dict) -> str:
     """Where a seeds file's runs trained, from their own sidecars: 'nvidia-h100-80gb-hbm3 (cuda bfloat16)'."""
     where = sorted({f"{r['training_record'].get('provenance', {}).get('machine', '?')} "
@@ -71,7 +76,7 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
                              + (f" ({_pct(r['test_accuracy_tta'])} TTA)" if r.get("test_accuracy_tta") is not None else "")
                              + f" in {r['train_seconds'] / 60:,.1f} min"
                              + (" (cores shared)" if r.get("train_disturbed") else
-                                " (load not recorded)" if r.get("train_disturbed") is None else "")
+                                " (load not recorded)" if r.get("train_disturbed") is None and _on_cpu(r) else "")
                              for r in runs)
         acc, tta = f["test_accuracy"], f.get("test_accuracy_tta")
         line = (f"**{f['recipe']} over {len(runs)} seeds** ([`{path}`]({path})): {per_seed}. "
@@ -294,10 +299,11 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
+    shipped = lambda f: (ROOT / "train" / f"{f['recipe']}.toml").is_file()  # noqa: E731  (experiments: train/experiments/)
     base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        baseline = f["recipe"] == f["model"]
+        baseline = shipped(f)
         changed = "the shipped recipe" if baseline else f["runs"][0]["training_record"]["recipe"].get("description", "")
         vs = "-" if baseline or (f["model"], where) not in base else f"{(acc['mean'] - base[f['model'], where]) * 100:+.2f} pt"
         rows.append(f"| {f['recipe']}{' (baseline)' if baseline else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
