@@ -127,6 +127,8 @@ class Cell:
     disturbed: bool | None = None
     trials: list = field(default_factory=list)
     dawnbench: dict | None = None
+    # bench --processes N: per process, its trials and the median of their medians (None: one process)
+    processes: list | None = None
 
     def trial_medians(self, normalized: bool = False) -> dict[int, float]:
         """round -> trial median in ms (in canary units when normalized), from the recorded trials;
@@ -164,8 +166,9 @@ class Cell:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["dawnbench"] is None:
-            del d["dawnbench"]
+        for optional in ("dawnbench", "processes"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @classmethod
@@ -429,16 +432,23 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
     if slot.error or not t.trials:
         return Cell(**base, batch_size=t.batch_size, mode=t.mode, threads=t.threads, status="failed",
                     reason=slot.error or "no trial ran")
-    lat = t.summary()
+    paired = baseline is not None and not baseline.error
+    return timed_cell(base, t.batch_size, t.mode, t.threads, t.summary(), t.trials,
+                      baseline.timer.trials if paired else None, flops, peak)
+
+
+def timed_cell(base: dict, batch_size: int, mode: str, threads: int, lat: dict, trials: list[harness.Trial],
+               baseline_trials: list[harness.Trial] | None, flops: float, peak: dict) -> Cell:
+    """A cell from its trials and latency summary: throughput, % peak, and the speed-up paired by round
+    with its baseline's trials (what a sweep and a merge of several processes' sweeps both write)."""
     ips = lat["images_per_s"]
     gflops = flops * ips / 1e9
     denom = peak_for(peak, base["precision"])
     fraction = gflops / denom if denom else None
-    paired = baseline is not None and not baseline.error
-    ratio = harness.paired_ratio(baseline.timer.trials, t.trials) if paired else None
-    host = harness.paired_ratio(baseline.timer.trials, t.trials, normalized=True) if paired else None
+    ratio = harness.paired_ratio(baseline_trials, trials) if baseline_trials else None
+    host = harness.paired_ratio(baseline_trials, trials, normalized=True) if baseline_trials else None
     kinds = peak.get("denominators", {})
-    return Cell(**base, batch_size=t.batch_size, mode=t.mode, threads=t.threads, latency=lat, images_per_s=ips,
+    return Cell(**base, batch_size=batch_size, mode=mode, threads=threads, latency=lat, images_per_s=ips,
                 images_per_s_range=lat["images_per_s_range"], gflops=gflops, peak_fraction=fraction,
                 peak_denominator=(f"{base['precision']} {kinds[base['precision']]} probe" if base["precision"] in kinds
                                   else "--peak-gflops" if "given_gflops" in peak else None),
@@ -449,7 +459,7 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
                 speedup_rse=harness.finite(ratio["rse"]) if ratio else None,
                 speedup_host_normalized=host["median"] if host else None,
                 speedup_host_normalized_range=[host["min"], host["max"]] if host else None,
-                disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in t.trials])
+                disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in trials])
 
 
 # -- the run ----------------------------------------------------------------------------------------

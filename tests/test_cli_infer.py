@@ -42,6 +42,7 @@ def ckpt(tmp_path):
     (["--batch", "32,abc"], ["'abc' is not a positive integer"]),
     (["--batch", "-4"], ["not a positive integer"]),
     (["--backend", "eager", "--precision", "fp16", "--device", "cpu"], ["fp16 needs CUDA"]),
+    (["--processes", "0"], ["--processes"]),
 ])
 def test_bench_bad_input(capsys, tmp_path, ckpt, argv, needles):
     out = tmp_path / "res" / "r.json"

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"schema": "cifar-speed-jpeg-augment-overhead/1", **row, "provenance": provenance()}
     atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
     print(f"{args.model} b{args.batch}: step {row['step_ms']:.0f} ms, with JPEG augmentation at "
-          f"{args.fraction:.0%} {row['jpeg_step_ms']:.0f} ms: +{row['overhead']:.1%} "
+          f"{args.fraction:.0%} {row['jpeg_step_ms']:.0f} ms: {row['overhead']:+.1%} (median of the per-round ratios) "
           f"[{row['overhead_range'][0]:+.1%} to {row['overhead_range'][1]:+.1%}] over {row['rounds']} rounds "
           f"-> {args.out}")
     return 0

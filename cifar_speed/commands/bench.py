@@ -70,6 +70,10 @@ def add_parser(sub) -> None:
     p.add_argument("--calib-seed", default=str(defaults.CALIB_SEED), metavar="SEED",
                    help="int8: seed that draws the calibration sample (default %(default)s)")
     p.add_argument("--dawnbench", action="store_true", help="also measure batch-1 latency over the test images (DAWNBench)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run the whole sweep in N fresh processes one after another and pool each cell's trials "
+                        "(N times as long): a state that lasts a process (memory placement, kernel choice) then "
+                        "shows as spread between processes rather than as one run's bias (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -87,6 +91,7 @@ def _check_numeric_flags(args) -> None:
     check(args.max_warmup, Range(0, 3600, low_open=True, why="seconds per cell"), "--max-warmup")
     check(args.min_reps, Range(1, 10**7, integer=True), "--min-reps")
     check(args.trials, Range(1, 1000, integer=True), "--trials")
+    check(args.processes, Range(1, 100, integer=True), "--processes")
     check(args.max_trials, Range(1, 100_000, integer=True), "--max-trials")
     check(args.target_rse, Range(0, 1, low_open=True), "--target-rse")
     if args.threads is not None:
@@ -151,7 +156,12 @@ def run(args) -> int:
 
     cfg, out = _config(args)
     console = make_console(stderr=args.json)   # --json: stdout carries the results document and nothing else
-    results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
+    if args.processes > 1:
+        from ..processes import run_in_processes
+
+        results = run_in_processes(cfg, args.processes, progress=not args.no_progress, say=console.print)
+    else:
+        results = sweep.run_sweep(cfg, progress=not args.no_progress, console=console)
     results["third_party_output"] = _third_party_output()
     json_path, csv_path = resultsfile.write_results(results, out)
     if args.json:

@@ -1,0 +1,133 @@
+"""`bench --processes N`: every cell's trials from N fresh processes, run one after another.
+
+A process has a state of its own that lasts as long as it does (where its buffers landed, which
+kernels a library chose, how its threads were placed): in one committed pair of CPU runs every one of
+83 trials of a cell read ~35 % faster in one process than in the three others. The trials of one
+process cannot show that; trials from several can, which is why pyperf times in worker processes.
+Here each process runs the whole sweep (its own warm-up and adaptive trials), and the parent merges
+their results: a cell's trials are pooled, its statistics recomputed by the harness's own functions,
+its speed-up still paired with its baseline's trial of the same round of the same process, and each
+process's own median kept beside them, so a reader sees the state of each process.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import statistics
+import tempfile
+from pathlib import Path
+
+from . import harness
+from .errors import CifarSpeedError
+from .inflight import BASELINE_MODE
+from .sweep import Cell, SweepConfig, timed_cell
+
+# A merged trial's round is process * ROUND_STRIDE + its round in that process: unique in the cell,
+# and equal for a cell and its baseline exactly when they ran in the same round of the same process.
+ROUND_STRIDE = 100_000
+# Fields of a cell that the timing does not produce: taken from the first process's cell.
+_BUILD_FIELDS = ("model", "architecture", "backend", "precision", "device", "memory_format", "variant_options",
+                 "baseline", "requested", "runner", "build_and_eval_s", "accuracy", "accuracy_flagged", "dawnbench")
+
+
+def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dict:
+    """The sweep run in `n` spawned processes one after another, merged (see the module's docstring)."""
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: nothing inherited from this one
+    parts = []
+    with tempfile.TemporaryDirectory(prefix="cifar-speed-processes-") as tmp:
+        for k in range(n):
+            say(f"process {k + 1} of {n}")
+            out, err = Path(tmp) / f"part-{k}.json", Path(tmp) / f"error-{k}.txt"
+            worker = ctx.Process(target=_worker, args=(cfg, str(out), str(err), progress))
+            worker.start()
+            worker.join()
+            if err.is_file():
+                raise CifarSpeedError(err.read_text().strip())
+            if worker.exitcode != 0 or not out.is_file():
+                raise CifarSpeedError(f"bench process {k + 1} of {n} ended with status {worker.exitcode}")
+            parts.append(json.loads(out.read_text()))
+    return merge(parts)
+
+
+def _worker(cfg: SweepConfig, out: str, err: str, progress: bool) -> None:
+    from . import sweep
+
+    try:
+        results = sweep.run_sweep(cfg, progress=progress)
+    except CifarSpeedError as e:   # one line for the parent to say, as bench itself would
+        Path(err).write_text(str(e))
+        return
+    Path(out).write_text(json.dumps(results, default=str))
+
+
+def merge(parts: list[dict]) -> dict:
+    """One results document from the documents of several processes' sweeps of the same cells."""
+    merged = copy.deepcopy(parts[0])
+    merged["harness"]["processes"] = len(parts)
+    merged["harness"]["order"] += (f"; the whole sweep in each of {len(parts)} processes, one after another, "
+                                   "each cell's trials pooled (bench --processes)")
+    merged["process_runs"] = [{"created": p.get("created"), "peak": p.get("peak")} for p in parts]
+    cells = [Cell.from_dict(c) for c in merged["cells"]]
+    per_process = [{c.key: c for c in (Cell.from_dict(d) for d in p["cells"])} for p in parts]
+    trials = {c.key: _pooled(c.key, per_process) for c in cells}
+    out = []
+    for c in cells:
+        failed = _failure(c.key, per_process)
+        if failed is not None:
+            out.append(Cell(**_build(c), batch_size=c.batch_size, mode=c.mode, threads=c.threads,
+                            status="failed", reason=failed))
+            continue
+        pooled = [t for _, ts in trials[c.key] for t in ts]
+        base = _baseline_key(c, cells)
+        base_trials = [t for _, ts in trials[base] for t in ts] if base is not None else None
+        lat = {**c.latency, **harness.summarize_trials(pooled, c.batch_size),
+               "median_rse": harness.finite(harness.relative_se([t.median_ms for t in pooled]))}
+        flops = merged["models"][c.model]["flops_per_image"]
+        cell = timed_cell(_build(c), c.batch_size, c.mode, c.threads, lat, pooled, base_trials, flops, merged["peak"])
+        cell.trials = [{**t.to_dict(), "process": k} for k, ts in trials[c.key] for t in ts]
+        cell.processes = [{"process": k, "trials": len(ts),
+                           "median_ms": statistics.median(t.median_ms for t in ts)} for k, ts in trials[c.key]]
+        out.append(cell)
+    merged["cells"] = [c.to_dict() for c in out]
+    return merged
+
+
+def _build(cell: Cell) -> dict:
+    return {name: getattr(cell, name) for name in _BUILD_FIELDS}
+
+
+def _failure(key: tuple, per_process: list[dict]) -> str | None:
+    """Why the cell is not timed in every process (missing, or failed there), else None."""
+    for k, cells in enumerate(per_process):
+        c = cells.get(key)
+        if c is None:
+            return f"not measured in process {k + 1} of {len(per_process)}"
+        if c.status != "ok" or not c.trials:
+            return f"failed in process {k + 1} of {len(per_process)}: {c.reason or 'no trial ran'}"
+    return None
+
+
+def _pooled(key: tuple, per_process: list[dict]) -> list[tuple[int, list[harness.Trial]]]:
+    """(process, its trials of the cell), the rounds renumbered per process (ROUND_STRIDE)."""
+    out = []
+    for k, cells in enumerate(per_process):
+        c = cells.get(key)
+        if c is not None and c.status == "ok":
+            out.append((k, [trial_from_record(r, c.threads or 1, offset=k * ROUND_STRIDE) for r in c.trials]))
+    return out
+
+
+def _baseline_key(cell: Cell, cells: list[Cell]) -> tuple | None:
+    """The eager fp32 cell that a sweep paired this one with: same batch, threads and (baseline) mode."""
+    mode = BASELINE_MODE if cell.mode == "async" else cell.mode
+    return next((b.key for b in cells if b.baseline and b.model == cell.model and b.batch_size == cell.batch_size
+                 and b.threads == cell.threads and b.mode == mode), None)
+
+
+def trial_from_record(r: dict, threads: int, offset: int = 0) -> harness.Trial:
+    """A Trial as a results file records it (its calls decoded from `calls_ms`)."""
+    dist = harness.Disturbance(r["wall_s"], r["cpu_s"], threads, r["cpu_wall_ratio"], r.get("others_cpu_s"),
+                               r.get("steal_s"), r.get("disturbed"), r.get("why"))
+    times = [ms / 1e3 for ms in harness.decode_calls(r["calls_ms"])]
+    return harness.Trial(offset + r["round"], times, dist, r.get("canary_ms"))

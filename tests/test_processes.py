@@ -1,0 +1,87 @@
+"""bench --processes N: several processes' sweeps merged into one results document (issue 11)."""
+from __future__ import annotations
+
+import copy
+import statistics
+
+import pytest
+
+from cifar_speed import harness, processes, sweep
+from cifar_speed.sweep import Cell
+
+from _infer_util import fake_split, make_checkpoint
+
+
+def _trial(round_: int, ms: float) -> dict:
+    """A trial record as a sweep writes it: three calls of `ms` milliseconds."""
+    times = [ms / 1e3] * 3
+    dist = harness.Disturbance(0.1, 0.2, 2, 2.0, 0.0, 0.0, False)
+    return harness.Trial(round_, times, dist, canary_ms=1.0).to_dict()
+
+
+def _cell(backend: str, trial_ms: list[float], baseline: bool) -> dict:
+    return Cell(model="m", architecture="m", backend=backend, precision="fp32", device="cpu", batch_size=4,
+                mode="device", threads=2, baseline=baseline, latency={"median_ms": 0.0, "threads": 2},
+                images_per_s=1.0, accuracy={"top1": 0.5}, trials=[_trial(r, ms) for r, ms in enumerate(trial_ms)]).to_dict()
+
+
+def _part(eager_ms: list[float], onnx_ms: list[float]) -> dict:
+    return {"harness": {"order": "round-robin"}, "peak": {"fp32_gflops": 100.0, "denominators": {"fp32": "matmul"}},
+            "models": {"m": {"flops_per_image": 1e6}}, "created": "now",
+            "cells": [_cell("eager", eager_ms, True), _cell("onnxrt", onnx_ms, False)]}
+
+
+def test_merge_pools_trials_and_pairs_speedups_within_a_process():
+    # Process 2 is slower for both cells (a state of that process): each round's ratio is still 2.
+    merged = processes.merge([_part([10, 10, 10], [5, 5, 5]), _part([14, 14, 14], [7, 7, 7])])
+    eager, onnx = (Cell.from_dict(c) for c in merged["cells"])
+    assert merged["harness"]["processes"] == 2 and len(merged["process_runs"]) == 2
+    assert len(onnx.trials) == 6 and len({t["round"] for t in onnx.trials}) == 6
+    assert [t["process"] for t in onnx.trials] == [0, 0, 0, 1, 1, 1]
+    assert onnx.speedup_vs_eager_fp32 == pytest.approx(2.0) and onnx.speedup_range == pytest.approx([2.0, 2.0])
+    assert onnx.latency["median_ms"] == pytest.approx(statistics.median([5, 5, 5, 7, 7, 7]))
+    assert onnx.latency["trials"] == 6 and onnx.images_per_s == pytest.approx(4 / 6e-3)
+    assert [p["median_ms"] for p in onnx.processes] == pytest.approx([5.0, 7.0])
+    assert onnx.accuracy == {"top1": 0.5} and eager.speedup_vs_eager_fp32 == pytest.approx(1.0)
+    assert onnx.gflops == pytest.approx(1e6 * onnx.images_per_s / 1e9)
+    assert onnx.peak_fraction == pytest.approx(onnx.gflops / 100.0)
+
+
+def test_merge_marks_a_cell_failed_in_any_process_as_failed():
+    second = _part([10, 10], [5, 5])
+    second["cells"][1] = {**second["cells"][1], "status": "failed", "reason": "boom", "trials": []}
+    merged = processes.merge([_part([10, 10], [5, 5]), second])
+    onnx = Cell.from_dict(merged["cells"][1])
+    assert onnx.status == "failed" and onnx.reason == "failed in process 2 of 2: boom"
+    missing = copy.deepcopy(second)
+    del missing["cells"][1]
+    assert Cell.from_dict(processes.merge([_part([10], [5]), missing])["cells"][1]).reason == "not measured in process 2 of 2"
+
+
+def test_trial_records_read_back_as_the_harness_wrote_them():
+    record = _trial(3, 2.5)
+    t = processes.trial_from_record(record, threads=2, offset=processes.ROUND_STRIDE)
+    assert t.round == processes.ROUND_STRIDE + 3 and t.median_ms == pytest.approx(2.5)
+    assert t.disturbance.disturbed is False and t.canary_ms == 1.0
+
+
+def test_sweep_in_two_processes_end_to_end(tmp_path):
+    """Two spawned processes each run the sweep; the merged document has both processes' trials."""
+    cfg = sweep.SweepConfig(checkpoints=[make_checkpoint(tmp_path)], backends=["eager"], precisions=["fp32"],
+                            batches=[8], device="cpu", settings=harness.QUICK, peak_gflops=1000.0,
+                            test_split=fake_split(16), threads=1, jpeg_quality=None, single_thread_at_batch1=False)
+    said = []
+    res = processes.run_in_processes(cfg, 2, progress=False, say=said.append)
+    assert said == ["process 1 of 2", "process 2 of 2"]
+    (cell,) = [c for c in res["cells"] if c["status"] == "ok"]
+    assert len(cell["trials"]) == 2 * harness.QUICK.trials and {t["process"] for t in cell["trials"]} == {0, 1}
+    assert [p["trials"] for p in cell["processes"]] == [harness.QUICK.trials] * 2
+    sweep.validate_results(res)
+
+
+def test_a_bad_checkpoint_in_a_process_is_one_line(tmp_path):
+    cfg = sweep.SweepConfig(checkpoints=[tmp_path / "missing.json"], backends=["eager"], precisions=["fp32"],
+                            batches=[8], device="cpu", settings=harness.QUICK, test_split=fake_split(16))
+    with pytest.raises(Exception) as e:
+        processes.run_in_processes(cfg, 2, progress=False, say=lambda _: None)
+    assert type(e.value).__name__ == "CifarSpeedError" and "\n" not in str(e.value)
