@@ -47,6 +47,17 @@ def test_merge_pools_trials_and_pairs_speedups_within_a_process():
     assert onnx.peak_fraction == pytest.approx(onnx.gflops / 100.0)
 
 
+def test_each_process_counts_once_however_many_trials_it_ran():
+    # The adaptive count gave the slow process 7 trials: pooled, its trials would be the median.
+    parts = [_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)]
+    eager, onnx = (Cell.from_dict(c) for c in processes.merge(parts)["cells"])
+    assert eager.latency["median_ms"] == pytest.approx(12.0) and eager.latency["median_of"] == "process medians"
+    assert eager.images_per_s == pytest.approx(4 / 12e-3) and eager.latency["trials"] == 9
+    assert onnx.speedup_vs_eager_fp32 == pytest.approx(2.0)      # per process 2, 2 and 4
+    assert [p["speedup_vs_eager_fp32"] for p in onnx.processes] == pytest.approx([2.0, 2.0, 4.0])
+    assert onnx.median_rse() is not None
+
+
 def test_merge_marks_a_cell_failed_in_any_process_as_failed():
     second = _part([10, 10], [5, 5])
     second["cells"][1] = {**second["cells"][1], "status": "failed", "reason": "boom", "trials": []}
