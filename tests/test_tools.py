@@ -208,7 +208,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])
-    assert f"+1.5% longer (± {1.96 * rse:.1%} at 95 % confidence), median of 40 interleaved rounds" in text
+    assert f"changed the step time by +1.5% (± {1.96 * rse:.1%} at 95 % confidence), median of 40 interleaved rounds" in text
     assert "on box with 2 threads" in text
     recorded = {**json.loads(cost.read_text()), "overhead_rse": 0.05}   # recorded: taken as it is
     cost.write_text(json.dumps(recorded))

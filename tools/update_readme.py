@@ -327,7 +327,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         rse = d.get("overhead_rse", _ratio_rse_of_trials(d.get("trials") or {}))
         text += (f"\n\nWhat the augmentation costs ([`{Path(path).name}`]({rel(path)}), "
                  f"`tools/jpeg_augment_overhead.py`): a {d['model']} training step at batch {d['batch_size']} with "
-                 f"{d['jpeg_fraction']:.0%} of the batch JPEG-compressed took {d['overhead']:+.1%} longer"
+                 f"{d['jpeg_fraction']:.0%} of the batch JPEG-compressed changed the step time by {d['overhead']:+.1%}"
                  + (f" (± {1.96 * rse:.1%} at 95 % confidence)" if rse is not None else "")
                  + f", median of {d['rounds']} interleaved rounds (single rounds ranged from {lo:+.0%} to {hi:+.0%}), "
                  f"on {d['provenance']['machine']} with {d['threads']} threads.")
