@@ -5,9 +5,10 @@ kernels a library chose, how its threads were placed): in one committed pair of 
 83 trials of a cell read ~35 % faster in one process than in the three others. The trials of one
 process cannot show that; trials from several can, which is why pyperf times in worker processes.
 Here each process runs the whole sweep (its own warm-up and adaptive trials), and the parent merges
-their results: a cell's trials are pooled, its statistics recomputed by the harness's own functions,
-its speed-up still paired with its baseline's trial of the same round of the same process, and each
-process's own median kept beside them, so a reader sees the state of each process.
+their results: each process counts once in a cell's median and speed-up (see `_merged_cell`), the
+speed-up still pairs trials of the same round of the same process, the trial-level spreads and
+percentiles are the harness's own over the pooled trials, and each process's median and speed-up are
+kept beside them, so a reader sees the state of each process.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def merge(parts: list[dict]) -> dict:
     merged = copy.deepcopy(parts[0])
     merged["harness"]["processes"] = len(parts)
     merged["harness"]["order"] += (f"; the whole sweep in each of {len(parts)} processes, one after another, "
-                                   "each cell's trials pooled (bench --processes)")
+                                   "a cell's median and speed-up the medians over processes (bench --processes)")
     merged["process_runs"] = [{"created": p.get("created"), "peak": p.get("peak")} for p in parts]
     cells = [Cell.from_dict(c) for c in merged["cells"]]
     per_process = [{c.key: c for c in (Cell.from_dict(d) for d in p["cells"])} for p in parts]

@@ -127,7 +127,7 @@ class Cell:
     disturbed: bool | None = None
     trials: list = field(default_factory=list)
     dawnbench: dict | None = None
-    # bench --processes N: per process, its trials and the median of their medians (None: one process)
+    # bench --processes N: per process, its trial count, median and speed-up (None: one process)
     processes: list | None = None
 
     def trial_medians(self, normalized: bool = False) -> dict[int, float]:

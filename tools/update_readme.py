@@ -60,12 +60,15 @@ def _on_cpu(run: dict) -> bool:
     return run.get("training_record", {}).get("device", "cpu") == "cpu"
 
 
+def _trained_where(sidecar: dict) -> str:
+    """Where a training sidecar's run trained: 'nvidia-h100-80gb-hbm3 (cuda bfloat16)'."""
+    return (f"{sidecar.get('provenance', {}).get('machine', '?')} "
+            f"({sidecar.get('device', '?')} {sidecar.get('train_precision', '?')})")
+
+
 def trained_on(f: dict) -> str:
-    """Where a seeds file's runs trained, from their own sidecars: 'nvidia-h100-80gb-hbm3 (cuda bfloat16)'."""
-    where = sorted({f"{r['training_record'].get('provenance', {}).get('machine', '?')} "
-                    f"({r['training_record'].get('device', '?')} {r['training_record'].get('train_precision', '?')})"
-                    for r in f.get("runs", []) if "training_record" in r})
-    return ", ".join(where) or "?"
+    """Where a seeds file's runs trained, from their own sidecars."""
+    return ", ".join(sorted({_trained_where(r["training_record"]) for r in f.get("runs", []) if "training_record" in r})) or "?"
 
 
 def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
@@ -315,7 +318,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         clean, jpeg = d["test_accuracy"], d.get("test_accuracy_jpeg75")
         if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
             continue
-        where = f"{d.get('provenance', {}).get('machine', '?')} ({d.get('device', '?')} {d.get('train_precision', '?')})"
+        where = _trained_where(d)
         vs = f"{(clean - base[d['model'], where]) * 100:+.2f} pt" if (d["model"], where) in base else "-"
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "

@@ -71,9 +71,9 @@ def add_parser(sub) -> None:
                    help="int8: seed that draws the calibration sample (default %(default)s)")
     p.add_argument("--dawnbench", action="store_true", help="also measure batch-1 latency over the test images (DAWNBench)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
-                   help="run the whole sweep in N fresh processes one after another and pool each cell's trials "
-                        "(N times as long): a state that lasts a process (memory placement, kernel choice) then "
-                        "shows as spread between processes rather than as one run's bias (default %(default)s)")
+                   help="run the whole sweep in N fresh processes one after another (N times as long); a cell's "
+                        "median and speed-up are the medians over processes, so a state that lasts a process "
+                        "(memory placement, kernel choice) shows as spread, not as one run's bias (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
