@@ -169,6 +169,12 @@ def _mode_cells(results: dict, mode: str | None) -> tuple[list[Cell], str]:
     return [c for c in cells if c.mode == mode], mode
 
 
+def process_note(c: Cell) -> str:
+    """bench --processes: each process's img/s, so a process that ran in another state stands out."""
+    per_process = ", ".join(f"{c.batch_size / (p['median_ms'] / 1e3):,.0f}" for p in c.processes)
+    return f"b{c.batch_size} per process: {per_process}"
+
+
 def table(results: dict, mode: str | None = None):
     """A rich Table of speed: rows model x backend/precision/layout(/threads), a column pair per batch
     size; ★ = fastest; img/s with the trials' spread, speed-up with the paired ratios' range. Accuracy
@@ -211,6 +217,8 @@ def table(results: dict, mode: str | None = None):
                 notes.add("disturbed")
             if c.accuracy_flagged:
                 notes.add("ACCURACY DROP")
+            if c.processes:
+                notes.add(process_note(c))
         t.add_row(*row, ", ".join(sorted(notes)))
     return t
 

@@ -96,3 +96,14 @@ def test_a_bad_checkpoint_in_a_process_is_one_line(tmp_path):
     with pytest.raises(Exception) as e:
         processes.run_in_processes(cfg, 2, progress=False, say=lambda _: None)
     assert type(e.value).__name__ == "CifarSpeedError" and "\n" not in str(e.value)
+
+
+def test_the_table_shows_each_process(tmp_path):
+    from rich.console import Console
+
+    from cifar_speed.report import table
+
+    merged = processes.merge([_part([10], [5]), _part([14], [7])])
+    console = Console(record=True, width=200)
+    console.print(table(merged, "device"))
+    assert "b4 per process: 400, 286" in console.export_text()
