@@ -243,8 +243,11 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
     if checkpoint is not None and times_artifact(module, precision, device, options):
         out_dir = Path(cache_dir) / "artifacts" if cache_dir else None
         # Only the options that shape the file are part of its key (`compile` passes none of the
-        # run-time ones, e.g. torch.compile's mode, and must hit the same entry).
-        shaping = {k: v for k, v in options.items() if k in getattr(module, "ARTIFACT_OPTIONS", ())}
+        # run-time ones, e.g. torch.compile's mode, and must hit the same entry), and only at a
+        # value other than their default: `cifar-speed compile` passes none and must hit it too.
+        declared = backends.declared_options(backend)
+        shaping = {k: v for k, v in options.items()
+                   if k in getattr(module, "ARTIFACT_OPTIONS", ()) and v != declared[k].default}
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
                                    options=shaping, calib=calib, architecture=architecture)
         runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256)

@@ -172,6 +172,26 @@ def test_onnxrt_fp32_matches_eager_with_dynamic_batch(model, x, tmp_path):
     assert r.info["provider"] == "CPUExecutionProvider"
 
 
+def test_onnxrt_fold_bn_removes_every_batchnorm_and_keeps_the_logits(tmp_path):
+    """--option onnxrt.fold_bn=on: the airbench layout's BatchNorms (also the ones behind a max-pool)
+    go into the convs before export; the graph has none left and the logits are eager's."""
+    import onnx
+
+    from cifar_speed.models.fast import BatchNorm
+
+    torch.manual_seed(0)
+    net = create_model("frontier_s").eval()
+    for m in net.modules():
+        if isinstance(m, BatchNorm):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 3, 32, 32)
+    r = backends.build("onnxrt", net, {}, "fp32", "cpu", [3], tmp_path, fold_bn="on")
+    assert r.info["fold_bn"] == 6
+    (onnx_file,) = tmp_path.glob("*.onnx")
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(onnx_file)).graph.node}
+    torch.testing.assert_close(r(x), net(x).detach(), atol=1e-4, rtol=1e-4)
+
+
 def test_export_onnx_is_checked_and_dynamic(model, tmp_path):
     import onnx
 

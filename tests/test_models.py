@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from cifar_speed.errors import CifarSpeedError
 from cifar_speed.models import count_params, create_model, flops_per_image, list_models
@@ -101,3 +102,23 @@ def test_whitening_eps_damps_the_faintest_patch_directions():
     ratio = norms(large) / norms(small)
     assert torch.all(ratio < 1)
     assert ratio[-1] < ratio[0]   # the faintest direction is damped most
+
+
+@pytest.mark.parametrize("name", ["fast", "frontier_s"])
+def test_fold_batchnorm_is_exact_through_the_max_pool(name):
+    """Folding conv1 -> max-pool -> BN into conv1 (positive scales) and conv2 -> BN gives the same logits."""
+    from cifar_speed.models.fast import BatchNorm, fold_batchnorm
+
+    torch.manual_seed(0)
+    net = create_model(name).eval()
+    for m in net.modules():
+        if isinstance(m, BatchNorm):   # trained-looking statistics, gamma frozen at 1 as airbench does
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 3, 32, 32)
+    folded, n = fold_batchnorm(net)
+    assert n == 6 and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
+    net.layers[1].norm1.weight.data[0] = -1.0   # a negative scale: that norm stays, the result is still exact
+    folded, n = fold_batchnorm(net)
+    assert n == 5 and isinstance(folded.layers[1].norm1, nn.BatchNorm2d)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)

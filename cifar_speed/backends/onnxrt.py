@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import TORCH_DTYPES, Runner, precision_on_device, register_backend
+from . import TORCH_DTYPES, Option, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
@@ -79,6 +79,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
 
 
 # -- int8: static QDQ quantization ------------------------------------------------------------------
+
+OPTIONS = {"fold_bn": Option(("off", "on"), "off",
+                             "fold each BatchNorm into its conv before export, also through the max-pool of the "
+                             "airbench layout (fast, frontier_*; exact where every BN scale is positive)")}
+ARTIFACT_OPTIONS = ("fold_bn",)
+
 
 def int8_settings(device: str) -> dict:
     """quantize_static settings for the provider that will run the model.
@@ -323,11 +329,16 @@ def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | N
 
 def _write(model, meta, precision, device, path: Path, max_batch: int, options: dict) -> dict:
     """The .onnx for a cell at `path`: the export itself, or for int8 the calibrated QDQ model."""
+    info = {}
+    if options.get("fold_bn") == "on":
+        from ..models.fast import fold_batchnorm
+
+        model, info["fold_bn"] = fold_batchnorm(model)   # how many BatchNorms went into their convs
     if precision == "int8":
         calib = calibration.require(options, meta)
-        return {"quantization": quantize_int8(model, path, calib, device, max_batch=max_batch)}
+        return {**info, "quantization": quantize_int8(model, path, calib, device, max_batch=max_batch)}
     export_onnx(model, path, precision=precision, max_batch=max_batch)
-    return {}
+    return info
 
 
 def build(model, meta, precision, device, batch_sizes, cache_dir=None, **options):
