@@ -1,8 +1,8 @@
 """`bench --processes N`: every cell's trials from N fresh processes, run one after another.
 
 A process has a state of its own that lasts as long as it does (where its buffers landed, which
-kernels a library chose, how its threads were placed): in one committed pair of CPU runs every one of
-83 trials of a cell read ~35 % faster in one process than in the three others. The trials of one
+kernels a library chose, how its threads were placed): in committed CPU runs one cell read fast in
+every trial of one process and slow in the others (results/amd-epyc-2c-avx2/RUNS.md). The trials of one
 process cannot show that; trials from several can, which is why pyperf times in worker processes.
 Here each process runs the whole sweep (its own warm-up and adaptive trials), and the parent merges
 their results: each process counts once in a cell's median and speed-up (see `_merged_cell`), the
@@ -88,8 +88,8 @@ def merge(parts: list[dict]) -> dict:
 def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: dict) -> Cell:
     """One cell from its trials in every process, each process counting once: the median is the median
     of the processes' medians and its error their spread (the adaptive trial count gives a process
-    that reads noisily more trials: pooled, the first run's one fast process of four had 164 of 305
-    trials and pulled the pooled median halfway to itself); likewise the speed-up is the median of
+    that reads noisily more trials, and pooled, one such process pulled a cell's median towards itself:
+    results/amd-epyc-2c-avx2/processes-pooled-cnn_tuned-b128.json); likewise the speed-up is the median of
     each process's paired speed-up. Trial-level spreads and percentiles stay pooled."""
     pooled = [t for _, ts in own for t in ts]
     per_process = [statistics.median(t.median_ms for t in ts) for _, ts in own]

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 PARTS = {"p1": BATCHES[0:2], "p2": BATCHES[2:4], "p3": BATCHES[4:7]}
-# The pickled batches are rows of 32x32 planes; a byte-delta filter before LZMA2 saves ~7 % over plain xz.
+# The pickled batches are rows of 32x32 planes: a byte-delta filter before LZMA2 shrinks them further.
 FILTERS = [{"id": lzma.FILTER_DELTA, "dist": 1}, {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
 
 
@@ -110,7 +110,7 @@ RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES = 8, 15 * 2**20, 60 * 2**20
 def pack(out: Path, rows: list[dict], folder: Path) -> None:
     """Into `folder`: gpu-train.tar.gz (the run list, sidecars, logs), then the weights of the runs in
     their order as weights-N.tar files that respect the return limits. Weights that do not fit stay
-    on the machine and the run list says so (the first session's single archive was refused: 50 MB)."""
+    on the machine and the run list says so (a single archive of every weight was refused once)."""
     folder.mkdir(parents=True, exist_ok=True)
     groups: list[list[Path]] = []
     total, left_behind = 0, []
