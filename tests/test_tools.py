@@ -253,3 +253,17 @@ def test_gpu_train_pack_brings_back_what_a_call_may_return(tmp_path, monkeypatch
     gpu_train.pack(out, rows, back)
     assert sorted(p.name for p in back.iterdir()) == ["gpu-train.tar.gz", "weights-1.tar"]
     assert json.loads((out / "gpu-train.json").read_text())["weights_not_returned"] == ["b", "c", "d"]
+
+
+def test_onnx_int8_graph_counts_what_stays_outside_int8(tmp_path, data_dir, monkeypatch):
+    """frontier_s's int8 graph keeps its BatchNorms behind the max-pools in float unless fold_bn=on."""
+    from _infer_util import make_checkpoint
+    from cifar_speed.locate import resolve_model
+
+    monkeypatch.setenv("CIFAR_SPEED_DATA", str(data_dir))   # the calibration sample: real training images
+    graph = _tool("onnx_int8_graph")
+    ref = resolve_model(str(make_checkpoint(tmp_path, name="frontier_s")))
+    off, on = graph.graph_of(ref, "off"), graph.graph_of(ref, "on")
+    assert off["float_ops"].get("BatchNormalization") == 3 and "BatchNormalization" not in on["float_ops"]
+    assert on["folded_batchnorms"] == 6 and sum(on["int8_kernels"].values()) == sum(off["int8_kernels"].values())
+    assert sum(on["quantize_dequantize"].values()) < sum(off["quantize_dequantize"].values())
