@@ -251,7 +251,12 @@ class Variant:
         return ",".join(parts) or None
 
     def label(self) -> str:
-        return " ".join([self.backend, self.precision, *(v for _, v in self.options if v != "default")])
+        """'eager fp32 nchw', 'compile fp32 max-autotune', 'onnxrt int8 fold_bn=on': the layout always,
+        other options where they differ from the default (an on/off one with its name)."""
+        declared = backends.declared_options(self.backend)
+        shown = [v if k == "memory_format" or v not in ("on", "off") else f"{k}={v}" for k, v in self.options
+                 if k == "memory_format" or v != getattr(declared.get(k), "default", None)]
+        return " ".join([self.backend, self.precision, *shown])
 
 
 def variants(pairs: list[tuple[str, str]], axes: dict | None = None) -> list[Variant]:

@@ -427,7 +427,7 @@ def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
 def test_declared_options_become_variants_and_an_axis_becomes_rows():
     pairs = [("eager", "fp32"), ("compile", "fp32"), ("onnxrt", "fp32")]
     default = sweep.variants(pairs)
-    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), ()]
+    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), (("fold_bn", "off"),)]
     assert [v.non_default for v in default] == [None, None, None]
     axes = backends.option_axes(["compile.mode=default,max-autotune", "eager.memory_format=nchw,channels_last"])
     got = sweep.variants(pairs, axes)
@@ -440,7 +440,8 @@ def test_declared_options_become_variants_and_an_axis_becomes_rows():
 
 @pytest.mark.parametrize("text,needle", [
     ("compile.mode", "expected BACKEND.NAME=VALUE"), ("tvm.mode=x", "unknown backend 'tvm'"),
-    ("onnxrt.mode=default", "has no option 'mode' (its options: none)"),
+    ("onnxrt.mode=default", "has no option 'mode' (its options: fold_bn)"),
+    ("openvino.mode=default", "has no option 'mode' (its options: none)"),
     ("compile.mode=fastest", "compile.mode takes default, max-autotune, reduce-overhead"),
 ])
 def test_bad_backend_option_is_one_clear_error(text, needle):
