@@ -315,8 +315,8 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.T
 def jpeg_roundtrip_batched(images: torch.Tensor, qualities: torch.Tensor) -> torch.Tensor:
     """`jpeg_roundtrip` for the training augmentation: torchvision.io's libjpeg-turbo, one call per
     distinct quality instead of a Python loop over images (Pillow's per-image overhead dominates 32x32
-    images). Its defaults are Pillow's (4:2:0, baseline, fancy
-    upsampling), so the bytes are the same; a test holds the two to equality at every quality.
+    images). Its defaults are Pillow's (4:2:0, baseline, fancy upsampling), so the bytes are the
+    same; a test holds the two to equality at every quality.
     torchvision 0.29 deprecates its image codecs for TorchCodec: where they are gone, Pillow does it."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifar_speed.backends import onnxrt  # noqa: E402
+from cifar_speed import backends  # noqa: E402
 from cifar_speed.checkpoint import load_checkpoint  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.locate import resolve_model  # noqa: E402
@@ -49,9 +49,10 @@ def optimised_ops(onnx_path: Path, out_path: Path) -> collections.Counter:
 def graph_of(ref, fold: str) -> dict:
     model, meta = load_checkpoint(ref.path, model_name=ref.architecture)
     with tempfile.TemporaryDirectory(prefix="cifar-speed-graph-") as tmp:
-        # bench's int8 build: the default calibration sample of calibration.require
-        info = onnxrt._write(model, meta, "int8", "cpu", Path(tmp) / "int8.onnx", 1024, {"fold_bn": fold})
-        ops = optimised_ops(Path(tmp) / "int8.onnx", Path(tmp) / "optimised.onnx")
+        # bench's int8 build (its default calibration sample), the .onnx kept in `tmp`
+        info = backends.build("onnxrt", model, meta, "int8", "cpu", [128], tmp, fold_bn=fold).info
+        (onnx_file,) = Path(tmp).glob("*.onnx")
+        ops = optimised_ops(onnx_file, Path(tmp) / "optimised.onnx.opt")
     kernels = {op: n for op, n in ops.items() if is_int8_kernel(op)}
     qdq = {op: n for op, n in ops.items() if op in QDQ}
     floats = {op: n for op, n in ops.items() if op not in kernels and op not in qdq}

@@ -304,6 +304,8 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
     shipped = lambda f: (ROOT / "train" / f"{f['recipe']}.toml").is_file()  # noqa: E731  (experiments: train/experiments/)
+    # Labelled a baseline: any shipped recipe (frontier_s_plain too). Compared against: only the model's
+    # own recipe (frontier_m for frontier_m_*), never a plain twin, which differs by its distillation.
     base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
@@ -327,7 +329,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     for path in overhead:
         d = json.loads(Path(path).read_text())
         lo, hi = d["overhead_range"]
-        rse = d.get("overhead_rse", _ratio_rse_of_trials(d.get("trials") or {}))
+        rse = d["overhead_rse"] if "overhead_rse" in d else _ratio_rse_of_trials(d.get("trials") or {})
         text += (f"\n\nWhat the augmentation costs ([`{Path(path).name}`]({rel(path)}), "
                  f"`tools/jpeg_augment_overhead.py`): a {d['model']} training step at batch {d['batch_size']} with "
                  f"{d['jpeg_fraction']:.0%} of the batch JPEG-compressed changed the step time by {d['overhead']:+.1%}"
