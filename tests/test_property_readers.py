@@ -26,6 +26,11 @@ from cifar_speed.train.recipe import build_recipe, load_recipe, parse_recipe
 from _fakedata import REPO
 from _infer_util import make_checkpoint
 
+if not (REPO / "results" / "checkpoints" / "lightnn.json").is_file():
+    # The examples mutate this repository's shipped sidecars and results files; a tree without them
+    # (a lent GPU machine gets results/ trimmed to fit a call) has nothing to mutate.
+    pytest.skip("needs the shipped results/checkpoints (trimmed from this tree)", allow_module_level=True)
+
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TMP = Path(tempfile.mkdtemp(prefix="cifar-speed-prop-"))
 

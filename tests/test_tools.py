@@ -205,6 +205,14 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert rows[2].startswith("| fast (baseline) | the shipped recipe |")
     assert rows[3].split(" | ")[1:8] == ["80 % JPEG", "1 (seed 0)", "87.80 %", "85.90 %", "1.90 pt", "-0.80 pt",
                                          "box (cpu float32)"]
+    # Trained on another lent GPU: compared with the GPU baseline, which the cell names; never with a CPU one.
+    gpu2 = {"provenance": {"machine": "gpu2"}, "device": "cuda", "train_precision": "bfloat16"}
+    elsewhere = {**fast_jpeg, "recipe": "fast_jpeg50_q60", "runs": runs(gpu2, "q60"), "test_accuracy": stat(0.9328)}
+    orphan = {**seeds, "recipe": "frontier_m_jpeg", "runs": runs(gpu2, "gpu twin")}
+    rows = ur.jpeg_training_section([fast, elsewhere, seeds, orphan], ["f", "e", "s", "o"], [], [],
+                                    rel=lambda p: p).splitlines()[2:]
+    assert rows[1].split(" | ")[6:8] == ["-0.02 pt (vs gpu)", "gpu2 (cuda bfloat16)"]
+    assert rows[3].split(" | ")[6] == "-"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])

@@ -299,7 +299,8 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a model's own recipe is a
     baseline, another recipe of the same model an experiment), then each single-run experiment (a
     training sidecar: its recipe says what changed). An experiment's clean top-1 is compared with the
-    baseline of the same model trained on the same machine; then what the augmentation costs a step."""
+    baseline of the same model trained on the same machine (else on one of the same device and precision,
+    named); then what the augmentation costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
@@ -307,11 +308,20 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # Labelled a baseline: any shipped recipe (frontier_s_plain too). Compared against: only the model's
     # own recipe (frontier_m for frontier_m_*), never a plain twin, which differs by its distillation.
     base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
+
+    def versus(model: str, where: str, clean: float) -> str:
+        """Against the baseline trained on the same machine; failing that, on another machine of the same
+        device and precision (two lent GPUs: same code path, another host), which the cell names."""
+        if (model, where) in base:
+            return f"{(clean - base[model, where]) * 100:+.2f} pt"
+        kind = where[where.find("("):]
+        other = next((w for m, w in base if m == model and w.endswith(kind) and "," not in w), None)
+        return "-" if other is None else f"{(clean - base[model, other]) * 100:+.2f} pt (vs {other.split(' ')[0]})"
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
         baseline = shipped(f)
         changed = "the shipped recipe" if baseline else f["runs"][0]["training_record"]["recipe"].get("description", "")
-        vs = "-" if baseline or (f["model"], where) not in base else f"{(acc['mean'] - base[f['model'], where]) * 100:+.2f} pt"
+        vs = "-" if baseline else versus(f["model"], where, acc["mean"])
         rows.append(f"| {f['recipe']}{' (baseline)' if baseline else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {where} | "
                     f"[`{Path(path).name}`]({path}) |")
@@ -321,7 +331,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
             continue
         where = _trained_where(d)
-        vs = f"{(clean - base[d['model'], where]) * 100:+.2f} pt" if (d["model"], where) in base else "-"
+        vs = versus(d["model"], where, clean)
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
