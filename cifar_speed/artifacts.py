@@ -63,11 +63,24 @@ def cache_key(*, weights_sha256: str, model: str, backend: str, precision: str, 
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str, view: str | None = None) -> Path:
-    """`view`: the architecture a checkpoint is built as when that is not its own (fast_tta of fast)."""
+def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str, view: str | None = None,
+                  options: dict | None = None) -> Path:
+    """`view`: the architecture a checkpoint is built as when that is not its own (fast_tta of fast).
+    Artifact options away from their default name the file too (`+fold_bn=off`), so that two
+    variants of one cell are two cache entries rather than one file rebuilt in turn."""
     module = backends.get_backend(backend)
+    declared = backends.declared_options(backend)
     stem = paths_for(checkpoint)[0].with_suffix("").name + (f"+{view}" if view else "")
-    return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{module.EXTENSION}"
+    variant = "".join(f"+{k}={v}" for k, v in sorted((options or {}).items())
+                      if k in declared and v != declared[k].default)
+    return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{variant}{module.EXTENSION}"
+
+
+def artifact_options(module, backend: str, options: dict | None) -> dict:
+    """Every option that shapes the backend's file, at the value given or else its default. All of
+    them go into the cache key, so an entry built before a default changed is not served after it."""
+    declared = backends.declared_options(backend)
+    return {k: (options or {}).get(k, declared[k].default) for k in getattr(module, "ARTIFACT_OPTIONS", ())}
 
 
 def companion_paths(module, artifact: str | os.PathLike) -> list[Path]:
@@ -138,9 +151,10 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     view = architecture if architecture and architecture != meta.architecture else None
     if precision == "int8" and calib is None:
         calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
-    plan = _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, dict(options or {}),
+    shaping = artifact_options(module, backend, options)
+    plan = _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, {**(options or {}), **shaping},
                  calib if precision == "int8" else None, view)
-    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view)
+    out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view, shaping)
     t0 = time.perf_counter()
     cached_sha256, note = (None, "rebuilt: --force") if force else _cached(module, out, plan.key)
     if cached_sha256:
@@ -243,16 +257,14 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
     if checkpoint is not None and times_artifact(module, precision, device, options):
         out_dir = Path(cache_dir) / "artifacts" if cache_dir else None
         # Only the options that shape the file are part of its key (`compile` passes none of the
-        # run-time ones, e.g. torch.compile's mode, and must hit the same entry), and only at a
-        # value other than their default: `cifar-speed compile` passes none and must hit it too.
-        declared = backends.declared_options(backend)
-        shaping = {k: v for k, v in options.items()
-                   if k in getattr(module, "ARTIFACT_OPTIONS", ()) and v != declared[k].default}
+        # run-time ones, e.g. torch.compile's mode, and must hit the same entry); compile fills in
+        # their defaults, so `cifar-speed compile` without --option hits the default variant too.
+        shaping = artifact_options(module, backend, options)
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
                                    options=shaping, calib=calib, architecture=architecture)
         runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256)
         runner.info.update({"artifact": str(built.artifact), "artifact_sha256": sidecar["artifact_sha256"],
-                            "cache_hit": built.cache_hit,
+                            "cache_hit": built.cache_hit, **({"artifact_options": shaping} if shaping else {}),
                             **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})})
         return runner
     if model is None:

@@ -1,6 +1,8 @@
 """Backends: registry, availability reasons, logits against eager, batch profiles, artifacts and cache."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import sys
 import types
@@ -260,6 +262,24 @@ def test_compile_cache_hit_and_invalidation(tmp_path, monkeypatch):
     assert not fifth.cache_hit and "corrupt" in fifth.note
     runner, meta = artifacts.load_artifact(fifth.artifact)
     assert runner(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_artifact_option_variants_are_two_cache_entries_and_the_default_is_named_in_the_key(tmp_path, monkeypatch):
+    """onnxrt's fold_bn: the default variant keeps the plain name (what `cifar-speed compile` without
+    --option builds), the other one gets `+fold_bn=off`; both stay cached side by side. The key holds
+    the option's value even at its default, so an entry built under another default is rebuilt."""
+    ckpt = make_checkpoint(tmp_path, "lightnn", seed=0)
+    out = tmp_path / "art"
+    on = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out)
+    off = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out, options={"fold_bn": "off"})
+    assert on.artifact.name == "lightnn.onnxrt-fp32-cpu.onnx" and off.artifact.name == "lightnn.onnxrt-fp32-cpu+fold_bn=off.onnx"
+    assert on.key != off.key and not off.cache_hit
+    assert artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out, options={"fold_bn": "on"}).cache_hit
+    assert artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out, options={"fold_bn": "off"}).cache_hit
+    module = backends.get_backend("onnxrt")
+    monkeypatch.setitem(module.OPTIONS, "fold_bn", dataclasses.replace(module.OPTIONS["fold_bn"], default="off"))
+    moved = artifacts.compile_checkpoint(ckpt, "onnxrt", "fp32", "cpu", [8], out)   # same name, other default
+    assert moved.artifact == on.artifact and moved.key == off.key and not moved.cache_hit
 
 
 def test_loaded_artifact_matches_eager(tmp_path):

@@ -88,7 +88,10 @@ def test_cells(results):
         lat = c["latency"]
         assert lat["trial_median_ms"]["min"] <= lat["median_ms"] <= lat["trial_median_ms"]["max"]
         assert lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
-        assert lat["p99_ms"] is None and "p99 needs at least 100" in lat["p99_note"]   # a few calls per trial
+        if lat["n"] < 100:   # how many calls fit in the quick trials depends on the machine's speed
+            assert lat["p99_ms"] is None and "p99 needs at least 100" in lat["p99_note"]
+        else:
+            assert lat["median_ms"] <= lat["p99_ms"] <= lat["max_ms"] and lat["p99_note"] is None
         assert c["images_per_s"] == pytest.approx(c["batch_size"] / lat["median_ms"] * 1e3)
         assert c["images_per_s_range"][0] <= c["images_per_s"] <= c["images_per_s_range"][1]
         assert c["threads"] == 2 and len(c["trials"]) == harness.QUICK.trials == lat["trials"]
@@ -427,7 +430,7 @@ def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
 def test_declared_options_become_variants_and_an_axis_becomes_rows():
     pairs = [("eager", "fp32"), ("compile", "fp32"), ("onnxrt", "fp32")]
     default = sweep.variants(pairs)
-    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), (("fold_bn", "off"),)]
+    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), (("fold_bn", "on"),)]
     assert [v.non_default for v in default] == [None, None, None]
     axes = backends.option_axes(["compile.mode=default,max-autotune", "eager.memory_format=nchw,channels_last"])
     got = sweep.variants(pairs, axes)
