@@ -240,18 +240,22 @@ def runner_for(ov_model, precision: str, device: str, info: dict | None = None, 
     programs = Programs(ov_model, precision)
     requests: dict[int, object] = {}
 
+    ov = _ov()
+
     def run(x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         if n not in requests:
             requests[n] = programs.get(n, SYNC_HINT).create_infer_request()
         req = requests[n]
-        # share_inputs: the plugin reads the tensor's memory in place (no copy into its own buffer).
-        req.infer({0: x.contiguous().numpy()}, share_inputs=True)
+        # The plugin reads the caller's memory in place (a shared Tensor, no copy), and infer() runs
+        # with no inputs argument: the dict form costs ~20-40 us of Python per call, which at batch 1
+        # is ~10 % of a small model's call (measured against this form on fast int8, session 10).
+        req.set_input_tensor(0, ov.Tensor(x.contiguous().numpy(), shared_memory=True))
+        req.infer()
         # The output buffer is reused by the next call on this request: copy the (n x 10) logits out.
         return torch.from_numpy(req.get_output_tensor(0).data.copy())
 
     def inflight(batches: list[torch.Tensor], calls: int) -> tuple[list[float], dict]:
-        ov = _ov()
         n = batches[0].shape[0]
         compiled = programs.get(n, ASYNC_HINT)
         queue = ov.AsyncInferQueue(compiled)   # jobs = the plugin's OPTIMAL_NUMBER_OF_INFER_REQUESTS
