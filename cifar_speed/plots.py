@@ -34,16 +34,21 @@ def colour(backend: str, precision: str) -> tuple:
     return colormaps[cmap](shade)
 
 
-def combo_key(c: dict) -> tuple[str, str, bool]:
-    """(backend, precision, channels_last?) of a cell: what a colour (and hollowness) stands for."""
-    return c["backend"], c["precision"], c["backend"] == "eager" and c.get("memory_format") == "channels_last"
+def combo_key(c: dict) -> tuple[str, str, str]:
+    """(backend, precision, variant) of a cell: what a colour (and hollowness) stands for. The variant
+    names options away from their default ('channels_last', 'fold_bn=off'), '' for none, so that two
+    variants of one backend x precision are two series, not one drawn over the other."""
+    variant = c.get("variant_options") or ""
+    if not variant and c["backend"] == "eager" and c.get("memory_format") == "channels_last":
+        variant = "channels_last"   # files from before backend options
+    return c["backend"], c["precision"], variant
 
 
-def combo_label(key: tuple[str, str, bool]) -> str:
-    return f"{key[0]} {key[1]}" + (" channels_last" if key[2] else "")
+def combo_label(key: tuple[str, str, str]) -> str:
+    return f"{key[0]} {key[1]}" + (f" {key[2]}" if key[2] else "")
 
 
-def combo_order(keys) -> list[tuple[str, str, bool]]:
+def combo_order(keys) -> list[tuple[str, str, str]]:
     """Legend order: backends as registered here, then precisions fp32 -> int8."""
     backends = list(BACKEND_CMAPS)
     precisions = list(PRECISION_SHADE)

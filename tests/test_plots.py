@@ -42,6 +42,20 @@ def test_colours_are_fixed_and_distinct():
     assert plots.colour("newbackend", "fp32") == plots.colour("newbackend", "fp32")
 
 
+def test_variants_of_one_backend_and_precision_are_separate_series(tmp_path):
+    """`--option onnxrt.fold_bn=off,on` gives two cells per backend x precision: two legend entries,
+    two bars, the non-default one drawn hollow (as eager channels_last always was)."""
+    plain = _cell("fast", "onnxrt", "int8", 128, 3000.0, 0.93, 800.0)
+    folded = {**_cell("fast", "onnxrt", "int8", 128, 3600.0, 0.93, 800.0), "variant_options": "fold_bn=off"}
+    layout = {**_cell("fast", "eager", "fp32", 128, 900.0, 0.93, 800.0), "memory_format": "channels_last"}
+    keys = plots.combo_order(plots.combo_key(c) for c in (plain, folded, layout))
+    assert [plots.combo_label(k) for k in keys] == ["eager fp32 channels_last", "onnxrt int8", "onnxrt int8 fold_bn=off"]
+    r = synthetic_results()
+    r["cells"] = [_cell("fast", "eager", "fp32", 128, 800.0, 0.93, 800.0), plain, folded]
+    paths = report.plot([r], tmp_path)
+    assert paths and all(p.is_file() for p in paths)
+
+
 def test_one_marker_per_model_whatever_the_order():
     markers = plots.marker_map(MODELS)
     assert len(set(markers.values())) == len(MODELS)
