@@ -80,8 +80,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
 
 # -- int8: static QDQ quantization ------------------------------------------------------------------
 
-# fold_bn defaults to on: it took ORT int8 of fast and the frontier models 14-21 % faster at batch 128
-# with the same top-1 (results/intel-r-xeon-r-processor-2c-amx/sweep-s10.json); no change elsewhere.
+# fold_bn defaults to on: exact, and in the sweep that compared both (results/intel-r-xeon-r-processor-
+# 2c-amx/sweep-s10.json) faster for int8 of every airbench-layout model, the same elsewhere.
 OPTIONS = {"fold_bn": Option(("off", "on"), "on",
                              "fold each BatchNorm into its conv before export, also through the max-pool of the "
                              "airbench layout (fast, frontier_*; exact where every BN scale is positive)")}

@@ -248,8 +248,8 @@ def runner_for(ov_model, precision: str, device: str, info: dict | None = None, 
             requests[n] = programs.get(n, SYNC_HINT).create_infer_request()
         req = requests[n]
         # The plugin reads the caller's memory in place (a shared Tensor, no copy), and infer() runs
-        # with no inputs argument: the dict form costs ~20-40 us of Python per call, which at batch 1
-        # is ~10 % of a small model's call (measured against this form on fast int8, session 10).
+        # with no inputs argument: the dict form's Python dispatch is a visible share of a batch-1
+        # call (results/intel-r-xeon-r-processor-2c-amx/compare-sweep-openvino-s10.txt).
         req.set_input_tensor(0, ov.Tensor(x.contiguous().numpy(), shared_memory=True))
         req.infer()
         # The output buffer is reused by the next call on this request: copy the (n x 10) logits out.
