@@ -76,11 +76,12 @@ def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str
     return Path(out_dir) / f"{stem}.{backend}-{precision}-{device}{variant}{module.EXTENSION}"
 
 
-def artifact_options(module, backend: str, options: dict | None) -> dict:
+def artifact_options(backend: str, options: dict | None) -> dict:
     """Every option that shapes the backend's file, at the value given or else its default. All of
     them go into the cache key, so an entry built before a default changed is not served after it."""
     declared = backends.declared_options(backend)
-    return {k: (options or {}).get(k, declared[k].default) for k in getattr(module, "ARTIFACT_OPTIONS", ())}
+    shaping = getattr(backends.get_backend(backend), "ARTIFACT_OPTIONS", ())
+    return {k: (options or {}).get(k, declared[k].default) for k in shaping}
 
 
 def companion_paths(module, artifact: str | os.PathLike) -> list[Path]:
@@ -151,7 +152,7 @@ def compile_checkpoint(checkpoint, backend: str, precision: str, device: str | N
     view = architecture if architecture and architecture != meta.architecture else None
     if precision == "int8" and calib is None:
         calib = calibration.calibration_sample(meta, calibration_size, calibration_seed, data_dir, train=train_split)
-    shaping = artifact_options(module, backend, options)
+    shaping = artifact_options(backend, options)
     plan = _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, {**(options or {}), **shaping},
                  calib if precision == "int8" else None, view)
     out = artifact_path(out_dir or default_out_dir(), checkpoint, backend, precision, device, view, shaping)
@@ -259,7 +260,7 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
         # Only the options that shape the file are part of its key (`compile` passes none of the
         # run-time ones, e.g. torch.compile's mode, and must hit the same entry); compile fills in
         # their defaults, so `cifar-speed compile` without --option hits the default variant too.
-        shaping = artifact_options(module, backend, options)
+        shaping = artifact_options(backend, options)
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
                                    options=shaping, calib=calib, architecture=architecture)
         runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256)

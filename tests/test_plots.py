@@ -43,8 +43,9 @@ def test_colours_are_fixed_and_distinct():
 
 
 def test_variants_of_one_backend_and_precision_are_separate_series(tmp_path):
-    """`--option onnxrt.fold_bn=off,on` gives two cells per backend x precision: two legend entries,
-    two bars, the non-default one drawn hollow (as eager channels_last always was)."""
+    """`--option onnxrt.fold_bn=off,on` gives two cells per backend x precision: two series with their
+    own legend labels (the non-default one named by its option, as eager channels_last always was),
+    and the figures are drawn with both."""
     plain = _cell("fast", "onnxrt", "int8", 128, 3000.0, 0.93, 800.0)
     folded = {**_cell("fast", "onnxrt", "int8", 128, 3600.0, 0.93, 800.0), "variant_options": "fold_bn=off"}
     layout = {**_cell("fast", "eager", "fp32", 128, 900.0, 0.93, 800.0), "memory_format": "channels_last"}
