@@ -5,7 +5,9 @@
 
 The key hashes everything the artifact depends on: the checkpoint's weights file (its content, hashed
 here), model and construction arguments, backend, precision, batch profile, device (GPU or CPU
-model), backend options and library versions. A second
+model), backend options, library versions, and the source of our code that builds the file (the
+backend's module, the model definitions, calibration): a fix to an exporter or to a model's layout
+must not leave the artifacts built before it in service. A second
 compile with the same key and an intact artifact (sha256 matches the sidecar) is free; a changed
 input, a corrupt artifact or a foreign sidecar rebuilds. Loading refuses anything whose sidecar or
 hash does not check out. An int8 artifact also depends on its calibration sample: its size, seed,
@@ -32,7 +34,7 @@ from .fileio import atomic_path, atomic_write_json, require_file, sha256_file
 from .provenance import cpu_info, gpu_info, machine_slug, provenance, versions
 
 FORMAT = "cifar-speed-artifact/1"
-# Versions an artifact can depend on; python / cifar-speed changes alone do not invalidate it.
+# Versions an artifact can depend on; a python upgrade alone does not invalidate it.
 KEY_VERSIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "torch_tensorrt", "tensorrt", "openvino", "nncf")
 
 
@@ -52,15 +54,27 @@ def device_description(device: str) -> str:
 
 def cache_key(*, weights_sha256: str, model: str, backend: str, precision: str, profile: dict,
               device: str, options: dict | None = None, lib_versions: dict | None = None,
-              model_kwargs: dict | None = None) -> str:
+              model_kwargs: dict | None = None, code_sha256: str = "") -> str:
     lib_versions = lib_versions if lib_versions is not None else versions()
     material = {
         "format": FORMAT, "weights_sha256": weights_sha256, "model": model, "model_kwargs": model_kwargs or {},
-        "backend": backend,
+        "backend": backend, "code_sha256": code_sha256,
         "precision": precision, "profile": profile, "device": device,
         "options": options or {}, "versions": {k: lib_versions.get(k) for k in KEY_VERSIONS},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def builder_code_sha256(module) -> str:
+    """sha256 over the source files that decide what a backend writes: its module, the backend
+    interface, calibration and every model definition (a family may build on another's layers)."""
+    package = Path(__file__).parent
+    files = [Path(module.__file__), package / "backends" / "__init__.py", package / "calibration.py",
+             *sorted((package / "models").glob("*.py"))]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
 
 
 def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str, view: str | None = None,
@@ -191,7 +205,8 @@ def _plan(module, checkpoint, meta, backend, precision, device, batch_sizes, opt
     weights_sha256 = sha256_file(require_file(paths_for(checkpoint)[0], "checkpoint weights"))
     key = cache_key(weights_sha256=weights_sha256, model=view or meta.architecture, backend=backend,
                     precision=precision, profile=key_profile, device=device_description(device),
-                    options=key_options, model_kwargs=meta.model_kwargs or None)
+                    options=key_options, model_kwargs=meta.model_kwargs or None,
+                    code_sha256=builder_code_sha256(module))
     return _Plan(key, weights_sha256, profile, options, calib, view)
 
 

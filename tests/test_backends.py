@@ -224,9 +224,24 @@ def test_cache_key_changes_with_every_input():
     assert artifacts.cache_key(**base) == k
     changes = {"weights_sha256": "b", "model": "cnn", "backend": "compile", "precision": "bf16",
                "profile": {"min": 1, "opt": 64, "max": 64}, "device": "cuda:H100", "options": {"mode": "x"},
-               "lib_versions": {"torch": "2.11.0", "onnxruntime": "1.32.0"}}
+               "lib_versions": {"torch": "2.11.0", "onnxruntime": "1.32.0"}, "code_sha256": "c"}
     for field, value in changes.items():
         assert artifacts.cache_key(**{**base, field: value}) != k, field
+
+
+def test_builder_code_digest_covers_backend_and_models(tmp_path, monkeypatch):
+    """An edit to the backend's module or to a model definition changes the digest in the cache key,
+    so an artifact built by the old code is rebuilt rather than served."""
+    from cifar_speed.backends import onnxrt, openvino
+
+    assert artifacts.builder_code_sha256(onnxrt) == artifacts.builder_code_sha256(onnxrt)
+    assert artifacts.builder_code_sha256(onnxrt) != artifacts.builder_code_sha256(openvino)
+    fake = tmp_path / "fake_backend.py"
+    fake.write_text("x = 1\n")
+    module = type("M", (), {"__file__": str(fake)})
+    before = artifacts.builder_code_sha256(module)
+    fake.write_text("x = 2\n")
+    assert artifacts.builder_code_sha256(module) != before
 
 
 def test_compile_cache_hit_and_invalidation(tmp_path, monkeypatch):

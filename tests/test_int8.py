@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+from torch import nn
 
 from cifar_speed import artifacts, backends, calibration, harness, sweep
 from cifar_speed import data as D
@@ -271,6 +272,41 @@ def test_compile_int8_pt2e_close_to_fp32(tmp_path):
     y = r(x[:16])
     assert r.info["quantization"]["flow"] == "pt2e"
     assert (y - ref[:16]).abs().max() <= 0.1 * ref.abs().max() + 1e-3
+
+
+def test_plain_layers_keeps_the_function_with_torch_classes():
+    """fast's subclassed Conv / BatchNorm become nn.Conv2d / nn.BatchNorm2d with the same weights,
+    settings (eps 1e-12, padding) and output; the original model is left as it was."""
+    from cifar_speed.models import create_model
+    from cifar_speed.models.fast import BatchNorm, Conv
+
+    torch.manual_seed(0)
+    model = create_model("frontier_s").eval()
+    plain = torch_compile.plain_layers(model)
+    kinds = {type(m) for m in plain.modules()}
+    assert Conv not in kinds and BatchNorm not in kinds and nn.Conv2d in kinds and nn.BatchNorm2d in kinds
+    assert any(isinstance(m, Conv) for m in model.modules())
+    assert [m.eps for m in plain.modules() if isinstance(m, nn.BatchNorm2d)][0] == 1e-12
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(plain(x), model(x))
+
+
+@needs_pt2e
+def test_pt2e_quantizes_every_conv_of_the_airbench_layout():
+    """Every convolution and the head of the fast / frontier layout get int8 weights (a per-channel
+    dequantize feeding them): with the subclassed layers, or padding="same", the quantizer skipped
+    all six 3x3 convs."""
+    from cifar_speed.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("frontier_s").eval()
+    calib = calibration.calibration_sample(META, 16, 0, train=train_split())
+    gm = torch_compile.quantize_pt2e(model, calib)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    layers = [n for n in nodes if n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)]
+    assert len(layers) == 8   # the whitening conv, six 3x3 convs, the head
+    for n in layers:
+        assert "dequantize_per_channel" in str(n.args[1].target), n
 
 
 @needs_pt2e

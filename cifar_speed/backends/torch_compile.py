@@ -107,6 +107,29 @@ def _pt2e_source() -> str | None:
     return None
 
 
+_PLAIN_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+def plain_layers(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose subclassed convs, linears and BatchNorms (fast's `Conv` with its
+    training-time init, its `BatchNorm` with other defaults) are instances of the torch classes
+    themselves, with the same weights and settings. The x86 quantizer finds its patterns by the
+    module class recorded at export (get_source_partitions matches nn.Conv2d exactly), so a subclass
+    leaves its layer in fp32: `compile int8` of fast ran at its fp32 speed for that reason."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for parent in list(out.modules()):
+        for name, child in parent.named_children():
+            base = next((b for b in _PLAIN_LAYERS if isinstance(child, b) and type(child) is not b), None)
+            if base is None:
+                continue
+            plain = base.__new__(base)
+            plain.__dict__ = child.__dict__.copy()   # parameters, buffers and settings, shared
+            setattr(parent, name, plain)
+    return out
+
+
 def quantize_pt2e(model: nn.Module, calib: "calibration.Calibration", max_batch: int = 1024) -> nn.Module:
     """The PT2E-converted (Q/DQ) fp32-in / fp32-out module, calibrated on `calib`."""
     import importlib
@@ -115,7 +138,7 @@ def quantize_pt2e(model: nn.Module, calib: "calibration.Calibration", max_batch:
     if source is None:
         raise UnavailableError(availability("int8", "cpu")[1])
     qmod, xmod = (importlib.import_module(n) for n in _PT2E_MODULES[source])
-    model = model.cpu().eval()
+    model = plain_layers(model.cpu().eval())
     example = calib.images[:2] if calib.size >= 2 else calib.images.expand(2, -1, -1, -1)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     with torch.no_grad():
