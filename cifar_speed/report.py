@@ -408,3 +408,32 @@ def write_report(paths, out_dir) -> tuple[Path, list[Path]]:
     md_path = out_dir / "report.md"
     atomic_write_text(md_path, md)
     return md_path, pngs
+
+
+def best_cells_markdown(results_list: list[dict], mode: str = "device") -> str:
+    """One row per model of one machine's results files: its eager fp32 top-1, then per batch size the
+    fastest cell that keeps eager fp32's top-1 (not flagged), its img/s and paired speed-up. The
+    summary of a sweep whose full tables are too long to read inline."""
+    cells = [c for r in results_list for c in cells_of(r) if c.mode == mode]
+    batches = sorted({c.batch_size for c in cells if c.batch_size})
+    models = list(dict.fromkeys(c.model for c in cells))
+    head = ["model", "eager fp32 top-1", "JPEG-75"] + [f"batch {b}: fastest cell, img/s (x eager fp32)" for b in batches]
+    rows = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---|" * len(batches)]
+    for model in models:
+        mine = [c for c in cells if c.model == model]
+        base = next((c for c in mine if c.baseline and c.status == "ok" and c.accuracy), None)
+        acc = (base.accuracy if base else {}) or {}
+        jpeg = next((v for k, v in acc.items() if k.startswith("top1_jpeg")), None)
+        row = [model, f"{acc['top1'] * 100:.2f} %" if "top1" in acc else "-",
+               f"{jpeg * 100:.2f} %" if jpeg is not None else "-"]
+        for b in batches:
+            ok = [c for c in mine if c.batch_size == b and c.status == "ok" and c.images_per_s and not c.accuracy_flagged]
+            c = max(ok, key=lambda c: c.images_per_s, default=None)
+            if c is None:
+                row.append("-")
+                continue
+            threads = f", {c.threads} thread{'s' if c.threads != 1 else ''}" if c.threads else ""
+            speedup = f" ({c.speedup_vs_eager_fp32:.2f}x)" if c.speedup_vs_eager_fp32 else ""
+            row.append(f"{backend_label(c)} {c.precision}{threads}: {c.images_per_s:,.0f}{speedup}")
+        rows.append("| " + " | ".join(row) + " |")
+    return "\n".join(rows)
