@@ -114,8 +114,12 @@ def _legends(ax, cells: list[dict], markers: dict[str, str]):
     first = ax.legend(handles=combos, title="backend precision", fontsize=7, title_fontsize=7,
                       loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.add_artist(first)
-    ax.legend(handles=models, title="model", fontsize=7, title_fontsize=7, loc="lower left",
-              bbox_to_anchor=(1.01, 0.0))
+    # Beside the first legend, not under it: with many models and backends the two columns of
+    # entries are taller than the axes and a legend below overlapped the first.
+    ax.figure.canvas.draw()
+    right = first.get_window_extent().transformed(ax.transAxes.inverted()).x1
+    ax.legend(handles=models, title="model", fontsize=7, title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(right + 0.01, 1.0))
     return first
 
 

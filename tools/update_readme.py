@@ -2,10 +2,13 @@
 """Regenerate the README's measured sections from files the tool wrote; no figure is typed by hand.
 
     .venv/bin/python tools/update_readme.py --bench results/<machine>/<sweep>.json [--bench more.json]
+        [--bench-summary results/<machine>/<part>.json ... --summary-report results/<machine>/<report>.md]
 
 Replaces the text between `<!-- BEGIN name -->` and `<!-- END name -->` markers:
   models     the shipped checkpoints' sidecars (accuracy, size, training time and speed)
-  bench      `cifar-speed report` of the given results files, with its plots
+  bench      `cifar-speed report` of the --bench files, with its plots; the --bench-summary files (a
+             sweep too long to print, e.g. one file per model) as one table of each model's fastest
+             cell per batch size, with a link to their full `cifar-speed report`
   vs-report  the report's own figures (cited, marked as theirs) beside ours from the same files
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,7 +28,7 @@ from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
-from cifar_speed.report import load_results, plot, plot_overview, render_markdown  # noqa: E402
+from cifar_speed.report import best_cells_markdown, load_results, plot, plot_overview, render_markdown  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -60,15 +64,29 @@ def _on_cpu(run: dict) -> bool:
     return run.get("training_record", {}).get("device", "cpu") == "cpu"
 
 
-def _trained_where(sidecar: dict) -> str:
-    """Where a training sidecar's run trained: 'nvidia-h100-80gb-hbm3 (cuda bfloat16)'."""
-    return (f"{sidecar.get('provenance', {}).get('machine', '?')} "
-            f"({sidecar.get('device', '?')} {sidecar.get('train_precision', '?')})")
+class TrainedOn(NamedTuple):
+    """Where a run trained: the results folder's machine name, the device type and the precision."""
+    machine: str
+    device: str
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.machine} ({self.device} {self.precision})"
 
 
-def trained_on(f: dict) -> str:
-    """Where a seeds file's runs trained, from their own sidecars."""
-    return ", ".join(sorted({_trained_where(r["training_record"]) for r in f.get("runs", []) if "training_record" in r})) or "?"
+def _trained_where(sidecar: dict) -> TrainedOn:
+    """Where a training sidecar's run trained: nvidia-h100-80gb-hbm3, cuda, bfloat16."""
+    return TrainedOn(str(sidecar.get("provenance", {}).get("machine", "?")), str(sidecar.get("device", "?")),
+                     str(sidecar.get("train_precision", "?")))
+
+
+def trained_on(f: dict) -> tuple[TrainedOn, ...]:
+    """Where a seeds file's runs trained, from their own sidecars (one entry where all ran alike)."""
+    return tuple(sorted({_trained_where(r["training_record"]) for r in f.get("runs", []) if "training_record" in r}))
+
+
+def trained_on_text(f: dict) -> str:
+    return ", ".join(map(str, trained_on(f))) or "?"
 
 
 def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
@@ -88,7 +106,7 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
                 else f"**{f['recipe']}**: {per_seed}. Mean {_pct(acc['mean'])}")
         if tta:
             line += f"; with TTA mean {_pct(tta['mean'])} (std {tta['std'] * 100:.2f} pt, min {_pct(tta['min'])})"
-        out.append(line + f". Trained on {trained_on(f)}.")
+        out.append(line + f". Trained on {trained_on_text(f)}.")
     return out
 
 
@@ -119,7 +137,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                            f"{' with TTA' if tta else ''}: {verdict}")
             elif f:  # other seeds of the same recipe: their mean beside this run
                 mean = f["test_accuracy"]["mean"]
-                elsewhere = "" if m["name"] in {r["name"] for r in f["runs"]} else f" trained on {trained_on(f)}"
+                elsewhere = "" if m["name"] in {r["name"] for r in f["runs"]} else f" trained on {trained_on_text(f)}"
                 reached += (f" by this run; mean of {len(f['runs'])} seeds{elsewhere} {_pct(mean)}: "
                             f"{'met' if mean >= target else '**missed**'}")
         elif m.get("name", "").startswith("lightnn_") and plain_student is not None:
@@ -254,6 +272,29 @@ def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
     return "\n\n".join(out)
 
 
+def summary_markdown(paths: list[str], results_list: list[dict], reports: list[str], rel) -> str:
+    """Per machine: the --bench-summary files as one table of each model's fastest cell per batch,
+    what ran them (commits, dates, peak probes), and a link to their full report."""
+    out = []
+    for folder in dict.fromkeys(Path(p).parent for p in paths):
+        mine = [(p, r) for p, r in zip(paths, results_list) if Path(p).parent == folder]
+        prov = [r["provenance"] for _, r in mine]
+        cpu = prov[0]["cpu"]
+        commits = sorted({(p.get("git_commit") or "?")[:7] for p in prov})
+        created = sorted(r["created"] for _, r in mine)
+        report = next((m for m in reports if Path(m).parent == folder or Path(m).parent.parent == folder), None)
+        out.append(f"### {folder.name}: every shipped checkpoint, the fastest cell per batch size\n")
+        out.append(f"CPU {cpu['model']} ({cpu['usable_cpus']} cores; {' '.join(cpu['features'])}); "
+                   f"{len(mine)} runs from {created[0]} to {created[-1]}, commit{'s' if len(commits) > 1 else ''} "
+                   f"{', '.join(f'`{c}`' for c in commits)}; files: "
+                   + ", ".join(f"[`{Path(p).name}`]({rel(p)})" for p, _ in mine)
+                   + (f". Every cell, with spreads, accuracy and plots: [`{rel(report)}`]({rel(report)})" if report else "")
+                   + ". Fastest = the highest median img/s among cells whose top-1 stays within the run's "
+                   "tolerance of eager fp32; x = median of per-round ratios against eager fp32 at that batch.\n")
+        out.append(best_cells_markdown([r for _, r in mine]) + "\n")
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def aoti_section(paths: list[str], rel) -> str:
     """torch.compile's two programs side by side (tools/aoti_vs_jit.py): the JIT that `bench` times and
     the AOTInductor package that `cifar-speed compile` writes, per-round ratio of their times."""
@@ -309,21 +350,22 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # own recipe (frontier_m for frontier_m_*), never a plain twin, which differs by its distillation.
     base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
 
-    def versus(model: str, where: str, clean: float) -> str:
-        """Against the baseline trained on the same machine; failing that, on another machine of the same
+    def versus(model: str, where: tuple[TrainedOn, ...], clean: float) -> str:
+        """Against the baseline trained on the same machine; failing that, on one machine of the same
         device and precision (two lent GPUs: same code path, another host), which the cell names."""
         if (model, where) in base:
             return f"{(clean - base[model, where]) * 100:+.2f} pt"
-        kind = where[where.find("("):]
-        other = next((w for m, w in base if m == model and w.endswith(kind) and "," not in w), None)
-        return "-" if other is None else f"{(clean - base[model, other]) * 100:+.2f} pt (vs {other.split(' ')[0]})"
+        kinds = {(w.device, w.precision) for w in where}
+        other = next((w for m, w in base if m == model and len(w) == 1 and len(kinds) == 1
+                      and (w[0].device, w[0].precision) in kinds), None)
+        return "-" if other is None else f"{(clean - base[model, other]) * 100:+.2f} pt (vs {other[0].machine})"
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
         baseline = shipped(f)
         changed = "the shipped recipe" if baseline else f["runs"][0]["training_record"]["recipe"].get("description", "")
         vs = "-" if baseline else versus(f["model"], where, acc["mean"])
         rows.append(f"| {f['recipe']}{' (baseline)' if baseline else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
-                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {where} | "
+                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
                     f"[`{Path(path).name}`]({path}) |")
     for path in experiments:
         d = json.loads(Path(path).read_text())
@@ -331,7 +373,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
             continue
         where = _trained_where(d)
-        vs = versus(d["model"], where, clean)
+        vs = versus(d["model"], (where,), clean)
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
@@ -367,10 +409,16 @@ def main() -> int:
     ap.add_argument("--jpeg-overhead", action="append", default=[], help="a results file of tools/jpeg_augment_overhead.py")
     ap.add_argument("--jpeg-seeds", action="append", default=[],
                     help="a multi-seed file for the JPEG table only (a baseline trained elsewhere, or an experiment)")
+    ap.add_argument("--bench-summary", action="append", default=[],
+                    help="a results file shown as a summary row per model (answer table and plots as --bench)")
+    ap.add_argument("--summary-report", action="append", default=[],
+                    help="the `cifar-speed report` Markdown of the --bench-summary files of one machine, linked")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = ap.parse_args()
-    results = [load_results(p) for p in args.bench]
-    _tag_machines(args.bench, results)
+    full = [load_results(p) for p in args.bench]
+    summarised = [load_results(p) for p in args.bench_summary]
+    paths, results = args.bench + args.bench_summary, full + summarised
+    _tag_machines(paths, results)
     text = args.readme.read_text()
     seed_files = [json.loads(Path(p).read_text()) for p in args.seeds]
     seed_paths = [os.path.relpath(p, args.readme.parent) for p in args.seeds]
@@ -378,22 +426,24 @@ def main() -> int:
     if results:
         rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
         machines: dict[Path, list[dict]] = {}
-        for path, res in zip(args.bench, results):
+        for path, res in zip(paths, results):
             machines.setdefault(Path(path).parent, []).append(res)
-        answer = answer_section(args.bench, results, rel)
-        md = ""
+        answer = answer_section(paths, results, rel)
         for folder, group in machines.items():  # plots never mix machines
             overview = plot_overview(group, folder)
             if overview:
                 answer += f"\n\n![{folder.name}: every model, backend and precision at the largest batch]({rel(overview)})"
+        md = summary_markdown(args.bench_summary, summarised, args.summary_report, rel)
+        for folder in dict.fromkeys(Path(p).parent for p in args.bench):
+            group = [r for p, r in zip(args.bench, full) if Path(p).parent == folder]
             md += render_markdown(group)
             md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(group, folder)) + "\n\n"
-        md += "Source: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in args.bench)
+        md += "Source: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in paths)
         text = replace(text, "bench", md)
         if "<!-- BEGIN answer -->" in text:
             text = replace(text, "answer", answer)
         if "<!-- BEGIN dawnbench -->" in text:
-            text = replace(text, "dawnbench", dawnbench_section(args.bench, results, rel))
+            text = replace(text, "dawnbench", dawnbench_section(paths, results, rel))
     text = replace(text, "vs-report", vs_report_section(results))
     rel_any = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
     if args.aoti:
