@@ -105,17 +105,22 @@ def mode_text(mode: str) -> str:
     return f"{mode}-resident inputs"
 
 
-def fastest(results: dict) -> dict[tuple[str, int, str], tuple[str, str]]:
-    """(model, batch, mode) -> (backend, precision) of the highest images/s among ok cells that keep
-    eager fp32's top-1 (a cell flagged ACCURACY DROP is not one to ship, however fast)."""
+def fastest_cells(cells: list[Cell]) -> dict[tuple[str, int, str], Cell]:
+    """(model, batch, mode) -> the cell of the highest images/s among ok cells that keep eager fp32's
+    top-1 (a cell flagged ACCURACY DROP is not one to ship, however fast); the first on a tie."""
     best: dict = {}
-    for c in results["cells"]:
-        if c.get("status") != "ok" or c.get("accuracy_flagged"):
+    for c in cells:
+        if c.status != "ok" or c.accuracy_flagged or not c.images_per_s:
             continue
-        k = (c["model"], c["batch_size"], c["mode"])
-        if k not in best or c["images_per_s"] > best[k][0]:
-            best[k] = (c["images_per_s"], (c["backend"], c["precision"]))
-    return {k: v[1] for k, v in best.items()}
+        k = (c.model, c.batch_size, c.mode)
+        if k not in best or c.images_per_s > best[k].images_per_s:
+            best[k] = c
+    return best
+
+
+def fastest(results: dict) -> dict[tuple[str, int, str], tuple[str, str]]:
+    """(model, batch, mode) -> (backend, precision) of fastest_cells."""
+    return {k: (c.backend, c.precision) for k, c in fastest_cells(cells_of(results)).items()}
 
 
 def skipped_lines(results: dict) -> list[str]:
@@ -419,6 +424,7 @@ def best_cells_markdown(results_list: list[dict], mode: str = "device") -> str:
     models = list(dict.fromkeys(c.model for c in cells))
     head = ["model", "eager fp32 top-1", "JPEG-75"] + [f"batch {b}: fastest cell, img/s (x eager fp32)" for b in batches]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---|" * len(batches)]
+    best = fastest_cells(cells)
     for model in models:
         mine = [c for c in cells if c.model == model]
         base = next((c for c in mine if c.baseline and c.status == "ok" and c.accuracy), None)
@@ -427,8 +433,7 @@ def best_cells_markdown(results_list: list[dict], mode: str = "device") -> str:
         row = [model, f"{acc['top1'] * 100:.2f} %" if "top1" in acc else "-",
                f"{jpeg * 100:.2f} %" if jpeg is not None else "-"]
         for b in batches:
-            ok = [c for c in mine if c.batch_size == b and c.status == "ok" and c.images_per_s and not c.accuracy_flagged]
-            c = max(ok, key=lambda c: c.images_per_s, default=None)
+            c = best.get((model, b, mode))
             if c is None:
                 row.append("-")
                 continue

@@ -274,7 +274,7 @@ def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
 
 def summary_markdown(paths: list[str], results_list: list[dict], reports: list[str], rel) -> str:
     """Per machine: the --bench-summary files as one table of each model's fastest cell per batch,
-    what ran them (commits, dates, peak probes), and a link to their full report."""
+    what ran them (CPU, commits, dates, files), and a link to their full report."""
     out = []
     for folder in dict.fromkeys(Path(p).parent for p in paths):
         mine = [(p, r) for p, r in zip(paths, results_list) if Path(p).parent == folder]
