@@ -69,7 +69,25 @@ def test_unknown_model_lists_the_valid_ones():
 # -- the frontier family (issue: fastest model per accuracy bar) -----------------------------------
 
 FRONTIER = {"frontier_s": (76_280, 13_680_704), "frontier_m": (295_096, 39_774_784),
-            "frontier_l": (1_161_272, 130_863_680)}
+            "frontier_l": (1_161_272, 130_863_680), "frontier_m_s2": (295_096, 11_946_496)}
+
+
+def test_stride2_stem_halves_every_feature_map():
+    """frontier_m_s2 is frontier_m's weights shape for shape; its stem whitens non-overlapping 2x2 patches,
+    so the first conv group sees 16x16 instead of 31x31 and the last one 2x2 before the final pool."""
+    sizes = {}
+    for name in ("frontier_m", "frontier_m_s2"):
+        net, seen = create_model(name).eval(), []
+        hooks = [g.register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+                 for g in net.layers if g.__class__.__name__ == "ConvGroup"]
+        with torch.no_grad():
+            net(torch.randn(1, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        sizes[name] = seen
+    assert sizes == {"frontier_m": [15, 7, 3], "frontier_m_s2": [8, 4, 2]}
+    assert [p.shape for p in create_model("frontier_m").parameters()] == \
+        [p.shape for p in create_model("frontier_m_s2").parameters()]
 
 
 @pytest.mark.parametrize("name,expected", FRONTIER.items())
@@ -104,7 +122,7 @@ def test_whitening_eps_damps_the_faintest_patch_directions():
     assert ratio[-1] < ratio[0]   # the faintest direction is damped most
 
 
-@pytest.mark.parametrize("name", ["fast", "frontier_s"])
+@pytest.mark.parametrize("name", ["fast", "frontier_s", "frontier_m_s2"])
 def test_fold_batchnorm_is_exact_through_the_max_pool(name):
     """Folding conv1 -> max-pool -> BN into conv1 (positive scales) and conv2 -> BN gives the same logits."""
     from cifar_speed.models.fast import BatchNorm, fold_batchnorm

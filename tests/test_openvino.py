@@ -116,6 +116,30 @@ def test_inflight_runs_every_call_with_the_throughput_hint(fp32_runner):
     assert how["hint"] == "THROUGHPUT" and how["requests_in_flight"] >= 1 and how["streams"] >= 1
 
 
+def test_fold_bn_leaves_no_batchnorm_arithmetic_behind_the_max_pools():
+    """openvino.fold_bn=on (the default): the airbench layout's BatchNorms, also the three behind a max-pool
+    that the plugin would keep as Multiply + Add nodes, go into the convs; the logits stay eager's."""
+    from cifar_speed.models import create_model
+    from cifar_speed.models.fast import BatchNorm
+
+    torch.manual_seed(0)
+    net = create_model("frontier_m_s2").eval()
+    for m in net.modules():
+        if isinstance(m, BatchNorm):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(3, 3, 32, 32)
+    ops = {}
+    for fold in ("off", "on"):
+        ov_model, facts = ovb.ov_model_for(net, {}, "fp32", 8, {"fold_bn": fold})
+        ops[fold] = [op.get_type_name() for op in ov_model.get_ordered_ops()]
+        runner = ovb.runner_for(ov_model, "fp32", "cpu", facts, probe_batch=3)
+        # 1e-3, not 1e-4: the plugin's GELU kernel differs from torch's erf in the 4th decimal, fold or not
+        torch.testing.assert_close(runner(x), net(x).detach(), atol=1e-3, rtol=1e-3)
+    assert facts["fold_bn"] == 6
+    assert ops["on"].count("Multiply") < ops["off"].count("Multiply")
+    assert "BatchNormInference" not in ops["on"]
+
+
 @pytest.fixture(scope="module")
 def _compiled_once(ckpt, tmp_path_factory):
     return artifacts.compile_checkpoint(ckpt, "openvino", "fp32", "cpu", [8], tmp_path_factory.mktemp("ov-art"))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from . import Runner, precision_on_device, register_backend
+from . import Option, Runner, precision_on_device, register_backend
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path, sha256_file
@@ -52,6 +52,12 @@ PROFILE_SHAPES_ARTIFACT = False
 INPUT_SHAPE = (3, 32, 32)
 SYNC_HINT, ASYNC_HINT = "LATENCY", "THROUGHPUT"
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# fold_bn as in onnxrt: OpenVINO folds a BatchNorm straight after a conv itself, but not one behind the
+# airbench layout's max-pool, which stays a MulAdd node per conv group (session 10's batch-1 profiles).
+OPTIONS = {"fold_bn": Option(("off", "on"), "on",
+                             "fold each BatchNorm into its conv before conversion, also through the max-pool of "
+                             "the airbench layout (fast, frontier_*; exact where every BN scale is positive)")}
+ARTIFACT_OPTIONS = ("fold_bn",)
 
 
 def _ov():
@@ -179,11 +185,16 @@ def _nncf_version() -> str | None:
 
 def ov_model_for(model, meta, precision: str, max_batch: int, options: dict) -> tuple[object, dict]:
     """(OpenVINO model, facts for the sidecar / info) for one cell."""
+    facts = {}
+    if options.get("fold_bn", OPTIONS["fold_bn"].default) == "on":
+        from ..models.fast import fold_batchnorm
+
+        model, facts["fold_bn"] = fold_batchnorm(model)   # how many BatchNorms went into their convs
     ov_model = convert(model, max_batch)
     if precision != "int8":
-        return ov_model, {}
-    quantized, facts = quantize_int8(ov_model, calibration.require(options, meta))
-    return quantized, {"quantization": facts}
+        return ov_model, facts
+    quantized, quantization = quantize_int8(ov_model, calibration.require(options, meta))
+    return quantized, {**facts, "quantization": quantization}
 
 
 # -- compiled programs and the runner --------------------------------------------------------------------
