@@ -86,6 +86,13 @@ def _recorded_rse(x) -> float | None:
     return x if _finite(x) and x >= 0 else None
 
 
+# Backends whose fold_bn option arrived after results files were written: a cell of theirs whose runner
+# records neither its artifact options nor a fold count predates it and ran the unfolded graph (onnxrt
+# before e32ae11, openvino before cc1ca27). A cell with no runner record at all (hand-made, converted)
+# says nothing either way and keeps its label.
+_FOLD_BN_LATER = ("onnxrt", "openvino")
+
+
 @dataclass
 class Cell:
     """One row of a results file: a variant timed at one batch size, input mode and thread count.
@@ -182,6 +189,9 @@ class Cell:
             cell.memory_format = (cell.runner or {}).get("memory_format")
         if cell.variant_options is None and cell.backend == "compile" and (cell.runner or {}).get("mode", "default") != "default":
             cell.variant_options = f"mode={cell.runner['mode']}"   # files before backend options: the mode was run-wide
+        if cell.variant_options is None and cell.backend in _FOLD_BN_LATER and cell.status == "ok" \
+                and cell.runner and not {"artifact_options", "fold_bn"} & set(cell.runner):
+            cell.variant_options = "fold_bn=off"   # files before the option (its default is on): nothing was folded
         return cell
 
 

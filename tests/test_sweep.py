@@ -444,7 +444,7 @@ def test_declared_options_become_variants_and_an_axis_becomes_rows():
 @pytest.mark.parametrize("text,needle", [
     ("compile.mode", "expected BACKEND.NAME=VALUE"), ("tvm.mode=x", "unknown backend 'tvm'"),
     ("onnxrt.mode=default", "has no option 'mode' (its options: fold_bn)"),
-    ("openvino.mode=default", "has no option 'mode' (its options: none)"),
+    ("openvino.mode=default", "has no option 'mode' (its options: fold_bn)"),
     ("compile.mode=fastest", "compile.mode takes default, max-autotune, reduce-overhead"),
 ])
 def test_bad_backend_option_is_one_clear_error(text, needle):
@@ -458,6 +458,23 @@ def test_old_files_compile_mode_reads_as_a_variant_option():
     assert old.variant_options == "mode=reduce-overhead" and old.key[-1] == "mode=reduce-overhead"
     plain = sweep.Cell.from_dict({"model": "m", "backend": "compile", "precision": "fp16", "runner": {"mode": "default"}})
     assert plain.variant_options is None
+
+
+@pytest.mark.parametrize("backend", ["onnxrt", "openvino"])
+def test_old_files_onnxrt_and_openvino_cells_read_as_fold_bn_off(backend):
+    """A cell written before the backend had fold_bn (default on) ran the unfolded graph: it reads as
+    the fold_bn=off variant, so compare and recommend do not take it for today's default. A cell that
+    records its artifact options, or the count an in-memory build folded, keeps its own label."""
+    def cell(runner, **kw):
+        return sweep.Cell.from_dict({"model": "m", "backend": backend, "precision": "int8", "status": "ok",
+                                     "runner": runner, **kw})
+    assert cell({"artifact": "x"}).variant_options == "fold_bn=off"
+    assert cell({"artifact": "x", "artifact_options": {"fold_bn": "on"}}).variant_options is None
+    assert cell({"fold_bn": 6}).variant_options is None
+    assert cell({}).variant_options is None   # no runner record: nothing known, no label
+    assert cell({}, variant_options="fold_bn=on").variant_options == "fold_bn=on"
+    assert sweep.Cell.from_dict({"model": "m", "backend": "eager", "precision": "fp32", "status": "ok",
+                                 "runner": {}}).variant_options is None
 
 
 def test_a_timed_cache_hit_hashes_the_artifact_once(tmp_path, monkeypatch):

@@ -120,6 +120,17 @@ def test_readme_sections_for_aoti_and_openvino_profiles(tmp_path):
     assert "jit_avx2_I8 90%, ref_any 10% |" in row and "tiny" not in row and "Convolution `jit_avx2_I8` 40%" in row
 
 
+def test_vs_report_best_cell_skips_a_cell_flagged_for_accuracy():
+    """The comparison with the report names the fastest cell one could ship: an int8 cell that lost top-1
+    (accuracy_flagged) is passed over for the slower cell that kept it."""
+    ur = _tool("update_readme")
+    cell = {"status": "ok", "model": "cnn", "batch_size": 128, "mode": "device", "accuracy_flagged": False}
+    results = [{"cells": [{**cell, "backend": "openvino", "precision": "int8", "images_per_s": 900.0,
+                           "accuracy_flagged": True},
+                          {**cell, "backend": "openvino", "precision": "bf16", "images_per_s": 700.0}]}]
+    assert ur._best_cell(results, "cnn", 128)["precision"] == "bf16"
+
+
 def test_noise_canary_pairs_each_trial_with_its_canary(tmp_path):
     from _infer_util import make_checkpoint
 

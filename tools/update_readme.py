@@ -46,7 +46,7 @@ THEIRS = {
 }
 TARGETS = {"mlp": 0.52, "cnn": 0.83, "cnn_tuned": 0.83, "deepnn": 0.75, "lightnn": 0.70, "mobilenetv3_small": 0.80, "fast": 0.94,
            "frontier_s": 0.85, "frontier_s_plain": 0.85, "frontier_m": 0.90, "frontier_m_plain": 0.90, "frontier_l": 0.90,
-           "frontier_l_plain": 0.90}
+           "frontier_l_plain": 0.90, "frontier_m_s2": 0.85, "frontier_m_s2_plain": 0.85}
 
 
 def _pct(x) -> str:
@@ -211,8 +211,10 @@ def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
 
 
 def _best_cell(results_list, model, batch):
+    # the rule of report.fastest_cells: a cell flagged for an accuracy drop is not one to ship, however fast
     cells = [c for r in results_list for c in r["cells"]
-             if c.get("status") == "ok" and c["model"] == model and c["batch_size"] == batch and c["mode"] == "device"]
+             if c.get("status") == "ok" and not c.get("accuracy_flagged")
+             and c["model"] == model and c["batch_size"] == batch and c["mode"] == "device"]
     return max(cells, key=lambda c: c["images_per_s"], default=None)
 
 
