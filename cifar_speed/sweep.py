@@ -88,9 +88,26 @@ def _recorded_rse(x) -> float | None:
 
 # Backends whose fold_bn option arrived after results files were written: a cell of theirs whose runner
 # records neither its artifact options nor a fold count predates it and ran the unfolded graph (onnxrt
-# before e32ae11, openvino before cc1ca27). A cell with no runner record at all (hand-made, converted)
-# says nothing either way and keeps its label.
+# before e32ae11, openvino before cc1ca27).
 _FOLD_BN_LATER = ("onnxrt", "openvino")
+
+
+def _recorded_variant(cell: "Cell") -> str | None:
+    """The non-default options of a cell whose file did not write variant_options itself, from the
+    artifact options its runner recorded, judged against today's defaults (a default that changed
+    since the run must not relabel the cell). No runner record (hand-made, converted): nothing known."""
+    runner = cell.runner or {}
+    if not runner or cell.status != "ok":
+        return None
+    recorded = runner.get("artifact_options")
+    if recorded is None and cell.backend in _FOLD_BN_LATER and "fold_bn" not in runner:
+        recorded = {"fold_bn": "off"}   # files before the option: nothing was folded
+    try:
+        declared = backends.declared_options(cell.backend)
+    except (CifarSpeedError, ImportError):
+        return None   # not one of our backends (e.g. a converted pytest-benchmark case)
+    parts = [f"{k}={v}" for k, v in sorted((recorded or {}).items()) if k in declared and v != declared[k].default]
+    return ",".join(parts) or None
 
 
 @dataclass
@@ -189,9 +206,8 @@ class Cell:
             cell.memory_format = (cell.runner or {}).get("memory_format")
         if cell.variant_options is None and cell.backend == "compile" and (cell.runner or {}).get("mode", "default") != "default":
             cell.variant_options = f"mode={cell.runner['mode']}"   # files before backend options: the mode was run-wide
-        if cell.variant_options is None and cell.backend in _FOLD_BN_LATER and cell.status == "ok" \
-                and cell.runner and not {"artifact_options", "fold_bn"} & set(cell.runner):
-            cell.variant_options = "fold_bn=off"   # files before the option (its default is on): nothing was folded
+        if cell.variant_options is None:
+            cell.variant_options = _recorded_variant(cell)
         return cell
 
 

@@ -460,21 +460,22 @@ def test_old_files_compile_mode_reads_as_a_variant_option():
     assert plain.variant_options is None
 
 
-@pytest.mark.parametrize("backend", ["onnxrt", "openvino"])
-def test_old_files_onnxrt_and_openvino_cells_read_as_fold_bn_off(backend):
-    """A cell written before the backend had fold_bn (default on) ran the unfolded graph: it reads as
-    the fold_bn=off variant, so compare and recommend do not take it for today's default. A cell that
-    records its artifact options, or the count an in-memory build folded, keeps its own label."""
-    def cell(runner, **kw):
+def test_a_cell_reads_its_variant_from_the_artifact_options_it_recorded():
+    """A file that did not write variant_options (the options were defaults then) is labelled by what
+    its runner recorded, judged against today's defaults: a default that changed since the run must
+    not pass the cell off as today's default. Cells from before fold_bn existed ran the unfolded graph.
+    onnxrt's fold_bn defaults to on, openvino's to off."""
+    def cell(backend, runner, **kw):
         return sweep.Cell.from_dict({"model": "m", "backend": backend, "precision": "int8", "status": "ok",
-                                     "runner": runner, **kw})
-    assert cell({"artifact": "x"}).variant_options == "fold_bn=off"
-    assert cell({"artifact": "x", "artifact_options": {"fold_bn": "on"}}).variant_options is None
-    assert cell({"fold_bn": 6}).variant_options is None
-    assert cell({}).variant_options is None   # no runner record: nothing known, no label
-    assert cell({}, variant_options="fold_bn=on").variant_options == "fold_bn=on"
-    assert sweep.Cell.from_dict({"model": "m", "backend": "eager", "precision": "fp32", "status": "ok",
-                                 "runner": {}}).variant_options is None
+                                     "runner": runner, **kw}).variant_options
+    assert cell("onnxrt", {"artifact": "x"}) == "fold_bn=off"          # before the option
+    assert cell("openvino", {"artifact": "x"}) is None                 # before it, and off is the default
+    assert cell("onnxrt", {"artifact": "x", "artifact_options": {"fold_bn": "on"}}) is None
+    assert cell("openvino", {"artifact": "x", "artifact_options": {"fold_bn": "on"}}) == "fold_bn=on"
+    assert cell("onnxrt", {"fold_bn": 6}) is None                      # an in-memory build that folded
+    assert cell("onnxrt", {}) is None                                  # no runner record: nothing known
+    assert cell("openvino", {}, variant_options="fold_bn=on") == "fold_bn=on"
+    assert cell("eager", {"threads": 2}) is None and cell("train-step", {"x": 1}) is None
 
 
 def test_a_timed_cache_hit_hashes_the_artifact_once(tmp_path, monkeypatch):
