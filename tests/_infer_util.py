@@ -23,3 +23,17 @@ def fake_split(n: int = 40, seed: int = 0) -> Split:
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(n) % 10
     return Split(images, labels)
+
+
+def with_trained_batchnorm(name: str) -> torch.nn.Module:
+    """An airbench-layout model (fast, frontier_*) in eval mode whose BatchNorms hold trained-looking
+    statistics and biases (gamma stays frozen at 1, as airbench trains it), seeded: what BN folding
+    must reproduce exactly."""
+    from cifar_speed.models.fast import BatchNorm
+
+    torch.manual_seed(0)
+    net = create_model(name).eval()
+    for m in net.modules():
+        if isinstance(m, BatchNorm):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    return net

@@ -177,14 +177,9 @@ def test_onnxrt_fold_bn_removes_every_batchnorm_and_keeps_the_logits(tmp_path):
     """--option onnxrt.fold_bn=on: the airbench layout's BatchNorms (also the ones behind a max-pool)
     go into the convs before export; the graph has none left and the logits are eager's."""
     import onnx
+    from _infer_util import with_trained_batchnorm
 
-    from cifar_speed.models.fast import BatchNorm
-
-    torch.manual_seed(0)
-    net = create_model("frontier_s").eval()
-    for m in net.modules():
-        if isinstance(m, BatchNorm):
-            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    net = with_trained_batchnorm("frontier_s")
     x = torch.randn(3, 3, 32, 32)
     r = backends.build("onnxrt", net, {}, "fp32", "cpu", [3], tmp_path, fold_bn="on")
     assert r.info["fold_bn"] == 6

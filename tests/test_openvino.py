@@ -117,16 +117,12 @@ def test_inflight_runs_every_call_with_the_throughput_hint(fp32_runner):
 
 
 def test_fold_bn_leaves_no_batchnorm_arithmetic_behind_the_max_pools():
-    """openvino.fold_bn=on (the default): the airbench layout's BatchNorms, also the three behind a max-pool
-    that the plugin would keep as Multiply + Add nodes, go into the convs; the logits stay eager's."""
-    from cifar_speed.models import create_model
-    from cifar_speed.models.fast import BatchNorm
+    """openvino.fold_bn=on (off by default, see the backend's OPTIONS): the airbench layout's BatchNorms,
+    also the three behind a max-pool that the plugin would keep as Multiply + Add nodes, go into the
+    convs; on these random weights the logits stay eager's (on trained fast they do not in f32)."""
+    from _infer_util import with_trained_batchnorm
 
-    torch.manual_seed(0)
-    net = create_model("frontier_m_s2").eval()
-    for m in net.modules():
-        if isinstance(m, BatchNorm):
-            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.bias.data.uniform_(-0.5, 0.5)
+    net = with_trained_batchnorm("frontier_m_s2")
     x = torch.randn(3, 3, 32, 32)
     ops = {}
     for fold in ("off", "on"):
