@@ -82,8 +82,8 @@ class FastNet(nn.Module):
         super().__init__()
         whiten_width = 2 * 3 * 2 * 2
         # stem_stride 2 whitens non-overlapping 2x2 patches (a patchify stem): every later layer runs
-        # at half the resolution, a quarter of the work, and the 3-channel full-resolution conv that
-        # dominates a batch-1 call (see the OpenVINO profiles in results/) shrinks by 4x too.
+        # at half the resolution, a quarter of the work, and the 3-channel full-resolution conv, the
+        # slowest single layer of a batch-1 call in the OpenVINO profiles in results/, shrinks by 4x too.
         self.whiten = nn.Conv2d(3, whiten_width, kernel_size=2, stride=stem_stride, padding=0, bias=True)
         self.whiten.weight.requires_grad = False
         side = (32 - 2) // stem_stride + 1
