@@ -120,6 +120,19 @@ def test_readme_sections_for_aoti_and_openvino_profiles(tmp_path):
     assert "jit_avx2_I8 90%, ref_any 10% |" in row and "tiny" not in row and "Convolution `jit_avx2_I8` 40%" in row
 
 
+def test_seeds_file_is_the_checkpoints_own_recipes_even_when_a_run_name_collides():
+    """frontier_m's seed 2 ran as `frontier_m_s2`, the name of another shipped model: that model's row
+    takes its own recipe's seeds file, not the one that merely holds a run of that name."""
+    ur = _tool("update_readme")
+    other = {"recipe": "frontier_m", "runs": [{"name": "frontier_m"}, {"name": "frontier_m_s2"}]}
+    own = {"recipe": "frontier_m_s2", "runs": [{"name": "frontier_m_s2"}, {"name": "frontier_m_s2_s1"}]}
+    elsewhere = {"recipe": "frontier_l", "runs": [{"name": "frontier_l_s0"}]}
+    assert ur._seeds_for("frontier_m_s2", [other, own]) is own
+    assert ur._seeds_for("frontier_m", [other, own]) is other
+    assert ur._seeds_for("frontier_l", [other, elsewhere]) is elsewhere   # seeds trained on another machine
+    assert ur._seeds_for("cnn", [other, own]) is None
+
+
 def test_vs_report_best_cell_skips_a_cell_flagged_for_accuracy():
     """The comparison with the report names the fastest cell one could ship: an int8 cell that lost top-1
     (accuracy_flagged) is passed over for the slower cell that kept it."""

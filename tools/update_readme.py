@@ -54,9 +54,11 @@ def _pct(x) -> str:
 
 
 def _seeds_for(name: str, seed_files: list[dict]) -> dict | None:
-    """The seeds file holding this run, else one of the same recipe (seeds trained elsewhere)."""
-    return (next((f for f in seed_files if name in {r["name"] for r in f["runs"]}), None)
-            or next((f for f in seed_files if f.get("recipe") == name), None))
+    """The seeds file of this checkpoint's recipe that holds this run, else one of the same recipe
+    (seeds trained elsewhere). Only the recipe's own files: a run name alone can belong to another
+    recipe (frontier_m's seed 2 ran as `frontier_m_s2`, which is also a model of its own)."""
+    same = [f for f in seed_files if f.get("recipe") == name]
+    return next((f for f in same if name in {r["name"] for r in f["runs"]}), None) or next(iter(same), None)
 
 
 def _on_cpu(run: dict) -> bool:
