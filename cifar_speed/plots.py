@@ -115,9 +115,10 @@ def _legends(ax, cells: list[dict], markers: dict[str, str]):
                       loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.add_artist(first)
     # Beside the first legend, not under it: with many models and backends the two columns of
-    # entries are taller than the axes and a legend below overlapped the first.
-    ax.figure.canvas.draw()
-    right = first.get_window_extent().transformed(ax.transAxes.inverted()).x1
+    # entries are taller than the axes and a legend below overlapped the first. The legend's extent
+    # needs only a renderer, not a draw of every point of the figure.
+    extent = first.get_window_extent(ax.figure.canvas.get_renderer())
+    right = extent.transformed(ax.transAxes.inverted()).x1
     ax.legend(handles=models, title="model", fontsize=7, title_fontsize=7, loc="upper left",
               bbox_to_anchor=(right + 0.01, 1.0))
     return first
