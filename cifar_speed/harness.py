@@ -2,7 +2,7 @@
 
 Method (after pyperf and hyperfine): a cell is warmed up once (until two consecutive windows of
 call times agree: compilation, autotuning, caches), then timed in short blocks, the trials. The
-sweep runs the trials of all the cells of a model round-robin (A B C ... A B C ...), so every cell
+sweep runs the trials of all the cells of the run round-robin (A B C ... A B C ...), so every cell
 sees the same spread of machine states (clock, cache, neighbour load) instead of one long block
 each, minutes apart. A cell reports the median over trials of each trial's median latency, the
 spread of the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median

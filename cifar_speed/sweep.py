@@ -1,16 +1,18 @@
 """The benchmark sweep: checkpoints x backends x precisions x batch sizes x threads -> one results file.
 
-This module plans and runs; every table and plot is in report.py. Per model:
+This module plans and runs; every table and plot is in report.py. Every model is built first, then
+every cell timed together:
 
   plan             which (backend, precision, memory format) variants run here, which are skipped and why
   build_and_score  build each variant's runner once, at the run's thread count, and score it: top-1 on
                    the official 10,000 test images and on the same images after a JPEG round trip
                    (quality 75: `top1_jpeg75`), agreement with eager fp32 (top-1 agreement, max
                    |logit difference|). A cell more than `tolerance` below eager fp32's top-1 is flagged.
-  time_cells       every cell (variant x batch x mode) warmed up once, then timed in short trials,
-                   round-robin across all the model's cells (harness.run_round_robin), so the
-                   baseline and each cell share the machine's state round by round; at least
-                   `trials` rounds, more for cells whose median or speed-up is not yet precise
+  time_cells       every cell of the run (model x variant x batch x mode x threads) warmed up once,
+                   then timed in short trials, round-robin across all of them (harness.run_round_robin),
+                   so every cell's trials span the whole run and the baseline and each cell share
+                   the machine's state round by round; at least `trials` rounds, more for cells
+                   whose median or speed-up is not yet precise
   finish_cell      a `Cell` record: median of trial medians with its spread, images/s, GFLOP/s and
                    % of the measured peak of its precision, speed-up = median of per-round ratios
                    against eager fp32 of the same batch, mode and threads
@@ -432,15 +434,18 @@ def baseline_of(slot: Slot, slots: list[Slot]) -> Slot | None:
                  and r.timer.mode == getattr(t, "baseline_mode", t.mode)), None)
 
 
-def time_cells(slots: list[Slot], advance=lambda desc: None) -> None:
-    """Every slot's cell timed in interleaved rounds (harness.run_round_robin), with its baseline for
-    the speed-up's precision; progress named by variant."""
-    by_timer = {id(s.timer): s for s in slots}
-    bases = {id(s.timer): (b.timer if (b := baseline_of(s, slots)) else None) for s in slots}
+def time_cells(groups: list["TimingGroup"], advance=lambda desc: None) -> None:
+    """Every cell of the run timed in one set of interleaved rounds (harness.run_round_robin): a round
+    times every group's cells, group after group, so a cell's trials spread over the whole run and
+    meet the same spread of host states as every other cell's, while a cell and its baseline stay
+    seconds apart within the round (the speed-up pairs them). Progress named by model and variant."""
+    slots = [s for g in groups for s in g.slots]
+    names = {id(s.timer): (g.name, s) for g in groups for s in g.slots}
+    bases = {id(s.timer): (b.timer if (b := baseline_of(s, g.slots)) else None) for g in groups for s in g.slots}
 
     def step(timer, what):
-        s = by_timer[id(timer)]
-        advance(f"{s.variant.label()} b{timer.batch_size} {timer.threads}t: {what}")
+        name, s = names[id(timer)]
+        advance(f"{name} {s.variant.label()} b{timer.batch_size} {timer.threads}t: {what}")
 
     harness.run_round_robin([s.timer for s in slots], baseline_of=lambda t: bases[id(t)], on_step=step)
 
@@ -552,8 +557,9 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
         "harness": {**cfg.settings.as_dict(), "modes": modes, "device": device, "threads": threads,
                     "thread_groups": [{"threads": t, "batches": b} for t, b in
                                       thread_groups(threads, batches, cfg.single_thread_at_batch1)],
-                    "order": ("round-robin over a model's cells per trial; after `trials` rounds only the cells whose "
-                              "median or speed-up is not yet within target_rse, with their baselines, up to max_trials"),
+                    "order": ("round-robin over every cell of the run per trial, each model and thread count's cells "
+                              "together; after `trials` rounds only the cells whose median or speed-up is not yet "
+                              "within target_rse, with their baselines, up to max_trials"),
                     "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
                     "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,
@@ -568,11 +574,16 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                     console=console, disable=not progress, transient=False)
     with prog:
         task = prog.add_task("bench", total=None)
-        for ckpt, model, meta in loaded:
-            cells = _sweep_model(cfg, results, ckpt, model, meta, _load_eval(cfg, split, jpeg, meta, n_eval),
-                                 device, batches, modes, threads, requested, pairs, calibs.get(str(ckpt)), peak,
-                                 advance=lambda desc: prog.update(task, description=desc))
-            results["cells"] += [c.to_dict() for c in cells]
+
+        def advance(desc: str) -> None:
+            prog.update(task, description=desc)
+
+        built = [_build_model(cfg, results, ckpt, model, meta, _load_eval(cfg, split, jpeg, meta, n_eval), device,
+                              batches, modes, threads, requested, pairs, calibs.get(str(ckpt)), advance)
+                 for ckpt, model, meta in loaded]
+        time_cells([g for _, groups in built for g in groups], advance)
+        for failed, groups in built:
+            results["cells"] += [c.to_dict() for c in failed + [c for g in groups for c in g.finish(peak)]]
     torch.set_num_threads(threads)
     return results
 
@@ -600,8 +611,23 @@ def _calibrations(cfg, loaded, pairs, skipped, size, seed):
     return calibs, pairs, skipped
 
 
-def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, modes, threads, requested,
-                 pairs, calib, peak, advance) -> list[Cell]:
+@dataclass
+class TimingGroup:
+    """One model's cells at one thread count: the slots timed together with their baseline, and what
+    finishes their records."""
+    name: str
+    slots: list[Slot]
+    bases: dict                 # variant -> the fields its cells share (accuracy, runner ...)
+    flops: float
+
+    def finish(self, peak: dict) -> list[Cell]:
+        return [finish_cell(self.bases[s.variant], s, baseline_of(s, self.slots), self.flops, peak) for s in self.slots]
+
+
+def _build_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, modes, threads, requested,
+                 pairs, calib, advance) -> tuple[list[Cell], list[TimingGroup]]:
+    """A model's variants built and scored, and its cells ready to time: (cells that failed to build,
+    one TimingGroup per thread count)."""
     # A row is a checkpoint, named by its file: several checkpoints may share an architecture
     # (lightnn and its distilled variants) and must not merge into one row.
     ref = _ref(ckpt)
@@ -614,7 +640,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
             "weights_sha256": meta.weights_sha256, "params": count_params(model, trainable_only=False),
             "flops_per_image": flops, "checkpoint_test_accuracy": meta.test_accuracy}
     results["models"][name] = info
-    out: list[Cell] = []
+    failed: list[Cell] = []
     bases: dict[Variant, dict] = {}            # variant -> the fields its cells share (accuracy, runner ...)
     built: dict[Variant, object] = {}          # variant -> its runner at the run's thread count
     ref_logits = None
@@ -631,7 +657,7 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
             results["skipped"].append({"model": name, "backend": v.backend, "precision": v.precision, "reason": str(e)})
             continue
         except Exception as e:  # a backend failing on one model must not lose the whole sweep
-            out.append(Cell(**base, status="failed", reason=_one_line(e)))
+            failed.append(Cell(**base, status="failed", reason=_one_line(e)))
             continue
         if v.is_baseline:
             ref_logits = logits
@@ -647,21 +673,19 @@ def _sweep_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
             except Exception as e:
                 base["dawnbench"] = {"status": "failed", "reason": _one_line(e)}
         built[v], bases[v] = runner, base
+    groups = []
     for n_threads, group_batches in thread_groups(threads, batches, cfg.single_thread_at_batch1):
         torch.set_num_threads(n_threads)
         runners = {v: (r, bases[v]) for v, r in built.items()} if n_threads == threads else \
-            _rebuild(bases, model, meta, device, batches, cfg, calib, out, n_threads, ref)
+            _rebuild(bases, model, meta, device, batches, cfg, calib, failed, n_threads, ref)
         slots = [Slot(v, harness.CellTimer(runner, b, cfg.settings, mode, ev.images, n_threads))
                  for v, (runner, _) in runners.items() for b in group_batches for mode in modes]
         # Mode "async" beside the synchronous cells where the backend keeps requests in flight (inflight.py).
         slots += [Slot(v, t) for v, (runner, _) in runners.items()
                   for t in inflight.timers_for(runner, group_batches, cfg.settings, ev.images, n_threads)]
-        time_cells(slots, advance=lambda d: advance(f"{name} {d}"))
-        out += [finish_cell(runners[s.variant][1], s, baseline_of(s, slots), flops, peak) for s in slots]
-        del slots, runners
-        built = {}   # the run's-threads runners are done: free them before the next group builds its own
+        groups.append(TimingGroup(name, slots, {v: b for v, (_, b) in runners.items()}, flops))
     torch.set_num_threads(threads)
-    return out
+    return failed, groups
 
 
 def _rebuild(bases, model, meta, device, batches, cfg, calib, out: list, n_threads: int, ref: ModelRef) -> dict:

@@ -321,8 +321,32 @@ def test_checkpoints_of_one_architecture_get_their_own_rows(tmp_path):
     assert {c["architecture"] for c in res["cells"]} == {"lightnn"}
     by = {c["model"]: c for c in res["cells"]}
     assert by["student_a"]["accuracy"]["top1"] >= 0 and by["student_a"]["speedup_vs_eager_fp32"] == 1.0
-    # Interleaved per model: both students' cells have their own rounds 0..trials-1.
+    # Both students' cells are timed in every round 0..trials-1.
     assert all(len(c["trials"]) == harness.QUICK.trials for c in res["cells"])
+
+
+def test_one_round_spans_every_model_and_thread_count(tmp_path, monkeypatch):
+    """Rounds run over the whole run: round r of every cell (both models, 2 threads and 1) is timed
+    before round r + 1 of any, so no model or thread count gets a few minutes of the host to itself."""
+    a = make_checkpoint(tmp_path, seed=0, stem="student_a")
+    b = make_checkpoint(tmp_path, seed=1, stem="student_b")
+    order = []
+    real_trial = harness.CellTimer.trial
+
+    def logged(self, round_, canary=None):
+        order.append((round_, self.threads))
+        return real_trial(self, round_, canary)
+
+    monkeypatch.setattr(harness.CellTimer, "trial", logged)
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[a, b], backends=["eager"], precisions=["fp32"], batches=[1],
+                              threads=2), progress=False)
+    rounds = [r for r, _ in order]
+    assert rounds == sorted(rounds) and set(rounds) == set(range(harness.QUICK.trials))
+    per_round = [sorted(t for r, t in order if r == k) for k in range(harness.QUICK.trials)]
+    assert all(threads == [1, 1, 2, 2] for threads in per_round)   # 2 models x (2 threads, 1 thread)
+    ok = [c for c in res["cells"] if c["status"] == "ok"]
+    assert {(c["model"], c["threads"]) for c in ok} == {(m, t) for m in ("student_a", "student_b") for t in (1, 2)}
+    assert all(c["speedup_vs_eager_fp32"] == 1.0 for c in ok)   # each is its own group's baseline
 
 
 def test_peak_fraction_divides_by_the_peak_of_the_cells_own_precision():

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
                         "`cifar-speed doctor` lists each backend's options, e.g. compile.mode=max-autotune")
     p.add_argument("--compile-mode", help="short for --option compile.mode=MODE: default, max-autotune, reduce-overhead (CUDA)")
     p.add_argument("--trials", type=int, default=defaults.Settings.trials,
-                   help="timed trials per cell at least, run round-robin across a model's cells (default %(default)s)")
+                   help="timed trials per cell at least, run round-robin across all the run's cells (default %(default)s)")
     p.add_argument("--max-trials", type=int, default=defaults.Settings.max_trials,
                    help="trials per cell at most: after --trials, rounds go on for the cells whose median or "
                         "speed-up is not yet known to --target-rse (default %(default)s; equal to --trials: a fixed count)")
