@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from . import allocator as allocator_mod
 from . import artifacts, backends, calibration, harness, inflight
 from .checkpoint import load_checkpoint, paths_for, shipped_checkpoints
 from .data import load_split
@@ -76,6 +77,7 @@ class SweepConfig:
     single_thread_at_batch1: bool = True      # batch 1 also at 1 thread when `threads` is more
     jpeg_quality: int | None = DEFAULT_JPEG_QUALITY   # None: no JPEG accuracy column
     jpeg_split: object = None                 # a data.Split to use instead of data.jpeg_test_split (tests only)
+    allocator: str = allocator_mod.DEFAULT    # what the C allocator does with freed memory (allocator.py)
 
 
 def _finite(x) -> bool:
@@ -535,6 +537,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     if threads < 1:
         raise CifarSpeedError(f"threads must be a positive integer, got {cfg.threads!r}")
     calib_size, calib_seed = calibration.check_params(cfg.calib_size, cfg.calib_seed)
+    if cfg.allocator not in allocator_mod.ALLOCATORS:
+        raise CifarSpeedError(f"allocator must be one of {', '.join(allocator_mod.ALLOCATORS)}, got {cfg.allocator!r}")
     pairs, skipped = plan(cfg.backends, cfg.precisions, device)
     requested = set(pairs)
     # The reference for agreement and speed-up is always measured, and first.
@@ -547,6 +551,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     n_eval = min(len(split), cfg.eval_limit or len(split))
     calibs, pairs, skipped = _calibrations(cfg, loaded, pairs, skipped, calib_size, calib_seed)
     torch.set_num_threads(threads)
+    memory = allocator_mod.configure(cfg.allocator)   # before any runner is built or timed
     peak = ({"given_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops), every precision"}
             if cfg.peak_gflops else measure_peak(device))
 
@@ -560,7 +565,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                     "order": ("round-robin over every cell of the run per trial, each model and thread count's cells "
                               "together; after `trials` rounds only the cells whose median or speed-up is not yet "
                               "within target_rse, with their baselines, up to max_trials"),
-                    "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
+                    "allocator": memory, "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
                     "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,
                     "options": cfg.options, "dawnbench": cfg.dawnbench,

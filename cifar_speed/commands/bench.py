@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import defaults
+from .. import allocator, defaults
 from ..errors import CifarSpeedError
 from ..fileio import check_output_file
 
@@ -74,6 +74,10 @@ def add_parser(sub) -> None:
                    help="run the whole sweep in N fresh processes one after another (N times as long); a cell's "
                         "median and speed-up are the medians over processes, so a state that lasts a process "
                         "(memory placement, kernel choice) shows as spread, not as one run's bias (default %(default)s)")
+    p.add_argument("--allocator", choices=allocator.ALLOCATORS, default=allocator.DEFAULT,
+                   help="retain: freed memory stays in the process (no fresh pages faulted in on every eager call, "
+                        "whose count varies from process to process); system: the C library's defaults "
+                        "(default %(default)s; recorded as harness.allocator)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -133,7 +137,7 @@ def _config(args) -> tuple["sweep.SweepConfig", Path]:  # noqa: F821
         modes=None if args.mode in (None,) else (["device", "host"] if args.mode == "both" else [args.mode]),
         options=options, dawnbench=args.dawnbench, peak_gflops=args.peak_gflops,
         calib_size=calib_size, calib_seed=calib_seed, threads=args.threads,
-        single_thread_at_batch1=not args.no_single_thread)
+        single_thread_at_batch1=not args.no_single_thread, allocator=args.allocator)
     return cfg, out
 
 
