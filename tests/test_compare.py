@@ -214,3 +214,16 @@ def test_the_speed_up_error_comes_from_the_per_round_ratios_with_the_baseline():
     r = C.readings(cell, C._baseline(cell, cells))
     assert r["speedup_vs_eager_fp32"].rse == 0.0          # the cell moved with its baseline, round by round
     assert r["images_per_s"].rse > 0.05                    # while its own trial medians spread
+
+
+def test_runs_timed_under_different_allocators_are_named(capsys, tmp_path, old):
+    """A file from before bench --allocator ran with the C library's defaults; compare says when the
+    two runs differ in it (it moves eager and compile cells), and says nothing when they agree."""
+    doc = json.loads(open(old).read())
+    doc["harness"]["allocator"] = {"allocator": "retain", "requested": "retain", "applied": True, "how": "mallopt"}
+    new = tmp_path / "retained.json"
+    new.write_text(json.dumps(doc))
+    code, out, _ = _run(capsys, old, str(new))
+    assert code == 0 and "allocator: system in" in out and "retain in" in out
+    _, out, _ = _run(capsys, str(new), str(new))
+    assert "allocator:" not in out

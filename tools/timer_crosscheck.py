@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from cifar_speed import allocator  # noqa: E402  (after the path; a light module: ctypes and platform)
+
 DEFAULT_CELLS = {"cuda": ["fast:eager:fp16:128", "fast:compile:fp16:1:reduce-overhead"],
                  "cpu": ["fast:eager:fp32:128", "frontier_s_plain:eager:fp32:1"]}
 
@@ -90,10 +92,14 @@ def main(argv=None) -> int:
     p.add_argument("--cell", action="append", help="model:backend:precision:batch[:compile-mode] (repeatable)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", help="JSON file to write (default: print only)")
+    p.add_argument("--allocator", choices=allocator.ALLOCATORS, default=allocator.DEFAULT,
+                   help="as `cifar-speed bench --allocator` (default retain); every timer runs under it")
     a = p.parse_args(argv)
     import torch
 
     from cifar_speed.provenance import provenance
+
+    memory = allocator.configure(a.allocator)
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cells = [parse_cell(c) for c in (a.cell or DEFAULT_CELLS[device])]
@@ -104,7 +110,8 @@ def main(argv=None) -> int:
         ratios = {k: round(v["median"], 3) for k, v in r.items() if k.endswith("_over_harness")}
         print(f"{cell['model']} {cell['backend']} {cell['precision']} b{cell['batch']}: harness "
               f"{statistics.median(x['harness_ms'] for x in r['rounds']):.4f} ms; ratios {ratios}", flush=True)
-    doc = {"format": "cifar-speed-timer-crosscheck/1", "cells": results, "provenance": provenance()}
+    doc = {"format": "cifar-speed-timer-crosscheck/1", "cells": results, "allocator": memory,
+           "provenance": provenance()}
     if a.out:
         from cifar_speed.fileio import atomic_write_text
 

@@ -270,6 +270,13 @@ def largest_changes(changes: list[Change]) -> list[str]:
     return lines
 
 
+def allocator_of(results: dict) -> str:
+    """The allocator a run's cells were timed under (bench --allocator); files written before the
+    setting existed ran with the C library's defaults."""
+    record = (results.get("harness") or {}).get("allocator") or {}
+    return record.get("allocator", "system")
+
+
 def host_speed_change(old: dict, new: dict) -> float | None:
     """How much slower (+) or faster (-) the host's canary ran in the new run: the median over cells
     of each cell's median canary reading; None when either run has no canary."""
@@ -307,6 +314,9 @@ def run(args) -> int:
         judged = "raw figures (--raw)" if args.raw else "host-normalised figures where both cells have them"
         console.print(f"host speed: the canary took {host * 100:+.1f}% per call in the new run; verdicts judge the "
                       f"{judged}", markup=False)
+    if allocator_of(old) != allocator_of(new):
+        console.print(f"allocator: {allocator_of(old)} in {args.old}, {allocator_of(new)} in {args.new} (bench "
+                      "--allocator): eager and compile cells also moved for that reason", markup=False)
     noisy = sum(1 for c in changes if c.inside_noise)
     regressions = [c for c in changes if c.regression(thresholds)]
     console.print(f"{len({c.key for c in changes})} cells matched, {len(changes)} metric changes: {noisy} inside the "
