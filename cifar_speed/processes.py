@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from . import harness
@@ -40,7 +41,7 @@ def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dic
         for k in range(n):
             say(f"process {k + 1} of {n}")
             out, err = Path(tmp) / f"part-{k}.json", Path(tmp) / f"error-{k}.txt"
-            worker = ctx.Process(target=_worker, args=(cfg, str(out), str(err), progress))
+            worker = ctx.Process(target=_worker, args=(cfg if k == 0 else timing_only(cfg), str(out), str(err), progress))
             worker.start()
             worker.join()
             if err.is_file():
@@ -49,6 +50,15 @@ def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dic
                 raise CifarSpeedError(f"bench process {k + 1} of {n} ended with status {worker.exitcode}")
             parts.append(json.loads(out.read_text()))
     return merge(parts)
+
+
+def timing_only(cfg: SweepConfig) -> SweepConfig:
+    """A later process's config: the merge takes accuracy, agreement and DAWNBench from the first
+    process (_BUILD_FIELDS), so a later one scores only the images its cells are timed on (the first
+    n_inputs x largest batch: the same input batches as the first process's, harness.make_inputs)
+    instead of the whole test set twice over, the clean and the JPEG copy."""
+    timed = cfg.settings.n_inputs * max(int(b) for b in cfg.batches)
+    return replace(cfg, eval_limit=min(timed, cfg.eval_limit) if cfg.eval_limit else timed)
 
 
 def _worker(cfg: SweepConfig, out: str, err: str, progress: bool) -> None:
@@ -68,7 +78,8 @@ def merge(parts: list[dict]) -> dict:
     merged["harness"]["processes"] = len(parts)
     merged["harness"]["order"] += (f"; the whole sweep in each of {len(parts)} processes, one after another, "
                                    "a cell's median and speed-up the medians over processes (bench --processes)")
-    merged["process_runs"] = [{"created": p.get("created"), "peak": p.get("peak")} for p in parts]
+    merged["process_runs"] = [{"created": p.get("created"), "peak": p.get("peak"),
+                               "accuracy_images": p["harness"].get("accuracy_images")} for p in parts]
     cells = [Cell.from_dict(c) for c in merged["cells"]]
     per_process = [{c.key: c for c in (Cell.from_dict(d) for d in p["cells"])} for p in parts]
     trials = {c.key: _pooled(c.key, per_process) for c in cells}

@@ -80,13 +80,17 @@ def test_sweep_in_two_processes_end_to_end(tmp_path):
     """Two spawned processes each run the sweep; the merged document has both processes' trials."""
     cfg = sweep.SweepConfig(checkpoints=[make_checkpoint(tmp_path)], backends=["eager"], precisions=["fp32"],
                             batches=[8], device="cpu", settings=harness.QUICK, peak_gflops=1000.0,
-                            test_split=fake_split(16), threads=1, jpeg_quality=None, single_thread_at_batch1=False)
+                            test_split=fake_split(64), threads=1, jpeg_quality=None, single_thread_at_batch1=False)
     said = []
     res = processes.run_in_processes(cfg, 2, progress=False, say=said.append)
     assert said == ["process 1 of 2", "process 2 of 2"]
     (cell,) = [c for c in res["cells"] if c["status"] == "ok"]
     assert len(cell["trials"]) == 2 * harness.QUICK.trials and {t["process"] for t in cell["trials"]} == {0, 1}
     assert [p["trials"] for p in cell["processes"]] == [harness.QUICK.trials] * 2
+    # The first process scores every test image; the second only its timing inputs (4 batches of 8),
+    # and the merged cell's accuracy is the first process's.
+    assert [p["accuracy_images"] for p in res["process_runs"]] == [64, harness.QUICK.n_inputs * 8]
+    assert cell["accuracy"]["images"] == 64
     sweep.validate_results(res)
 
 
