@@ -38,7 +38,7 @@ def configure(kind: str = DEFAULT) -> dict:
     """Set this process's allocator behaviour; the record for the results file."""
     global _applied
     if kind not in ALLOCATORS:
-        raise ValueError(f"allocator must be one of {ALLOCATORS}, got {kind!r}")
+        raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {kind!r}")
     if kind == "system":
         if _applied == "retain":
             return {"allocator": "retain", "requested": "system", "applied": False,

@@ -537,8 +537,10 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     if threads < 1:
         raise CifarSpeedError(f"threads must be a positive integer, got {cfg.threads!r}")
     calib_size, calib_seed = calibration.check_params(cfg.calib_size, cfg.calib_seed)
-    if cfg.allocator not in allocator_mod.ALLOCATORS:
-        raise CifarSpeedError(f"allocator must be one of {', '.join(allocator_mod.ALLOCATORS)}, got {cfg.allocator!r}")
+    try:
+        memory = allocator_mod.configure(cfg.allocator)   # before anything is built or timed
+    except ValueError as e:
+        raise CifarSpeedError(str(e)) from None
     pairs, skipped = plan(cfg.backends, cfg.precisions, device)
     requested = set(pairs)
     # The reference for agreement and speed-up is always measured, and first.
@@ -551,7 +553,6 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
     n_eval = min(len(split), cfg.eval_limit or len(split))
     calibs, pairs, skipped = _calibrations(cfg, loaded, pairs, skipped, calib_size, calib_seed)
     torch.set_num_threads(threads)
-    memory = allocator_mod.configure(cfg.allocator)   # before any runner is built or timed
     peak = ({"given_gflops": cfg.peak_gflops, "source": "given on the command line (--peak-gflops), every precision"}
             if cfg.peak_gflops else measure_peak(device))
 
