@@ -98,6 +98,17 @@ class Option:
     help: str
 
 
+def with_fold_bn(model, options: dict, declared: dict[str, Option]) -> tuple[object, dict]:
+    """The fold_bn option of the exporting backends (onnxrt, openvino): (the model with each BatchNorm
+    folded into its conv where the option is on, facts for the artifact: how many were folded)."""
+    if options.get("fold_bn", declared["fold_bn"].default) != "on":
+        return model, {}
+    from ..models.fast import fold_batchnorm
+
+    folded, count = fold_batchnorm(model)
+    return folded, {"fold_bn": count}
+
+
 def declared_options(backend: str) -> dict[str, Option]:
     return dict(getattr(get_backend(backend), "OPTIONS", {}))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import TORCH_DTYPES, Option, Runner, precision_on_device, register_backend
+from . import TORCH_DTYPES, Option, Runner, precision_on_device, register_backend, with_fold_bn
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
@@ -331,11 +331,7 @@ def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | N
 
 def _write(model, meta, precision, device, path: Path, max_batch: int, options: dict) -> dict:
     """The .onnx for a cell at `path`: the export itself, or for int8 the calibrated QDQ model."""
-    info = {}
-    if options.get("fold_bn", OPTIONS["fold_bn"].default) == "on":
-        from ..models.fast import fold_batchnorm
-
-        model, info["fold_bn"] = fold_batchnorm(model)   # how many BatchNorms went into their convs
+    model, info = with_fold_bn(model, options, OPTIONS)
     if precision == "int8":
         calib = calibration.require(options, meta)
         return {**info, "quantization": quantize_int8(model, path, calib, device, max_batch=max_batch)}

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from . import Option, Runner, precision_on_device, register_backend
+from . import Option, Runner, precision_on_device, register_backend, with_fold_bn
 from .. import calibration
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path, sha256_file
@@ -189,11 +189,7 @@ def _nncf_version() -> str | None:
 
 def ov_model_for(model, meta, precision: str, max_batch: int, options: dict) -> tuple[object, dict]:
     """(OpenVINO model, facts for the sidecar / info) for one cell."""
-    facts = {}
-    if options.get("fold_bn", OPTIONS["fold_bn"].default) == "on":
-        from ..models.fast import fold_batchnorm
-
-        model, facts["fold_bn"] = fold_batchnorm(model)   # how many BatchNorms went into their convs
+    model, facts = with_fold_bn(model, options, OPTIONS)
     ov_model = convert(model, max_batch)
     if precision != "int8":
         return ov_model, facts
