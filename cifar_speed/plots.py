@@ -22,7 +22,11 @@ DPI = 120
 BACKEND_CMAPS = {"eager": "Greys", "compile": "Blues", "onnxrt": "Oranges", "openvino": "Purples", "trt": "Greens"}
 SPARE_CMAPS = ("Reds", "YlOrBr", "PuRd", "BuGn", "RdPu")   # backends added later, picked by a hash of the name
 PRECISION_SHADE = {"fp32": 0.95, "bf16": 0.6, "fp16": 0.45, "int8": 0.3}
-MARKERS = "os^Dv*XP<>phd8H"   # the most distinct first
+# The most distinct first: matplotlib's 15 filled shapes, then filled stars and a heptagon given as
+# (sides, style, angle), so that every shipped model keeps a shape of its own; each must take a face
+# colour, because a hollow face means channels_last.
+MARKERS = (*"os^Dv*XP<>phd8H", (4, 1, 0), (6, 1, 0), (3, 1, 0), (8, 1, 0), (7, 0, 0), (4, 1, 45),
+           (5, 1, 180))
 
 
 def colour(backend: str, precision: str) -> tuple:
@@ -56,8 +60,8 @@ def combo_order(keys) -> list[tuple[str, str, str]]:
                                             precisions.index(k[1]) if k[1] in precisions else len(precisions), k[2]))
 
 
-def marker_map(models) -> dict[str, str]:
-    """One marker per model, in name order (so a call's figures agree); repeats only past 15 models."""
+def marker_map(models) -> dict[str, str | tuple]:
+    """One marker per model, in name order (so a call's figures agree); repeats only past 22 models."""
     return {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(sorted(set(models)))}
 
 
@@ -82,7 +86,7 @@ def _pyplot():
     return plt
 
 
-def _scatter(ax, cells: list[dict], markers: dict[str, str]) -> None:
+def _scatter(ax, cells: list[dict], markers: dict[str, str | tuple]) -> None:
     """Every cell as a point: x images/s, y top-1, colour backend x precision, marker model."""
     for c in cells:
         key = combo_key(c)
@@ -96,7 +100,7 @@ def _scatter(ax, cells: list[dict], markers: dict[str, str]) -> None:
                    facecolors="none", edgecolors="red", linewidths=0.9, zorder=4)
 
 
-def _legends(ax, cells: list[dict], markers: dict[str, str]):
+def _legends(ax, cells: list[dict], markers: dict[str, str | tuple]):
     """Two legends outside the axes: colours (backend x precision) and markers (models). Returns the
     first: an axes keeps only one legend of its own, the other is an extra artist savefig must see."""
     from matplotlib.lines import Line2D
@@ -144,7 +148,7 @@ def _accuracy_axes(ax, batch: int, mode: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def accuracy_vs_throughput(cells: list[dict], markers: dict[str, str], title: str, path: Path,
+def accuracy_vs_throughput(cells: list[dict], markers: dict[str, str | tuple], title: str, path: Path,
                            batch: int, mode: str, front: list[dict] | None = None) -> Path:
     """The scatter; with `front`, the Pareto front as a step line and each model's fastest point on
     it labelled (labels pushed apart, with a leader line, by adjustText)."""

@@ -63,6 +63,13 @@ def test_one_marker_per_model_whatever_the_order():
     assert plots.marker_map(reversed(MODELS)) == markers
 
 
+def test_every_shipped_checkpoint_has_a_shape_of_its_own():
+    from cifar_speed.checkpoint import shipped_checkpoints
+
+    names = [path.stem for path in shipped_checkpoints()]
+    assert len(set(plots.marker_map(names).values())) == len(names)
+
+
 def test_file_names_say_what_they_show(tmp_path):
     r = crowded_results()
     machine = plots.slug(r["provenance"]["machine"])
