@@ -28,7 +28,9 @@ from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
-from cifar_speed.report import best_cells_markdown, load_results, plot, plot_overview, render_markdown  # noqa: E402
+from cifar_speed.report import (best_cells_markdown, fastest_cells, load_results, plot, plot_overview,  # noqa: E402
+                                render_markdown)
+from cifar_speed.sweep import cells_of  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -213,11 +215,10 @@ def dawnbench_section(paths: list[str], results_list: list[dict], rel) -> str:
 
 
 def _best_cell(results_list, model, batch):
-    # the rule of report.fastest_cells: a cell flagged for an accuracy drop is not one to ship, however fast
-    cells = [c for r in results_list for c in r["cells"]
-             if c.get("status") == "ok" and not c.get("accuracy_flagged")
-             and c["model"] == model and c["batch_size"] == batch and c["mode"] == "device"]
-    return max(cells, key=lambda c: c["images_per_s"], default=None)
+    """The raw cell (it carries its machine) that report.fastest_cells picks over every file."""
+    pairs = [(record, raw) for r in results_list for record, raw in zip(cells_of(r), r["cells"])]
+    best = fastest_cells([record for record, _ in pairs]).get((model, batch, "device"))
+    return next((raw for record, raw in pairs if record is best), None)
 
 
 def _dawn(results_list, model):
