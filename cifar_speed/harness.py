@@ -104,14 +104,30 @@ def spread(values) -> dict:
 
 def relative_se(values) -> float:
     """The standard error of the median of `values`, relative to it (inf below 3 values): 1.2533 x
-    sigma / sqrt(n), the median's large-sample error, with sigma = 1.4826 x the median absolute
-    deviation of log(values), robust to the few trials a neighbour's burst spoils."""
+    sigma / sqrt(n), the median's large-sample error. sigma of log(values): 1.4826 x their median
+    absolute deviation, robust to the few trials a neighbour's burst spoils, from ROBUST_FROM values
+    on; below that their sample standard deviation, because the MAD of a handful is mostly luck
+    (of three process medians two alike made it 0, and a cell read +-0.0 %)."""
     if len(values) < 3 or min(values) <= 0:
         return math.inf
     logs = [math.log(v) for v in values]
-    centre = statistics.median(logs)
-    mad = statistics.median(abs(x - centre) for x in logs)
-    return 1.2533 * 1.4826 * mad / math.sqrt(len(values))
+    if len(logs) < ROBUST_FROM:
+        sigma = statistics.stdev(logs)
+    else:
+        centre = statistics.median(logs)
+        sigma = 1.4826 * statistics.median(abs(x - centre) for x in logs)
+    return 1.2533 * sigma / math.sqrt(len(values))
+
+
+ROBUST_FROM = 10
+# Student's t, two-sided 95 %, for 2..8 degrees of freedom: the few values (a handful of processes)
+# whose error is their standard deviation; from ROBUST_FROM values on, 1.96.
+T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
+def confidence_95(rse: float, n: int) -> float:
+    """The 95 % confidence half-width, relative, of a median whose relative_se from n values is rse."""
+    return T95.get(n - 1, 1.96) * rse
 
 
 def disturbed(cpu_s: float, wall_s: float, threads: int, fraction: float = 0.6) -> tuple[bool, float]:

@@ -96,6 +96,28 @@ def merge(parts: list[dict]) -> dict:
     return merged
 
 
+def remerge(merged: dict) -> dict:
+    """A merged document with its cells recomputed from the trials it records, each tagged with its
+    process: how a file written by an older merge gets this one's statistics (tools/remerge.py)."""
+    out = copy.deepcopy(merged)
+    cells = [Cell.from_dict(c) for c in out["cells"]]
+    own = {c.key: _by_process(c) for c in cells if c.status == "ok" and c.trials}
+    out["cells"] = [_merged_cell(c, own[c.key], own.get(_baseline_key(c, cells)),
+                                 out["models"][c.model]["flops_per_image"], out["peak"]).to_dict()
+                    if c.key in own else c.to_dict() for c in cells]
+    return out
+
+
+def _by_process(cell: Cell) -> list[tuple[int, list[harness.Trial]]]:
+    """(process, its trials) from a merged cell's trial records, their rounds as recorded."""
+    groups: dict[int, list] = {}
+    for r in cell.trials:
+        if not isinstance(r.get("process"), int):
+            raise CifarSpeedError(f"cell {' '.join(map(str, cell.key))}: a trial without its process; not a merged file")
+        groups.setdefault(r["process"], []).append(trial_from_record(r, cell.threads or 1))
+    return sorted(groups.items())
+
+
 def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: dict) -> Cell:
     """One cell from its trials in every process, each process counting once: the median is the median
     of the processes' medians and its error their spread (the adaptive trial count gives a process
@@ -112,16 +134,35 @@ def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: 
     cell = timed_cell(_build(c), c.batch_size, c.mode, c.threads, lat, pooled, base_pooled, flops, peak)
     cell.trials = [{**t.to_dict(), "process": k} for k, ts in own for t in ts]
     cell.processes = [{"process": k, "trials": len(ts), "median_ms": m} for (k, ts), m in zip(own, per_process)]
+    _per_process_host_normalized(cell, own)
     if baseline:
         base_by_process = dict(baseline)
         for entry, (k, ts) in zip(cell.processes, own):
-            r = harness.paired_ratio(base_by_process[k], ts) if k in base_by_process else None
-            entry["speedup_vs_eager_fp32"] = r["median"] if r else None
+            for field, normalized in (("speedup_vs_eager_fp32", False), ("speedup_host_normalized", True)):
+                r = harness.paired_ratio(base_by_process[k], ts, normalized) if k in base_by_process else None
+                entry[field] = r["median"] if r else None
         ratios = [e["speedup_vs_eager_fp32"] for e in cell.processes if e["speedup_vs_eager_fp32"] is not None]
         if ratios:
             cell.speedup_vs_eager_fp32 = statistics.median(ratios)
             cell.speedup_rse = harness.finite(harness.relative_se(ratios))
+        host = [e["speedup_host_normalized"] for e in cell.processes if e["speedup_host_normalized"] is not None]
+        if len(host) == len(own):
+            cell.speedup_host_normalized = statistics.median(host)
     return cell
+
+
+def _per_process_host_normalized(cell: Cell, own: list) -> None:
+    """The host-normalised median by the raw one's rule, each process counting once (what `compare`
+    judges); pooled, a process given more trials by the adaptive count would weigh more. Only where
+    every trial has its canary reading, as for one process."""
+    host = (cell.latency or {}).get("host_normalized")
+    if not host or not all(t.normalized for _, ts in own for t in ts):
+        return
+    for entry, (_, ts) in zip(cell.processes, own):
+        entry["host_normalized_median"] = statistics.median(t.normalized for t in ts)
+    values = [e["host_normalized_median"] for e in cell.processes]
+    cell.latency["host_normalized"] = {**host, "median": statistics.median(values), "median_of": "process medians",
+                                       "median_rse": harness.finite(harness.relative_se(values))}
 
 
 def _build(cell: Cell) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import CifarSpeedError
 from .fileio import require_file
+from .harness import confidence_95
 from .schemas import PYTEST_BENCHMARK_READ, read_json_file, results_read_schema, schema_error
 from .sweep import SCHEMA, Cell, cells_of, validate_results
 
@@ -157,13 +158,14 @@ def _row_key(c: Cell) -> tuple:
 
 
 def spread_text(c: Cell) -> str:
-    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors, from its trials);
-    files without trials: half the min-max range of the trials' images/s ('±3% range')."""
+    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors from its trials, or
+    Student's t for a few processes' medians); files without trials: half the min-max range of the
+    trials' images/s ('±3% range')."""
     if not c.images_per_s:
         return ""
     rse = c.median_rse()
     if rse is not None:
-        return f"±{1.96 * rse * 100:.1f}%"
+        return f"±{confidence_95(rse, c.median_count()) * 100:.1f}%"
     lo, hi = c.images_per_s_range or (None, None)
     return f"±{(hi - lo) / 2 / c.images_per_s * 100:.0f}% range" if lo and hi else ""
 
@@ -312,7 +314,7 @@ def _mode_tables(results: dict) -> list[str]:
                 + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
                    "agree", "max Δlogit"])
         out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size without an accuracy drop; ± = 95 % "
-                   f"confidence of the median, 1.96 standard errors from its trials; x = median of per-round "
+                   f"confidence of the median, 1.96 standard errors from its trials (Student's t from a few processes); x = median of per-round "
                    f"ratios against eager fp32):\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")

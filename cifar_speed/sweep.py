@@ -173,6 +173,13 @@ class Cell:
             out[t["round"]] = t["median_ms"] / t["canary_ms"] if normalized else t["median_ms"]
         return out
 
+    def median_count(self) -> int:
+        """How many values median_rse comes from: the processes' medians (bench --processes), else the
+        trials' medians."""
+        if isinstance(self.processes, list) and len(self.processes) > 1:
+            return len(self.processes)
+        return len(self.trial_medians())
+
     def median_rse(self) -> float | None:
         """The relative standard error of the median trial latency: as recorded, else from the trials."""
         recorded = _recorded_rse(self.latency.get("median_rse") if isinstance(self.latency, dict) else None)

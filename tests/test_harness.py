@@ -457,10 +457,19 @@ def test_settle_calls_run_before_each_trial_and_are_not_timed():
 def test_relative_se_of_the_median():
     assert harness.relative_se([2.0, 2.0, 2.0, 2.0]) == 0.0
     assert harness.relative_se([1.0, 2.0]) == float("inf")      # too few to say
-    logs = np.log([1.0, 2.0, 4.0, 8.0, 16.0])                     # MAD of the logs = log 2
-    assert harness.relative_se(np.exp(logs)) == pytest.approx(1.2533 * 1.4826 * np.log(2) / np.sqrt(5))
+    logs = np.log([1.0, 2.0, 4.0, 8.0, 16.0] * 2)                 # MAD of the logs = log 2
+    assert harness.relative_se(np.exp(logs)) == pytest.approx(1.2533 * 1.4826 * np.log(2) / np.sqrt(10))
     # more trials of the same spread: a smaller error, by sqrt(n)
-    assert harness.relative_se([1.0, 2.0, 4.0] * 4) == pytest.approx(harness.relative_se([1.0, 2.0, 4.0]) / 2)
+    assert harness.relative_se([1.0, 2.0, 4.0] * 8) == pytest.approx(harness.relative_se([1.0, 2.0, 4.0] * 4) / 2 ** 0.5)
+
+
+def test_a_few_values_get_their_standard_deviation_not_a_lucky_mad():
+    three = [2714.0, 2494.0, 2714.0]          # three process medians, two alike: their MAD is 0
+    assert harness.relative_se(three) == pytest.approx(1.2533 * np.std(np.log(three), ddof=1) / np.sqrt(3))
+    assert harness.relative_se(three) > 0.02
+    # one wild value among many moves the robust estimate no more than a tame one would
+    tame, wild = [1.0, 1.1] * 6 + [1.3], [1.0, 1.1] * 6 + [50.0]
+    assert harness.relative_se(wild) == pytest.approx(harness.relative_se(tame))
 
 
 class _ScriptedTimer(harness.CellTimer):

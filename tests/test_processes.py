@@ -58,6 +58,39 @@ def test_each_process_counts_once_however_many_trials_it_ran():
     assert onnx.median_rse() is not None
 
 
+def test_host_normalised_figures_count_each_process_once_too():
+    # what `compare` judges: pooled, the slow process's 7 trials would make its canary units the median
+    parts = [_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)]
+    eager, onnx = (Cell.from_dict(c) for c in processes.merge(parts)["cells"])
+    host = eager.latency["host_normalized"]
+    assert host["median"] == pytest.approx(12.0) and host["median_of"] == "process medians"
+    assert [p["host_normalized_median"] for p in eager.processes] == pytest.approx([10.0, 12.0, 20.0])
+    assert host["median_rse"] == pytest.approx(harness.relative_se([10.0, 12.0, 20.0]))
+    assert onnx.speedup_host_normalized == pytest.approx(2.0)
+    assert [p["speedup_host_normalized"] for p in onnx.processes] == pytest.approx([2.0, 2.0, 4.0])
+
+
+def test_compare_takes_a_merged_cells_error_from_its_processes():
+    from cifar_speed.commands import compare
+
+    parts = [_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)]
+    cells = [Cell.from_dict(c) for c in processes.merge(parts)["cells"]]
+    host = compare.readings(cells[1], cells[0])["images_per_s"].host
+    assert host.rse == pytest.approx(harness.relative_se([5.0, 6.0, 5.0]))
+
+
+def test_remerge_recomputes_a_merged_file_from_its_trials():
+    parts = [_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)]
+    merged = processes.merge(parts)
+    assert processes.remerge(merged)["cells"] == merged["cells"]
+    old = copy.deepcopy(merged)                 # as an older merge wrote it: pooled canary units
+    for c in old["cells"]:
+        c["latency"]["host_normalized"]["median"] = 20.0
+        for p in c["processes"]:
+            p.pop("host_normalized_median", None)
+    assert processes.remerge(old)["cells"] == merged["cells"]
+
+
 def test_merge_marks_a_cell_failed_in_any_process_as_failed():
     second = _part([10, 10], [5, 5])
     second["cells"][1] = {**second["cells"][1], "status": "failed", "reason": "boom", "trials": []}

@@ -147,7 +147,7 @@ def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
     from cifar_speed.harness import relative_se
     from cifar_speed.sweep import Cell
 
-    medians = [1.0, 1.1, 0.9, 1.2, 0.95, 1.05, 1.0, 0.98]
+    medians = [1.0, 1.1, 0.9, 1.2, 0.95, 1.05, 1.0, 0.98, 1.02, 0.97, 1.01, 0.99]   # enough for 1.96
     cell = Cell(model="m", architecture="m", backend="eager", precision="fp32", device="cpu", batch_size=1,
                 images_per_s=1000.0, images_per_s_range=[500.0, 2000.0],
                 trials=[{"round": r, "median_ms": m} for r, m in enumerate(medians)])
@@ -161,3 +161,18 @@ def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
         assert cell.recorded_speedup_rse() is None
     cell.speedup_rse = 0.02
     assert cell.recorded_speedup_rse() == 0.02
+
+
+def test_a_few_processes_medians_get_students_t_not_the_normal_quantile():
+    from cifar_speed import report
+    from cifar_speed.harness import relative_se
+    from cifar_speed.sweep import Cell
+
+    per_process = [0.40, 0.37, 0.40]          # ms; two alike
+    cell = Cell(model="m", architecture="m", backend="eager", precision="fp32", device="cpu", batch_size=1,
+                images_per_s=2500.0, latency={"median_rse": relative_se(per_process)},
+                trials=[{"round": r, "median_ms": 0.4} for r in range(45)],
+                processes=[{"median_ms": m} for m in per_process])
+    assert cell.median_count() == 3
+    assert report.spread_text(cell) == f"±{4.303 * relative_se(per_process) * 100:.1f}%"
+    assert report.spread_text(cell) != "±0.0%"

@@ -299,3 +299,24 @@ def test_onnx_int8_graph_counts_what_stays_outside_int8(tmp_path, data_dir, monk
     assert off["float_ops"].get("BatchNormalization") == 3 and "BatchNormalization" not in on["float_ops"]
     assert on["folded_batchnorms"] == 6 and sum(on["int8_kernels"].values()) == sum(off["int8_kernels"].values())
     assert sum(on["quantize_dequantize"].values()) < sum(off["quantize_dequantize"].values())
+
+
+def test_remerge_writes_a_merged_files_cells_anew_and_refuses_other_files(tmp_path, capsys):
+    from test_processes import _part
+    from test_report import synthetic_results
+
+    from cifar_speed import processes
+
+    remerge = _tool("remerge")
+    merged = {**synthetic_results(), **processes.merge([_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)])}
+    merged["provenance"] = synthetic_results()["provenance"]
+    merged["harness"] = {**synthetic_results()["harness"], **merged["harness"]}
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(merged))
+    assert remerge.main([str(src), "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["cells"] == merged["cells"] and (tmp_path / "again.csv").is_file()
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(synthetic_results()))
+    assert remerge.main([str(single), "--out", str(tmp_path / "x.json")]) == 2
+    assert "not a bench --processes N file" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

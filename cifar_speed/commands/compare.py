@@ -113,14 +113,24 @@ def _host_readings(cell, baseline) -> dict[str, Reading]:
     units = (cell.latency or {}).get("host_normalized")
     out = {}
     if units:
-        b, rse = cell.batch_size, _rse(cell.trial_medians(True).values())
+        per_process = _per_process(cell, "host_normalized_median")
+        b, rse = cell.batch_size, _rse(per_process or cell.trial_medians(True).values())
         out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"], rse=rse)
         out["median_ms"] = Reading(units["median"], units["min"], units["max"], rse=rse)
     if cell.speedup_host_normalized and not cell.baseline:
         lo, hi = cell.speedup_host_normalized_range or (None, None)
+        per_process = _per_process(cell, "speedup_host_normalized")
         out["speedup_vs_eager_fp32"] = Reading(cell.speedup_host_normalized, lo, hi,
-                                               rse=_ratio_rse(cell, baseline, True))
+                                               rse=_rse(per_process) if per_process else _ratio_rse(cell, baseline, True))
     return out
+
+
+def _per_process(cell, field: str) -> list[float] | None:
+    """A merged cell's (bench --processes) per-process values of `field`, which its figure is the
+    median of; None for one process or a file from before they were recorded."""
+    values = [p.get(field) for p in cell.processes or [] if isinstance(p, dict)]
+    ok = len(values) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+    return values if ok else None
 
 
 def readings(cell, baseline=None) -> dict[str, Reading]:
