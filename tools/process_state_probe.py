@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Time one cell in several fresh processes, each alone, with address-space randomisation on and
+off in turn: does a process keep a speed of its own for its whole life, and is it the address layout?
+
+    .venv/bin/python tools/process_state_probe.py --cell cnn_tuned:compile:bf16:1 --threads 1 \\
+        --processes 6 --out results/<machine>/process-state-probe.json
+
+Each process builds the runner `bench` times (a compiled artifact from the cache), and
+cifar_speed.harness.measure times it (warm-up, interleaved-style trials, median of trial medians)
+under `bench`'s default allocator. "off" runs the same command under `setarch -R`
+(ADDR_NO_RANDOMIZE), so that every process starts from the same addresses. If the processes'
+medians spread as widely with it off, their states come from somewhere the layout of virtual
+addresses does not reach (which physical pages a process gets, say), and only sampling more
+processes (`bench --processes N`) averages them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def child(cell: str, threads: int) -> dict:
+    from cifar_speed import allocator
+
+    allocator.configure(allocator.DEFAULT)
+    import torch
+
+    from cifar_speed import harness
+    from cifar_speed.artifacts import runner_for
+    from cifar_speed.locate import resolve_model
+
+    torch.set_num_threads(threads)
+    model, backend, precision, batch = cell.split(":")
+    ref = resolve_model(model)
+    runner = runner_for(ref.path, backend, precision, "cpu", [int(batch)], architecture=ref.architecture)
+    r = harness.measure(runner, int(batch), harness.Settings(trials=9, max_trials=9, trial_time_s=0.3))
+    return {"median_ms": r["median_ms"], "trial_median_ms": [t["median_ms"] for t in r["trial_records"]]}
+
+
+def run_one(cell: str, threads: int, randomised: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--cell", cell, "--threads", str(threads)]
+    if not randomised:
+        cmd = ["setarch", platform.machine(), "-R", *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"process_state_probe: error: a probe process failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cell", default="cnn_tuned:compile:bf16:1", help="model:backend:precision:batch")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--processes", type=int, default=6, help="processes per setting, the settings alternating")
+    p.add_argument("--out", help="JSON file to write (default: print only)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.cell, a.threads)))
+        return 0
+    if shutil.which("setarch") is None:
+        raise SystemExit("process_state_probe: error: needs setarch (util-linux) to turn randomisation off")
+    runs = {"on": [], "off": []}
+    for i in range(a.processes):
+        for setting in ("on", "off"):
+            r = run_one(a.cell, a.threads, setting == "on")
+            runs[setting].append(r)
+            print(f"process {i + 1}, randomisation {setting}: median {r['median_ms']:.4f} ms", flush=True)
+    summary = {}
+    for setting, rs in runs.items():
+        medians = [r["median_ms"] for r in rs]
+        summary[setting] = {"process_medians_ms": medians, "median": statistics.median(medians),
+                            "max_over_min": max(medians) / min(medians)}
+        print(f"randomisation {setting}: process medians {min(medians):.4f}-{max(medians):.4f} ms, "
+              f"max/min {max(medians) / min(medians):.3f}")
+    if a.out:
+        from cifar_speed.fileio import atomic_write_text
+        from cifar_speed.provenance import provenance
+
+        doc = {"format": "cifar-speed-process-state-probe/1", "cell": a.cell, "threads": a.threads,
+               "runs": runs, "summary": summary, "provenance": provenance()}
+        atomic_write_text(Path(a.out), json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
