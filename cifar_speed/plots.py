@@ -22,11 +22,12 @@ DPI = 120
 BACKEND_CMAPS = {"eager": "Greys", "compile": "Blues", "onnxrt": "Oranges", "openvino": "Purples", "trt": "Greens"}
 SPARE_CMAPS = ("Reds", "YlOrBr", "PuRd", "BuGn", "RdPu")   # backends added later, picked by a hash of the name
 PRECISION_SHADE = {"fp32": 0.95, "bf16": 0.6, "fp16": 0.45, "int8": 0.3}
-# The most distinct first: matplotlib's 15 filled shapes, then filled stars and a heptagon given as
-# (sides, style, angle), so that every shipped model keeps a shape of its own; each must take a face
-# colour, because a hollow face means channels_last.
-MARKERS = (*"os^Dv*XP<>phd8H", (4, 1, 0), (6, 1, 0), (3, 1, 0), (8, 1, 0), (7, 0, 0), (4, 1, 45),
-           (5, 1, 180))
+# The most distinct first: matplotlib's filled shapes, stars given as (points, 1, angle) and card
+# suits drawn from the font, with the round-looking hexagons and octagon last (a three-point star
+# read as a triangle and a heptagon as a circle, so neither is here), so that every shipped model
+# keeps a shape of its own; each takes a face colour, because a hollow face means channels_last.
+MARKERS = (*"os^Dv*XP<>pd", (4, 1, 0), (6, 1, 0), (8, 1, 0), "$\u2665$", "$\u2663$", "$\u2660$", (4, 1, 45),
+           *"h8H")
 
 
 def colour(backend: str, precision: str) -> tuple:
