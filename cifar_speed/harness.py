@@ -102,6 +102,12 @@ def spread(values) -> dict:
             "iqr": percentile(values, 75) - percentile(values, 25), "n": len(values)}
 
 
+ROBUST_FROM = 10   # relative_se: from this many values on, the MAD; below, the standard deviation
+# Student's t, two-sided 95 %, for 2..8 degrees of freedom: the few values (a handful of processes or
+# trials) whose error is their standard deviation; from ROBUST_FROM values on, 1.96.
+T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
 def relative_se(values) -> float:
     """The standard error of the median of `values`, relative to it (inf below 3 values): 1.2533 x
     sigma / sqrt(n), the median's large-sample error. sigma of log(values): 1.4826 x their median
@@ -117,12 +123,6 @@ def relative_se(values) -> float:
         centre = statistics.median(logs)
         sigma = 1.4826 * statistics.median(abs(x - centre) for x in logs)
     return 1.2533 * sigma / math.sqrt(len(values))
-
-
-ROBUST_FROM = 10
-# Student's t, two-sided 95 %, for 2..8 degrees of freedom: the few values (a handful of processes)
-# whose error is their standard deviation; from ROBUST_FROM values on, 1.96.
-T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
 def confidence_95(rse: float, n: int) -> float:

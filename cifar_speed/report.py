@@ -158,9 +158,9 @@ def _row_key(c: Cell) -> tuple:
 
 
 def spread_text(c: Cell) -> str:
-    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors from its trials, or
-    Student's t for a few processes' medians); files without trials: half the min-max range of the
-    trials' images/s ('±3% range')."""
+    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors from its trials;
+    Student's t below 10 values: a few processes' medians or trials); files without trials: half the
+    min-max range of the trials' images/s ('±3% range')."""
     if not c.images_per_s:
         return ""
     rse = c.median_rse()
@@ -314,7 +314,7 @@ def _mode_tables(results: dict) -> list[str]:
                 + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
                    "agree", "max Δlogit"])
         out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size without an accuracy drop; ± = 95 % "
-                   f"confidence of the median, 1.96 standard errors from its trials (Student's t from a few processes); x = median of per-round "
+                   f"confidence of the median, 1.96 standard errors from its trials (below 10 trials or processes: Student's t); x = median of per-round "
                    f"ratios against eager fp32):\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")
