@@ -320,3 +320,12 @@ def test_remerge_writes_a_merged_files_cells_anew_and_refuses_other_files(tmp_pa
     single.write_text(json.dumps(synthetic_results()))
     assert remerge.main([str(single), "--out", str(tmp_path / "x.json")]) == 2
     assert "not a bench --processes N file" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_process_state_probe_refuses_a_malformed_cell(capsys):
+    probe = _tool("process_state_probe")
+    for bad in ("cnn_tuned:compile:bf16", "cnn_tuned:compile:bf16:zero", "a:b:c:0"):
+        with pytest.raises(SystemExit) as exit_info:
+            probe.main(["--cell", bad])
+        assert exit_info.value.code == 2
+        assert "is not model:backend:precision:batch" in capsys.readouterr().err

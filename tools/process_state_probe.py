@@ -52,7 +52,9 @@ def run_one(cell: str, threads: int, randomised: bool) -> dict:
         cmd = ["setarch", platform.machine(), "-R", *cmd]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"process_state_probe: error: a probe process failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"process_state_probe: error: a probe process failed: {last}", file=sys.stderr)
+        raise SystemExit(2)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -64,11 +66,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON file to write (default: print only)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    parts = a.cell.split(":")
+    if len(parts) != 4 or not parts[3].isdigit() or int(parts[3]) < 1:
+        p.error(f"--cell {a.cell!r} is not model:backend:precision:batch")
+    if a.threads < 1 or a.processes < 1:
+        p.error("--threads and --processes must be at least 1")
     if a.child:
         print(json.dumps(child(a.cell, a.threads)))
         return 0
     if shutil.which("setarch") is None:
-        raise SystemExit("process_state_probe: error: needs setarch (util-linux) to turn randomisation off")
+        p.error("needs setarch (util-linux) to turn randomisation off")
     runs = {"on": [], "off": []}
     for i in range(a.processes):
         for setting in ("on", "off"):
