@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import statistics
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dic
             say(f"process {k + 1} of {n}")
             out, err = Path(tmp) / f"part-{k}.json", Path(tmp) / f"error-{k}.txt"
             worker = ctx.Process(target=_worker, args=(cfg if k == 0 else timing_only(cfg), str(out), str(err), progress))
+            started = time.monotonic()
             worker.start()
             worker.join()
             if err.is_file():
@@ -49,7 +51,26 @@ def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dic
             if worker.exitcode != 0 or not out.is_file():
                 raise CifarSpeedError(f"bench process {k + 1} of {n} ended with status {worker.exitcode}")
             parts.append(json.loads(out.read_text()))
+            parts[-1]["process_wall_s"] = time.monotonic() - started
+            say(f"process {k + 1} of {n}: {_phases_text(_phases(parts[-1]))}")
     return merge(parts)
+
+
+def _phases(part: dict) -> dict:
+    """Where a process's time went: the whole process, building and scoring its cells, its timed
+    trials, and the rest (start-up, data, the peak probe, warm-ups, the canary between trials); what
+    decides whether more, shorter processes are affordable."""
+    cells = [c for c in part["cells"] if c.get("status") == "ok"]
+    build = sum(c.get("build_and_eval_s") or 0.0 for c in cells)
+    timed = sum((c.get("latency") or {}).get("wall_s") or 0.0 for c in cells)
+    wall = part.get("process_wall_s")
+    return {"wall_s": wall, "build_and_eval_s": build, "timed_s": timed,
+            "other_s": wall - build - timed if wall is not None else None}
+
+
+def _phases_text(ph: dict) -> str:
+    return (f"{ph['wall_s']:.0f} s: building and scoring cells {ph['build_and_eval_s']:.0f} s, timed trials "
+            f"{ph['timed_s']:.0f} s, the rest {ph['other_s']:.0f} s")
 
 
 def timing_only(cfg: SweepConfig) -> SweepConfig:
@@ -79,7 +100,7 @@ def merge(parts: list[dict]) -> dict:
     merged["harness"]["order"] += (f"; the whole sweep in each of {len(parts)} processes, one after another, "
                                    "a cell's median and speed-up the medians over processes (bench --processes)")
     merged["process_runs"] = [{"created": p.get("created"), "peak": p.get("peak"),
-                               "accuracy_images": p["harness"].get("accuracy_images")} for p in parts]
+                               "accuracy_images": p["harness"].get("accuracy_images"), **_phases(p)} for p in parts]
     cells = [Cell.from_dict(c) for c in merged["cells"]]
     per_process = [{c.key: c for c in (Cell.from_dict(d) for d in p["cells"])} for p in parts]
     trials = {c.key: _pooled(c.key, per_process) for c in cells}

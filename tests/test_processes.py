@@ -116,7 +116,11 @@ def test_sweep_in_two_processes_end_to_end(tmp_path):
                             test_split=fake_split(64), threads=1, jpeg_quality=None, single_thread_at_batch1=False)
     said = []
     res = processes.run_in_processes(cfg, 2, progress=False, say=said.append)
-    assert said == ["process 1 of 2", "process 2 of 2"]
+    assert said[0::2] == ["process 1 of 2", "process 2 of 2"]
+    assert all(line.startswith(f"process {k} of 2: ") and "timed trials" in line for k, line in ((1, said[1]), (2, said[3])))
+    for run in res["process_runs"]:   # where each process's time went
+        assert run["wall_s"] > 0 and run["timed_s"] > 0
+        assert run["other_s"] == pytest.approx(run["wall_s"] - run["build_and_eval_s"] - run["timed_s"])
     (cell,) = [c for c in res["cells"] if c["status"] == "ok"]
     assert len(cell["trials"]) == 2 * harness.QUICK.trials and {t["process"] for t in cell["trials"]} == {0, 1}
     assert [p["trials"] for p in cell["processes"]] == [harness.QUICK.trials] * 2
