@@ -126,8 +126,9 @@ def relative_se(values) -> float:
 
 
 def confidence_95(rse: float, n: int) -> float:
-    """The 95 % confidence half-width, relative, of a median whose relative_se from n values is rse."""
-    return T95.get(n - 1, 1.96) * rse
+    """The 95 % confidence half-width, relative, of a median whose relative_se from n values is rse:
+    Student's t exactly where relative_se took the standard deviation (3 to ROBUST_FROM - 1 values)."""
+    return (T95[n - 1] if 3 <= n < ROBUST_FROM else 1.96) * rse
 
 
 def disturbed(cpu_s: float, wall_s: float, threads: int, fraction: float = 0.6) -> tuple[bool, float]:
