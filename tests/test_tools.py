@@ -237,6 +237,17 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
                                     rel=lambda p: p).splitlines()[2:]
     assert rows[1].split(" | ")[6:8] == ["-0.02 pt (vs gpu)", "gpu2 (cuda bfloat16)"]
     assert rows[3].split(" | ")[6] == "-"
+    # The model's recipe as recorded before the shipped one changed: the baseline; today's recipe is compared with it.
+    from cifar_speed.train.recipe import load_recipe
+
+    now = load_recipe(ur.ROOT / "train" / "frontier_m.toml").augment.jpeg_fraction
+    before = {**seeds, "test_accuracy": stat(0.8857),
+              "runs": [{"training_record": {**cpu, "recipe": {"seed": 7, "augment": {"jpeg_fraction": now / 2}}}}]}
+    rows = ur.jpeg_training_section([seeds, before], ["s", "b"], [], [], rel=lambda p: p).splitlines()[2:]
+    assert rows[0].split(" | ")[:2] == ["| frontier_m (shipped)", "the shipped recipe"]
+    assert rows[0].split(" | ")[6] == "+0.03 pt"
+    assert rows[1].split(" | ")[:2] == ["| frontier_m (baseline)", f"the recipe shipped before: augment.jpeg_fraction {now / 2} (now {now})"]
+    assert rows[1].split(" | ")[6] == "-"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])
@@ -329,3 +340,17 @@ def test_process_state_probe_refuses_a_malformed_cell(capsys):
             probe.main(["--cell", bad])
         assert exit_info.value.code == 2
         assert "is not model:backend:precision:batch" in capsys.readouterr().err
+
+
+def test_readme_marks_files_that_timed_weights_retrained_since():
+    ur = _tool("update_readme")
+    shipped = json.loads((ur.ROOT / "results" / "checkpoints" / "frontier_m.json").read_text())
+    same = {"models": {"frontier_m": {"weights_sha256": shipped["weights_sha256"]}}}
+    older = {"models": {"frontier_m": {"weights_sha256": "0" * 64, "checkpoint_test_accuracy": 0.8851},
+                        "not_shipped": {"weights_sha256": "1" * 64}}}
+    earlier = ur.earlier_weights(["m/a.json", "m/b.json"], [same, older])
+    assert list(earlier) == [("m/b.json", "frontier_m")]
+    note = ur.earlier_weights_note(earlier, rel=lambda p: p)
+    assert note.startswith("*Earlier weights*: ") and "frontier_m in [`b.json`](m/b.json) (weights 00000000, top-1 88.51 %" in note
+    assert f"shipped now: {shipped['weights_sha256'][:8]}" in note
+    assert ur.earlier_weights_note({}, rel=lambda p: p) == ""

@@ -31,6 +31,7 @@ from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, fastest_cells, load_results, plot, plot_overview,  # noqa: E402
                                 render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
+from cifar_speed.train.recipe import load_recipe  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -247,14 +248,41 @@ def vs_report_section(results_list) -> str:
 BARS = (0.85, 0.90, 0.94)
 
 
-def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
+def earlier_weights(paths: list[str], results_list: list[dict]) -> dict[tuple[str, str], dict]:
+    """(results file, model) -> that file's record of the model, where it timed other weights than the
+    checkpoint shipped today (the model was retrained since): its speeds still describe the shipped
+    model (same architecture and shapes), its accuracies describe the earlier weights."""
+    shipped = {p.stem: json.loads(p.read_text()) for p in shipped_checkpoints()}
+    out = {}
+    for path, res in zip(paths, results_list):
+        for model, rec in (res.get("models") or {}).items():
+            now = shipped.get(model)
+            if now and rec.get("weights_sha256") and rec["weights_sha256"] != now.get("weights_sha256"):
+                out[path, model] = {**rec, "shipped_sha256": now["weights_sha256"], "shipped_top1": now.get("test_accuracy")}
+    return out
+
+
+def earlier_weights_note(earlier: dict[tuple[str, str], dict], rel) -> str:
+    if not earlier:
+        return ""
+    items = [f"{model} in [`{Path(path).name}`]({rel(path)}) (weights {rec['weights_sha256'][:8]}, "
+             + (f"top-1 {_pct(rec['checkpoint_test_accuracy'])}" if rec.get("checkpoint_test_accuracy") is not None else "")
+             + f"; shipped now: {rec['shipped_sha256'][:8]}"
+             + (f", top-1 {_pct(rec['shipped_top1'])}" if rec.get("shipped_top1") is not None else "") + ")"
+             for (path, model), rec in sorted(earlier.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    return ("*Earlier weights*: these files timed a checkpoint that has been retrained since: " + "; ".join(items)
+            + ". Their speeds hold for the shipped checkpoint (the same architecture and shapes); their "
+            "accuracies are the earlier weights'.")
+
+
+def answer_section(paths: list[str], results_list: list[dict], rel, earlier: dict | None = None) -> str:
     """The README's first answer: `cifar-speed recommend` for each accuracy bar at batch 1 and 128,
     per machine, straight from the results files (the same function the command runs)."""
     from cifar_speed.recommend import Query, recommend
 
     loaded = list(zip(paths, results_list))
     machines = sorted({Path(p).parent.name for p in paths})
-    out = []
+    out, marked = [], {}
     for machine in machines:
         mine = [(p, r) for p, r in loaded if Path(p).parent.name == machine]
         rows = [f"**{machine}** (`cifar-speed recommend --min-top1 BAR --batch N`; top-1 of the cell itself, "
@@ -270,11 +298,15 @@ def answer_section(paths: list[str], results_list: list[dict], rel) -> str:
                 spread = (f" ({c.latency_spread_ms[0]:.3f}-{c.latency_spread_ms[1]:.3f})"
                           if c.latency_spread_ms else "")
                 jpeg = _pct(c.top1_jpeg75) if c.top1_jpeg75 is not None else "-"
-                rows.append(f"| ≥ {bar:.0%} | {batch} | {c.label()} | "
+                old = ""
+                if (c.results_file, c.checkpoint) in (earlier or {}):
+                    marked[c.results_file, c.checkpoint] = earlier[c.results_file, c.checkpoint]
+                    old = " (*earlier weights*)"
+                rows.append(f"| ≥ {bar:.0%} | {batch} | {c.label()}{old} | "
                             f"{c.images_per_s:,.0f} | {c.latency_ms:.3f}{spread} | {_pct(c.top1)} | {jpeg} | "
                             f"[`{Path(c.results_file).name}`]({rel(c.results_file)}) |")
         out.append("\n".join(rows))
-    return "\n\n".join(out)
+    return "\n\n".join(out + ([earlier_weights_note(marked, rel)] if marked else []))
 
 
 def summary_markdown(paths: list[str], results_list: list[dict], reports: list[str], rel) -> str:
@@ -340,6 +372,31 @@ def _ratio_rse_of_trials(trials: dict) -> float | None:
     return relative_se(ratios) if ratios else None
 
 
+# Recorded recipe fields that do not change what is trained.
+_NOT_THE_RECIPE = {"seed", "name", "path", "description"}
+
+
+def recipe_changes(f: dict) -> list[str] | None:
+    """How the recipe a seeds file's runs recorded differs from train/<recipe>.toml today, one
+    "section.field recorded (now current)" each; [] where it is the same, None where no such file is
+    shipped (an experiment). Only fields the runs recorded are compared: one added since keeps its default."""
+    path = ROOT / "train" / f"{f['recipe']}.toml"
+    if not path.is_file():
+        return None
+    now = load_recipe(path).to_dict()
+    then = f["runs"][0]["training_record"]["recipe"] if f.get("runs") else {}
+    out = []
+    for section, value in then.items():
+        if section in _NOT_THE_RECIPE:
+            continue
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for field, v in pairs:
+            current = now.get(section) if field is None else (now.get(section) or {}).get(field)
+            if v != current:
+                out.append(f"{section}{'.' + field if field else ''} {v} (now {current})")
+    return out
+
+
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a model's own recipe is a
@@ -350,10 +407,16 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
-    shipped = lambda f: (ROOT / "train" / f"{f['recipe']}.toml").is_file()  # noqa: E731  (experiments: train/experiments/)
-    # Labelled a baseline: any shipped recipe (frontier_s_plain too). Compared against: only the model's
-    # own recipe (frontier_m for frontier_m_*), never a plain twin, which differs by its distillation.
-    base = {(f["model"], trained_on(f)): f["test_accuracy"]["mean"] for f, _ in files if f["recipe"] == f["model"]}
+    # A model's own recipe (frontier_m for frontier_m_*) is its baseline, never a plain twin, which differs by
+    # its distillation. Where a file records the model's recipe as it was before the shipped one changed
+    # (issue 15 retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's"
+    # means the accuracy before the change, and the shipped recipe's row is compared with it like an experiment.
+    changes = {id(f): recipe_changes(f) for f, _ in files if f["recipe"] == f["model"]}
+    earlier = {f["model"] for f, _ in files if changes.get(id(f))}
+    base = {}
+    for f, _ in sorted(files, key=lambda fp: bool(changes.get(id(fp[0])))):   # earlier recipes last: they win
+        if id(f) in changes and changes[id(f)] is not None:
+            base[f["model"], trained_on(f)] = f["test_accuracy"]["mean"]
 
     def versus(model: str, where: tuple[TrainedOn, ...], clean: float) -> str:
         """Against the baseline trained on the same machine; failing that, on one machine of the same
@@ -366,10 +429,17 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         return "-" if other is None else f"{(clean - base[model, other]) * 100:+.2f} pt (vs {other[0].machine})"
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        baseline = shipped(f)
-        changed = "the shipped recipe" if baseline else f["runs"][0]["training_record"]["recipe"].get("description", "")
-        vs = "-" if baseline else versus(f["model"], where, acc["mean"])
-        rows.append(f"| {f['recipe']}{' (baseline)' if baseline else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
+        diff = changes.get(id(f))
+        if diff:
+            label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), "-"
+        elif diff == [] and f["model"] in earlier:
+            label, changed, vs = "shipped", "the shipped recipe", versus(f["model"], where, acc["mean"])
+        elif diff == []:
+            label, changed, vs = "baseline", "the shipped recipe", "-"
+        else:
+            label, changed = "", f["runs"][0]["training_record"]["recipe"].get("description", "")
+            vs = versus(f["model"], where, acc["mean"])
+        rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
                     f"[`{Path(path).name}`]({path}) |")
     for path in experiments:
@@ -433,7 +503,8 @@ def main() -> int:
         machines: dict[Path, list[dict]] = {}
         for path, res in zip(paths, results):
             machines.setdefault(Path(path).parent, []).append(res)
-        answer = answer_section(paths, results, rel)
+        earlier = earlier_weights(paths, results)
+        answer = answer_section(paths, results, rel, earlier)
         for folder, group in machines.items():  # plots never mix machines
             overview = plot_overview(group, folder)
             if overview:
@@ -444,6 +515,8 @@ def main() -> int:
             md += render_markdown(group)
             md += "\n" + "\n".join(f"![{p.stem}]({rel(p)})" for p in plot(group, folder)) + "\n\n"
         md += "Source: " + ", ".join(f"[`{rel(p)}`]({rel(p)})" for p in paths)
+        if earlier:
+            md += "\n\n" + earlier_weights_note(earlier, rel)
         text = replace(text, "bench", md)
         if "<!-- BEGIN answer -->" in text:
             text = replace(text, "answer", answer)
