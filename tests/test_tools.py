@@ -248,6 +248,11 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert rows[0].split(" | ")[6] == "+0.03 pt"
     assert rows[1].split(" | ")[:2] == ["| frontier_m (baseline)", f"the recipe shipped before: augment.jpeg_fraction {now / 2} (now {now})"]
     assert rows[1].split(" | ")[6] == "-"
+    # A shipped twin of another recipe (frontier_m_plain): its own baseline, never compared with frontier_m's.
+    twin = {**seeds, "recipe": "frontier_m_plain", "test_accuracy": stat(0.88)}
+    rows = ur.jpeg_training_section([before, twin], ["b", "t"], [], [], rel=lambda p: p).splitlines()[2:]
+    assert rows[1].split(" | ")[:2] == ["| frontier_m_plain (baseline)", "the shipped recipe"]
+    assert rows[1].split(" | ")[6] == "-"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])
@@ -354,3 +359,21 @@ def test_readme_marks_files_that_timed_weights_retrained_since():
     assert note.startswith("*Earlier weights*: ") and "frontier_m in [`b.json`](m/b.json) (weights 00000000, top-1 88.51 %" in note
     assert f"shipped now: {shipped['weights_sha256'][:8]}" in note
     assert ur.earlier_weights_note({}, rel=lambda p: p) == ""
+
+
+def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_of_the_same_weights():
+    ur = _tool("update_readme")
+    fast = json.loads((ur.ROOT / "results" / "checkpoints" / "fast.json").read_text())
+    assert fast.get("test_accuracy_jpeg75") is None   # trained before the JPEG-75 set: the case this covers
+    cell = lambda jpeg, images=10_000: {"model": "fast", "backend": "eager", "precision": "fp32", "status": "ok",  # noqa: E731
+                                        "accuracy": {"top1": fast["test_accuracy"], "top1_jpeg75": jpeg, "images": images}}
+    other_weights = {"models": {"fast": {"weights_sha256": "0" * 64}}, "cells": [cell(0.5)]}
+    subset = {"models": {"fast": {"weights_sha256": fast["weights_sha256"]}}, "cells": [cell(0.6, images=512)]}
+    same = {"models": {"fast": {"weights_sha256": fast["weights_sha256"]}}, "cells": [cell(0.84)]}
+    found = ur.jpeg75_from_bench(["m/a.json", "m/b.json", "m/c.json"], [other_weights, subset, same])
+    assert found == {"fast": (0.84, "m/c.json")}
+    table = ur.models_section(jpeg_bench=found)
+    row = next(r for r in table.splitlines() if r.startswith("| [fast]("))
+    assert f"| 84.00 % ({(0.84 - fast['test_accuracy']) * 100:+.2f} pt) [†](m/c.json) |" in row
+    assert "† the training record has no JPEG-75 top-1" in table
+    assert "†" not in ur.models_section()

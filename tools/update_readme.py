@@ -115,9 +115,27 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
     return out
 
 
-def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] | None = None) -> str:
-    seed_files = seed_files or []
-    rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 | target | epochs | training time | train img/s | where trained | stored |",
+def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, tuple[float, str]]:
+    """checkpoint name -> (top-1 on the JPEG-75 set, results file), for the shipped checkpoints whose
+    training record predates that set: the eager fp32 cell of a bench run that timed the same weights
+    (its `weights_sha256`) scores the whole set with the checkpoint as it is, as training's own evaluation does."""
+    shipped = {p.stem: json.loads(p.read_text()).get("weights_sha256") for p in shipped_checkpoints()}
+    out = {}
+    for path, res in zip(paths, results_list):
+        for c in res.get("cells", []):
+            rec = (res.get("models") or {}).get(c.get("model"), {})
+            jpeg = (c.get("accuracy") or {}).get("top1_jpeg75")
+            if (c.get("status") == "ok" and c.get("backend") == "eager" and c.get("precision") == "fp32" and jpeg is not None
+                    and rec.get("weights_sha256") and rec["weights_sha256"] == shipped.get(c["model"])
+                    and (c.get("accuracy") or {}).get("images") == 10_000):
+                out.setdefault(c["model"], (jpeg, path))
+    return out
+
+
+def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] | None = None,
+                   jpeg_bench: dict[str, tuple[float, str]] | None = None, rel=lambda p: p) -> str:
+    seed_files, jpeg_bench, from_bench = seed_files or [], jpeg_bench or {}, False
+    rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 (drop) | target | epochs | training time | train img/s | where trained | stored |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     sidecars = shipped_checkpoints()
     metas = [json.loads(s.read_text()) for s in sidecars]
@@ -154,12 +172,20 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                 f"(JPEG-75 {(m['test_accuracy_jpeg75'] - plain['test_accuracy_jpeg75']) * 100:+.2f} pt) vs {m['name']}_plain")
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
+        jpeg, jpeg_source = m.get("test_accuracy_jpeg75"), ""
+        if jpeg is None and m.get("name") in jpeg_bench:
+            jpeg, path = jpeg_bench[m["name"]]
+            jpeg_source, from_bench = f" [†]({rel(path)})", True
+        jpeg_text = "-" if jpeg is None else f"{_pct(jpeg)} ({(jpeg - m['test_accuracy']) * 100:+.2f} pt){jpeg_source}"
         rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
-                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {_pct(m.get('test_accuracy_jpeg75'))} | {reached} | {m.get('epochs_run')} | "
+                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {jpeg_text} | {reached} | {m.get('epochs_run')} | "
                     f"{m.get('train_seconds', 0) / 60:,.1f} min | {m.get('train_images_per_s', 0):,.0f} | {where} | "
                     f"{m.get('storage_dtype')} |")
     if len(rows) == 2:
         rows.append("| (no checkpoint shipped yet) | | | | | | | | | | | |")
+    if from_bench:
+        rows += ["", "† the training record has no JPEG-75 top-1 (trained before the set existed): the top-1 of the "
+                 "eager fp32 cell of a bench run that timed these same weights (linked), on the same 10,000 images."]
     lines = seeds_lines(seed_files, seed_paths or [])
     return "\n".join(rows) + ("\n\n" + "\n\n".join(lines) if lines else "")
 
@@ -407,33 +433,34 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
-    # A model's own recipe (frontier_m for frontier_m_*) is its baseline, never a plain twin, which differs by
-    # its distillation. Where a file records the model's recipe as it was before the shipped one changed
-    # (issue 15 retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's"
-    # means the accuracy before the change, and the shipped recipe's row is compared with it like an experiment.
-    changes = {id(f): recipe_changes(f) for f, _ in files if f["recipe"] == f["model"]}
-    earlier = {f["model"] for f, _ in files if changes.get(id(f))}
+    # Each shipped recipe (train/<recipe>.toml: frontier_m, frontier_m_plain, ...) is a baseline; an experiment
+    # is compared with its model's own recipe (frontier_m for frontier_m_*), never a plain twin, which differs
+    # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
+    # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
+    # accuracy before the change, and today's recipe is compared with it like an experiment.
+    changes = {id(f): recipe_changes(f) for f, _ in files}
+    earlier = {f["recipe"] for f, _ in files if changes[id(f)]}
     base = {}
-    for f, _ in sorted(files, key=lambda fp: bool(changes.get(id(fp[0])))):   # earlier recipes last: they win
-        if id(f) in changes and changes[id(f)] is not None:
-            base[f["model"], trained_on(f)] = f["test_accuracy"]["mean"]
+    for f, _ in sorted(files, key=lambda fp: bool(changes[id(fp[0])])):   # earlier recipes last: they win
+        if changes[id(f)] is not None:
+            base[f["recipe"], trained_on(f)] = f["test_accuracy"]["mean"]
 
-    def versus(model: str, where: tuple[TrainedOn, ...], clean: float) -> str:
+    def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float) -> str:
         """Against the baseline trained on the same machine; failing that, on one machine of the same
         device and precision (two lent GPUs: same code path, another host), which the cell names."""
-        if (model, where) in base:
-            return f"{(clean - base[model, where]) * 100:+.2f} pt"
+        if (recipe, where) in base:
+            return f"{(clean - base[recipe, where]) * 100:+.2f} pt"
         kinds = {(w.device, w.precision) for w in where}
-        other = next((w for m, w in base if m == model and len(w) == 1 and len(kinds) == 1
+        other = next((w for r, w in base if r == recipe and len(w) == 1 and len(kinds) == 1
                       and (w[0].device, w[0].precision) in kinds), None)
-        return "-" if other is None else f"{(clean - base[model, other]) * 100:+.2f} pt (vs {other[0].machine})"
+        return "-" if other is None else f"{(clean - base[recipe, other]) * 100:+.2f} pt (vs {other[0].machine})"
     for f, path in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        diff = changes.get(id(f))
+        diff = changes[id(f)]
         if diff:
             label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), "-"
-        elif diff == [] and f["model"] in earlier:
-            label, changed, vs = "shipped", "the shipped recipe", versus(f["model"], where, acc["mean"])
+        elif diff == [] and f["recipe"] in earlier:
+            label, changed, vs = "shipped", "the shipped recipe", versus(f["recipe"], where, acc["mean"])
         elif diff == []:
             label, changed, vs = "baseline", "the shipped recipe", "-"
         else:
@@ -497,7 +524,8 @@ def main() -> int:
     text = args.readme.read_text()
     seed_files = [json.loads(Path(p).read_text()) for p in args.seeds]
     seed_paths = [os.path.relpath(p, args.readme.parent) for p in args.seeds]
-    text = replace(text, "models", models_section(seed_files, seed_paths))
+    text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results),
+                                                  rel=lambda p: os.path.relpath(p, args.readme.parent)))
     if results:
         rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
         machines: dict[Path, list[dict]] = {}
