@@ -57,11 +57,14 @@ def run_in_processes(cfg: SweepConfig, n: int, progress: bool, say=print) -> dic
 
 
 def _phases(part: dict) -> dict:
-    """Where a process's time went: the whole process, building and scoring its cells, its timed
-    trials, and the rest (start-up, data, the peak probe, warm-ups, the canary between trials); what
-    decides whether more, shorter processes are affordable."""
+    """Where a process's time went: the whole process, building and scoring its variants (each once), its
+    timed trials, and the rest (start-up, data, the peak probe, rebuilds at other thread counts, warm-ups,
+    the canary between trials); what decides whether more, shorter processes are affordable."""
     cells = [c for c in part["cells"] if c.get("status") == "ok"]
-    build = sum(c.get("build_and_eval_s") or 0.0 for c in cells)
+    # A variant is built and scored once; each of its cells (batch, mode, thread count) repeats that time.
+    builds = {(c.get("model"), c.get("backend"), c.get("precision"), json.dumps(c.get("variant_options"), sort_keys=True),
+               c.get("memory_format")): c.get("build_and_eval_s") or 0.0 for c in cells}
+    build = sum(builds.values())
     timed = sum((c.get("latency") or {}).get("wall_s") or 0.0 for c in cells)
     wall = part.get("process_wall_s")
     return {"wall_s": wall, "build_and_eval_s": build, "timed_s": timed,

@@ -148,3 +148,14 @@ def test_the_table_shows_each_process(tmp_path):
     console = Console(record=True, width=200)
     console.print(table(merged, "device"))
     assert "b4 per process: 400, 286" in console.export_text()
+
+
+def test_phases_count_each_variant_build_once():
+    """Every cell of a variant (its batches, modes, thread counts) carries the variant's one build time."""
+    cell = lambda backend, batch, threads, wall: {"status": "ok", "model": "m", "backend": backend, "precision": "fp32",  # noqa: E731
+                                                  "variant_options": None, "memory_format": None, "batch_size": batch,
+                                                  "threads": threads, "build_and_eval_s": 30.0 if backend == "eager" else 50.0,
+                                                  "latency": {"wall_s": wall}}
+    part = {"process_wall_s": 200.0, "cells": [cell("eager", 1, 2, 1.0), cell("eager", 128, 2, 2.0), cell("eager", 1, 1, 3.0),
+                                               cell("onnxrt", 1, 2, 4.0), {"status": "failed", "build_and_eval_s": 99.0}]}
+    assert processes._phases(part) == {"wall_s": 200.0, "build_and_eval_s": 80.0, "timed_s": 10.0, "other_s": 110.0}

@@ -116,9 +116,9 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
 
 
 def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, tuple[float, str]]:
-    """checkpoint name -> (top-1 on the JPEG-75 set, results file), for the shipped checkpoints whose
-    training record predates that set: the eager fp32 cell of a bench run that timed the same weights
-    (its `weights_sha256`) scores the whole set with the checkpoint as it is, as training's own evaluation does."""
+    """checkpoint name -> (top-1 on the JPEG-75 set, results file) from the first eager fp32 cell of a
+    bench run that timed the shipped weights (its `weights_sha256`) on the whole set: the checkpoint as it
+    is, as training's own evaluation scores it; for checkpoints trained before that set existed."""
     shipped = {p.stem: json.loads(p.read_text()).get("weights_sha256") for p in shipped_checkpoints()}
     out = {}
     for path, res in zip(paths, results_list):
@@ -425,11 +425,11 @@ def recipe_changes(f: dict) -> list[str] | None:
 
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
-    """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a model's own recipe is a
-    baseline, another recipe of the same model an experiment), then each single-run experiment (a
-    training sidecar: its recipe says what changed). An experiment's clean top-1 is compared with the
-    baseline of the same model trained on the same machine (else on one of the same device and precision,
-    named); then what the augmentation costs a step."""
+    """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
+    as it was before it changed, or an experiment), then each single-run experiment (a training sidecar:
+    its recipe says what changed). Clean top-1 is compared with the baseline of the same line trained on
+    the same machine (else on one of the same device and precision, named); then what the augmentation
+    costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
@@ -524,10 +524,9 @@ def main() -> int:
     text = args.readme.read_text()
     seed_files = [json.loads(Path(p).read_text()) for p in args.seeds]
     seed_paths = [os.path.relpath(p, args.readme.parent) for p in args.seeds]
-    text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results),
-                                                  rel=lambda p: os.path.relpath(p, args.readme.parent)))
+    rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
+    text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results), rel))
     if results:
-        rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
         machines: dict[Path, list[dict]] = {}
         for path, res in zip(paths, results):
             machines.setdefault(Path(path).parent, []).append(res)
