@@ -62,8 +62,8 @@ def _phases(part: dict) -> dict:
     the canary between trials); what decides whether more, shorter processes are affordable."""
     cells = [c for c in part["cells"] if c.get("status") == "ok"]
     # A variant is built and scored once; each of its cells (batch, mode, thread count) repeats that time.
-    builds = {(c.get("model"), c.get("backend"), c.get("precision"), json.dumps(c.get("variant_options"), sort_keys=True),
-               c.get("memory_format")): c.get("build_and_eval_s") or 0.0 for c in cells}
+    builds = {(c.get("model"), c.get("backend"), c.get("precision"), c.get("variant_options"), c.get("memory_format")):
+              c.get("build_and_eval_s") or 0.0 for c in cells}
     build = sum(builds.values())
     timed = sum((c.get("latency") or {}).get("wall_s") or 0.0 for c in cells)
     wall = part.get("process_wall_s")

@@ -115,20 +115,25 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
     return out
 
 
+def shipped_sidecars() -> dict[str, dict]:
+    """checkpoint name -> its shipped sidecar (results/checkpoints/NAME.json)."""
+    return {p.stem: json.loads(p.read_text()) for p in shipped_checkpoints()}
+
+
 def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, tuple[float, str]]:
     """checkpoint name -> (top-1 on the JPEG-75 set, results file) from the first eager fp32 cell of a
     bench run that timed the shipped weights (its `weights_sha256`) on the whole set: the checkpoint as it
     is, as training's own evaluation scores it; for checkpoints trained before that set existed."""
-    shipped = {p.stem: json.loads(p.read_text()).get("weights_sha256") for p in shipped_checkpoints()}
+    shipped = {name: meta.get("weights_sha256") for name, meta in shipped_sidecars().items()}
     out = {}
     for path, res in zip(paths, results_list):
         for c in res.get("cells", []):
             rec = (res.get("models") or {}).get(c.get("model"), {})
-            jpeg = (c.get("accuracy") or {}).get("top1_jpeg75")
-            if (c.get("status") == "ok" and c.get("backend") == "eager" and c.get("precision") == "fp32" and jpeg is not None
-                    and rec.get("weights_sha256") and rec["weights_sha256"] == shipped.get(c["model"])
-                    and (c.get("accuracy") or {}).get("images") == 10_000):
-                out.setdefault(c["model"], (jpeg, path))
+            acc = c.get("accuracy") or {}
+            if (c.get("status") == "ok" and c.get("backend") == "eager" and c.get("precision") == "fp32"
+                    and acc.get("top1_jpeg75") is not None and acc.get("images") == 10_000
+                    and rec.get("weights_sha256") and rec["weights_sha256"] == shipped.get(c["model"])):
+                out.setdefault(c["model"], (acc["top1_jpeg75"], path))
     return out
 
 
@@ -278,7 +283,7 @@ def earlier_weights(paths: list[str], results_list: list[dict]) -> dict[tuple[st
     """(results file, model) -> that file's record of the model, where it timed other weights than the
     checkpoint shipped today (the model was retrained since): its speeds still describe the shipped
     model (same architecture and shapes), its accuracies describe the earlier weights."""
-    shipped = {p.stem: json.loads(p.read_text()) for p in shipped_checkpoints()}
+    shipped = shipped_sidecars()
     out = {}
     for path, res in zip(paths, results_list):
         for model, rec in (res.get("models") or {}).items():
@@ -438,11 +443,11 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
-    changes = {id(f): recipe_changes(f) for f, _ in files}
-    earlier = {f["recipe"] for f, _ in files if changes[id(f)]}
+    files = [(f, path, recipe_changes(f)) for f, path in files]   # diff: None for an experiment
+    earlier = {f["recipe"] for f, _, diff in files if diff}
     base = {}
-    for f, _ in sorted(files, key=lambda fp: bool(changes[id(fp[0])])):   # earlier recipes last: they win
-        if changes[id(f)] is not None:
+    for f, _, diff in sorted(files, key=lambda row: bool(row[2])):   # earlier recipes last: they win
+        if diff is not None:
             base[f["recipe"], trained_on(f)] = f["test_accuracy"]["mean"]
 
     def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float) -> str:
@@ -454,14 +459,13 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         other = next((w for r, w in base if r == recipe and len(w) == 1 and len(kinds) == 1
                       and (w[0].device, w[0].precision) in kinds), None)
         return "-" if other is None else f"{(clean - base[recipe, other]) * 100:+.2f} pt (vs {other[0].machine})"
-    for f, path in files:
+    for f, path, diff in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        diff = changes[id(f)]
         if diff:
             label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), "-"
-        elif diff == [] and f["recipe"] in earlier:
+        elif diff is not None and f["recipe"] in earlier:
             label, changed, vs = "shipped", "the shipped recipe", versus(f["recipe"], where, acc["mean"])
-        elif diff == []:
+        elif diff is not None:
             label, changed, vs = "baseline", "the shipped recipe", "-"
         else:
             label, changed = "", f["runs"][0]["training_record"]["recipe"].get("description", "")
