@@ -227,3 +227,44 @@ def test_runs_timed_under_different_allocators_are_named(capsys, tmp_path, old):
     assert code == 0 and "allocator: system in" in out and "retain in" in out
     _, out, _ = _run(capsys, str(new), str(new))
     assert "allocator:" not in out
+
+
+def test_within_bounds_judge_every_figure_either_way_noise_or_not(capsys, tmp_path, old):
+    """A reproducibility bound fails on a rise as on a fall, and even inside the noise."""
+    new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020),
+                                   _cell("onnxrt", 2200, 1200, 2900, speedup=2.2, sp_range=[1.2, 2.9])])  # +10 %
+    code, out, _ = _run(capsys, old, new, "--within", "images_per_s:7%")
+    assert code == 1
+    assert "within bounds: 1 of 2 figures as judged, 1 of 2 raw" in out
+    assert "past its bound: cnn onnxrt fp32 b128 2t img/s raw +10.0% (bound images_per_s:7%; inside the noise)" in out
+    code, out, _ = _run(capsys, old, new, "--within", "images_per_s:12%")
+    assert code == 0 and "within bounds: 2 of 2" in out and "past its bound" not in out
+    code, out, _ = _run(capsys, old, new, "--within", "speedup_vs_eager_fp32:7%")   # the speed-up rose 10 % too
+    assert code == 1 and "within bounds: 0 of 1" in out
+
+
+def test_a_bound_for_a_batch_overrides_the_general_one(capsys, tmp_path):
+    cells = lambda ips1, ips128: [_cell("eager", ips1, ips1 * 0.98, ips1 * 1.02, batch=1),
+                                  _cell("eager", ips128, ips128 * 0.98, ips128 * 1.02)]
+    old, new = _write(tmp_path, "old", cells(100, 1000)), _write(tmp_path, "new", cells(92, 1000))   # b1 -8 %
+    code, out, _ = _run(capsys, old, new, "--within", "images_per_s:7%", "--within", "images_per_s@b1:10%")
+    assert code == 0 and "within bounds: 2 of 2" in out
+    code, _, _ = _run(capsys, old, new, "--within", "images_per_s:7%")
+    assert code == 1
+
+
+def test_within_judges_host_normalised_figures_and_counts_raw_beside(capsys, tmp_path):
+    """The host got 20 % slower and so did the cell: inside the bound as judged, past it raw."""
+    old = _write(tmp_path, "old", [_with_canary(_cell("onnxrt", 2000, 1960, 2040), 0.10)])
+    new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.125)])
+    code, out, _ = _run(capsys, old, new, "--within", "images_per_s:7%")
+    assert code == 0 and "within bounds: 1 of 1 figures as judged, 0 of 1 raw" in out
+    code, out, _ = _run(capsys, old, new, "--within", "images_per_s:7%", "--raw")
+    assert code == 1 and "0 of 1 figures as judged" in out
+
+
+@pytest.mark.parametrize("spec", ["images_per_s", "fps:7%", "images_per_s@128:7%", "images_per_s:0%",
+                                  "images_per_s@b0:7%", "images_per_s:-7%"])
+def test_bad_within_is_one_line(capsys, old, spec):
+    code, _, err = _run(capsys, old, old, "--within", spec)
+    assert code == 2 and "--within" in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,12 @@ printed beside it); `--raw` judges the raw figures instead.
 a regression: exit status 1. A negative PCT is a floor (images_per_s:-5%, speedup_vs_eager_fp32:-5%),
 a positive one a ceiling (median_ms:+5%). Both files may also be pytest-benchmark's
 --benchmark-json output of bench/ (report.load_results reads either).
+
+`--within METRIC[@bBATCH]:PCT` (repeatable) is a reproducibility bound instead: two runs of the same
+cells must agree within PCT either way, noise or not (issue 11's acceptance: `--within
+speedup_vs_eager_fp32:7% --within images_per_s@b128:7% --within images_per_s@b1:10%`). compare counts
+the figures past their bound, host-normalised where both cells have it (raw with --raw) and raw
+beside it, and exits 1 when any judged figure is past.
 """
 from __future__ import annotations
 
@@ -51,6 +57,10 @@ def add_parser(sub) -> None:
     p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:PCT",
                    help=f"exit 1 when a cell's METRIC ({', '.join(METRICS)}) moves past PCT in the bad direction, "
                         "outside both runs' noise, e.g. images_per_s:-5%% or median_ms:+5%% (repeatable)")
+    p.add_argument("--within", action="append", default=[], metavar="METRIC[@bBATCH]:PCT",
+                   help="exit 1 when a figure of METRIC (at batch BATCH, or any) differs between the runs by more "
+                        "than PCT either way, noise or not: a run-to-run reproducibility bound, e.g. "
+                        "speedup_vs_eager_fp32:7%% or images_per_s@b1:10%% (repeatable)")
     p.add_argument("--raw", action="store_true",
                    help="judge the raw figures even where both runs measured the host's speed (canary)")
     p.set_defaults(func=run)
@@ -81,6 +91,27 @@ def parse_fail_on(text: str) -> Threshold:
         raise CifarSpeedError(f"--fail-on {text!r}: for {m.group(1)} a regression is a "
                               f"{'fall' if worse_is_down else 'rise'}; use a {'negative' if worse_is_down else 'positive'} percentage")
     return Threshold(m.group(1), fraction)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Two runs' figures of `metric` (at `batch`, or every batch) agree within +-fraction."""
+    metric: str
+    batch: int | None
+    fraction: float
+
+    def text(self) -> str:
+        return f"{self.metric}{f'@b{self.batch}' if self.batch else ''}:{self.fraction * 100:g}%"
+
+
+def parse_within(text: str) -> Bound:
+    m = re.fullmatch(r"\s*([a-z0-9_]+)\s*(?:@\s*b(\d+))?\s*:\s*\+?(\d+(?:\.\d+)?)\s*%?\s*", str(text))
+    if not m or m.group(1) not in METRICS:
+        raise CifarSpeedError(f"--within {text!r}: expected METRIC[@bBATCH]:PCT with METRIC one of {', '.join(METRICS)} "
+                              "(e.g. images_per_s@b128:7%)")
+    if float(m.group(3)) == 0 or (m.group(2) is not None and int(m.group(2)) == 0):
+        raise CifarSpeedError(f"--within {text!r}: the bound and the batch must be positive")
+    return Bound(m.group(1), int(m.group(2)) if m.group(2) else None, float(m.group(3)) / 100)
 
 
 @dataclass(frozen=True)
@@ -230,6 +261,31 @@ def compare(old: dict, new: dict, raw: bool = False) -> tuple[list[Change], list
     return changes, [k for k in a if k not in b], [k for k in b if k not in a]
 
 
+def bound_for(change: Change, bounds: list[Bound]) -> Bound | None:
+    """The bound that judges a figure: one for its batch first, else one for every batch."""
+    mine = [b for b in bounds if b.metric == change.metric and b.batch in (change.key[3], None)]
+    return min(mine, key=lambda b: b.batch is None, default=None)
+
+
+@dataclass(frozen=True)
+class BoundsCheck:
+    """Which figures of a comparison lie past their --within bound: judged as the verdicts are
+    (host-normalised where both cells have it) and raw."""
+    judged: int
+    past: list          # (Change, Bound) past the bound as judged
+    past_raw: list      # the same, raw
+
+    def text(self) -> str:
+        return (f"within bounds: {self.judged - len(self.past)} of {self.judged} figures as judged, "
+                f"{self.judged - len(self.past_raw)} of {self.judged} raw")
+
+
+def check_bounds(changes: list[Change], bounds: list[Bound]) -> BoundsCheck:
+    bounded = [(c, b) for c in changes if (b := bound_for(c, bounds)) is not None]
+    return BoundsCheck(len(bounded), [(c, b) for c, b in bounded if abs(c.judged_fraction) > b.fraction],
+                       [(c, b) for c, b in bounded if abs(c.fraction) > b.fraction])
+
+
 def _range(r: Reading, fmt: str) -> str:
     return f"{fmt.format(r.value)} [{fmt.format(r.low)}-{fmt.format(r.high)}]" if r.low is not None else fmt.format(r.value) + " [?]"
 
@@ -306,6 +362,7 @@ def run(args) -> int:
     from ..console import make_console
 
     thresholds = [parse_fail_on(t) for t in args.fail_on]
+    bounds = [parse_within(t) for t in args.within]
     old, new = report.load_results(args.old), report.load_results(args.new)
     changes, only_old, only_new = compare(old, new, raw=args.raw)
     if not changes:
@@ -333,4 +390,19 @@ def run(args) -> int:
                   f"noise, {len(changes) - noisy} outside it or with unknown noise; "
                   f"{len(regressions)} regression(s)" + (f" beyond {', '.join(t.text() for t in thresholds)}"
                                                         if thresholds else " (no --fail-on given)"))
-    return 1 if regressions else 0
+    past = _print_bounds(console, changes, bounds) if bounds else []
+    return 1 if regressions or past else 0
+
+
+def _noise_word(c: Change) -> str:
+    return {True: "inside the noise", False: "outside the noise"}.get(c.inside_noise, "noise unknown")
+
+
+def _print_bounds(console, changes: list[Change], bounds: list[Bound]) -> list:
+    checked = check_bounds(changes, bounds)
+    console.print(f"{checked.text()} ({', '.join(b.text() for b in bounds)}, either way)", markup=False)
+    for c, b in checked.past:
+        host = f", host-normalised {c.host_fraction * 100:+.1f}%" if c.host_normalized else ""
+        console.print(f"past its bound: {cell_name(c.key)} {SHORT[c.metric]} raw {c.fraction * 100:+.1f}%{host} "
+                      f"(bound {b.text()}; {_noise_word(c)})", markup=False)
+    return checked.past
