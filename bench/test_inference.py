@@ -2,12 +2,15 @@
 
     pytest bench --benchmark-only [--benchmark-json out.json]
     CIFAR_SPEED_BENCH_BATCHES=128 pytest bench --benchmark-only -k "cnn and compile"
+    CIFAR_SPEED_BENCH_ACCURACY=0 pytest bench --benchmark-only     # timings only, no scoring
 
 Each case rotates among four input batches already on the device. On CUDA the timed call ends with
 torch.cuda.synchronize(), so pytest-benchmark's wall-clock timer sees the kernels, not their launch.
 `cifar-speed bench` is the full harness (warm-up until stable, accuracy, the disturbed flag); this
 suite is the pytest-benchmark view of the same runners (artifacts.runner_for: for onnxrt and
-openvino, the artifact in the cache that `cifar-speed compile` writes).
+openvino, the artifact in the cache that `cifar-speed compile` writes). Each runner is also scored
+once, as `bench` scores a cell: top-1 on the official test set and on its JPEG round trip
+(`top1_jpeg75`), at the largest batch, in the case's extra_info["accuracy"].
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import os
 import pytest
 import torch
 
-from cifar_speed import artifacts, backends
+from cifar_speed import artifacts, backends, sweep
 from cifar_speed.checkpoint import load_checkpoint, shipped_checkpoints
+from cifar_speed.defaults import DEFAULT_JPEG_QUALITY
+from cifar_speed.errors import CifarSpeedError
 from cifar_speed.models import flops_per_image
 
 DEVICE = backends.default_device()
@@ -26,8 +31,30 @@ BATCHES = [int(b) for b in os.environ.get("CIFAR_SPEED_BENCH_BATCHES", "32,64,12
 CHECKPOINTS = shipped_checkpoints()
 COMBOS = [(b, p) for b in backends.BACKENDS for p in backends.PRECISIONS
           if backends.availability(b, p, DEVICE)[0]]
+SCORE = os.environ.get("CIFAR_SPEED_BENCH_ACCURACY", "1") != "0"
 
 _runners: dict = {}
+_test_sets: dict = {}
+
+
+def _accuracy(runner, meta) -> dict:
+    """The runner's top-1 on the test set and its JPEG round trip, as `cifar-speed bench` scores a
+    cell (sweep.predict at the largest batch); a reason instead where it cannot be scored."""
+    if not SCORE:
+        return {"status": "skipped", "reason": "CIFAR_SPEED_BENCH_ACCURACY=0"}
+    try:
+        if not _test_sets:
+            from cifar_speed.data import jpeg_test_split, load_split
+
+            _test_sets["clean"], _test_sets["jpeg"] = load_split("test"), jpeg_test_split(quality=DEFAULT_JPEG_QUALITY)
+    except CifarSpeedError as e:
+        return {"status": "unavailable", "reason": str(e)}
+    batch = max(BATCHES)
+    clean, jpeg = _test_sets["clean"], _test_sets["jpeg"]
+    acc = sweep.accuracy(sweep.predict(runner, meta.normalize_images(clean.images), batch), clean.labels)
+    acc[f"top1_jpeg{DEFAULT_JPEG_QUALITY}"] = sweep.accuracy(
+        sweep.predict(runner, meta.normalize_images(jpeg.images), batch), jpeg.labels)["top1"]
+    return {**acc, "eval_batch": batch}
 
 
 def _runner(ckpt, backend, precision):
@@ -37,7 +64,7 @@ def _runner(ckpt, backend, precision):
         model, meta = load_checkpoint(ckpt)
         # The same runner `cifar-speed bench` times: the cached artifact where the backend has one.
         runner = artifacts.runner_for(ckpt, backend, precision, DEVICE, BATCHES, model=model, meta=meta)
-        _runners[key] = (runner, flops_per_image(model))
+        _runners[key] = (runner, flops_per_image(model), _accuracy(runner, meta))
     return _runners[key]
 
 
@@ -50,7 +77,7 @@ if not cases:
 
 @pytest.mark.parametrize("ckpt,backend,precision,batch", cases)
 def test_inference(benchmark, ckpt, backend, precision, batch):
-    runner, flops = _runner(ckpt, backend, precision)
+    runner, flops, accuracy = _runner(ckpt, backend, precision)
     g = torch.Generator().manual_seed(0)
     inputs = itertools.cycle([torch.randn(batch, 3, 32, 32, generator=g).to(DEVICE) for _ in range(4)])
     if DEVICE == "cuda":
@@ -65,7 +92,7 @@ def test_inference(benchmark, ckpt, backend, precision, batch):
         call()
     benchmark.extra_info.update({"model": ckpt.stem, "backend": backend, "precision": precision,
                                  "batch_size": batch, "device": DEVICE, "runner": runner.info,
-                                 "flops_per_image": flops})
+                                 "flops_per_image": flops, "accuracy": accuracy})
     benchmark.pedantic(call, rounds=30, iterations=1, warmup_rounds=5)
     median = benchmark.stats.stats.median
     benchmark.extra_info["images_per_s_median"] = batch / median

@@ -83,7 +83,7 @@ def from_pytest_benchmark(obj: dict, path=None) -> dict:
                         "trial_median_ms": {"min": q1 * 1e3, "max": q3 * 1e3, "iqr": (q3 - q1) * 1e3},
                         "spread": "IQR of pytest-benchmark rounds"},
             "gflops": flops * batch / med / 1e9 if flops else None, "peak_fraction": None,
-            "speedup_vs_eager_fp32": None, "accuracy": {}, "disturbed": None})
+            "speedup_vs_eager_fp32": None, "accuracy": _scored(e.get("accuracy")), "disturbed": None})
     if not cells:
         raise CifarSpeedError(f"{path}: a pytest-benchmark file with no cifar-speed benchmark in it "
                               "(extra_info needs model, precision, batch_size)")
@@ -92,9 +92,18 @@ def from_pytest_benchmark(obj: dict, path=None) -> dict:
     for c in cells:
         if (c["model"], c["batch_size"]) in base:
             c["speedup_vs_eager_fp32"] = c["images_per_s"] / base[(c["model"], c["batch_size"])]
+    scored = [c["accuracy"]["images"] for c in cells if isinstance(c["accuracy"].get("images"), int)]
     return {"schema": SCHEMA, "source_format": "pytest-benchmark", "created": str(obj.get("datetime")),
-            "provenance": prov, "harness": {"accuracy_images": 0, "modes": ["device"]}, "peak": {},
+            "provenance": prov, "harness": {"accuracy_images": max(scored, default=0), "modes": ["device"]}, "peak": {},
             "models": {}, "skipped": [], "cells": cells}
+
+
+def _scored(accuracy) -> dict:
+    """A case's top-1 figures as the suite recorded them (bench/test_inference.py), {} where it was not
+    scored (its status and reason instead) or the record is not ours."""
+    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("top1"), (int, float)):
+        return {}
+    return {k: v for k, v in accuracy.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # -- the bench command's console table ---------------------------------------------------------------

@@ -104,13 +104,15 @@ def test_spread_p99_and_peak_note_of_trial_cells():
 
 
 def test_reads_pytest_benchmark_json(tmp_path):
-    def case(backend, precision, median):
+    def case(backend, precision, median, accuracy=None):
         return {"name": f"x-{backend}-{precision}", "extra_info": {"model": "cnn", "backend": backend, "precision": precision,
-                                                                    "batch_size": 64, "device": "cpu", "flops_per_image": 1e6},
+                                                                    "batch_size": 64, "device": "cpu", "flops_per_image": 1e6,
+                                                                    "accuracy": accuracy},
                 "stats": {"median": median, "q1": median * 0.9, "q3": median * 1.1, "min": median * 0.8,
                           "max": median * 1.5, "mean": median, "rounds": 30}}
     doc = {"machine_info": {"node": "box", "cpu": {"brand_raw": "CPU", "count": 2}}, "commit_info": {"id": "abc"},
-           "datetime": "2026-01-01T00:00:00", "benchmarks": [case("eager", "fp32", 0.064), case("onnxrt", "fp32", 0.032),
+           "datetime": "2026-01-01T00:00:00", "benchmarks": [case("eager", "fp32", 0.064, {"top1": 0.8, "top1_jpeg75": 0.75, "images": 10000}),
+                                                            case("onnxrt", "fp32", 0.032, {"status": "skipped", "reason": "off"}),
                                                             {"name": "foreign", "extra_info": {}, "stats": {"median": 1.0}}],
            "cifar_speed": {"provenance": provenance()}}
     path = tmp_path / "pb.json"
@@ -121,6 +123,9 @@ def test_reads_pytest_benchmark_json(tmp_path):
     assert by["eager"]["images_per_s"] == pytest.approx(1000.0)
     assert by["onnxrt"]["speedup_vs_eager_fp32"] == pytest.approx(2.0)
     assert by["onnxrt"]["images_per_s_range"] == pytest.approx([64 / 0.0352, 64 / 0.0288])
+    # The suite's own scoring of the runner is the cell's top-1 and JPEG-75 top-1; an unscored case has none.
+    assert by["eager"]["accuracy"] == {"top1": 0.8, "top1_jpeg75": 0.75, "images": 10000}
+    assert by["onnxrt"]["accuracy"] == {} and res["harness"]["accuracy_images"] == 10000
     assert "| cnn | onnxrt | fp32 |" in report.render_markdown([res])
     path.write_text(json.dumps({**doc, "benchmarks": doc["benchmarks"][2:]}))
     with pytest.raises(CifarSpeedError, match="no cifar-speed benchmark"):
