@@ -114,6 +114,9 @@ def test_inflight_runs_every_call_with_the_throughput_hint(fp32_runner):
     latencies, how = runner.inflight(xs, 7)
     assert len(latencies) == 7 and all(t > 0 for t in latencies)
     assert how["hint"] == "THROUGHPUT" and how["requests_in_flight"] >= 1 and how["streams"] >= 1
+    # The queue is kept between calls (built outside the timed groups); each call reports only its own requests.
+    latencies, again = runner.inflight(xs, 5)
+    assert len(latencies) == 5 and again["requests_in_flight"] == how["requests_in_flight"]
 
 
 def test_fold_bn_leaves_no_batchnorm_arithmetic_behind_the_max_pools():
