@@ -377,3 +377,63 @@ def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_o
     assert f"| 84.00 % ({(0.84 - fast['test_accuracy']) * 100:+.2f} pt) [†](m/c.json) |" in row
     assert "† the training record has no JPEG-75 top-1" in table
     assert "†" not in ur.models_section()
+
+
+def test_readme_acceptance_table_counts_the_figures_past_issue_11s_bounds(tmp_path):
+    from cifar_speed import sweep
+    from cifar_speed.provenance import provenance
+
+    ur = _tool("update_readme")
+
+    def cell(backend, batch, ips, speedup):
+        return sweep.Cell(model="cnn", architecture="cnn", backend=backend, precision="fp32", device="cpu",
+                          batch_size=batch, mode="device", threads=2, baseline=backend == "eager",
+                          memory_format="nchw" if backend == "eager" else None, images_per_s=ips,
+                          images_per_s_range=[ips * 0.99, ips * 1.01], latency={"median_ms": batch / ips * 1e3},
+                          speedup_vs_eager_fp32=speedup, speedup_range=[speedup * 0.99, speedup * 1.01]).to_dict()
+
+    def write(name, b1_ips, speedup):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "schema": sweep.SCHEMA, "created": "2026-01-01T00:00:00+00:00", "provenance": provenance(),
+            "harness": {"trials": 5, "max_trials": 10, "accuracy_images": 10000, "modes": ["device"]},
+            "peak": {}, "models": {}, "skipped": [],
+            "cells": [cell("eager", 1, b1_ips, 1.0), cell("eager", 128, 1000.0, 1.0),
+                      cell("onnxrt", 128, 2000.0, speedup)]}))
+        return str(path)
+
+    # batch 1 -9 % (bound 10 %), the speed-up +10 % (bound 7 %), the rest unchanged: 3 of 4 figures within.
+    pair = f"{write('one', 100.0, 2.0)}:{write('two', 91.0, 2.2)}"
+    row = ur.acceptance_section([pair], rel=lambda p: p).splitlines()[-1]
+    assert "| 1 x 5 (10) | - | 4 | 3 | 3 | - | cnn onnxrt fp32 b128 2t x eager +10.0 % (bound 7 %) |" in row
+
+
+def test_readme_overview_plot_shows_earlier_weights_apart():
+    ur = _tool("update_readme")
+    res = {"cells": [{"model": "frontier_m"}, {"model": "fast"}]}
+    out = ur.earlier_weights_apart(["a.json", "b.json"], [res, res], {("a.json", "frontier_m"): {}})
+    assert [c["model"] for c in out[0]["cells"]] == ["frontier_m (earlier weights)", "fast"]
+    assert out[1] is res and res["cells"][0]["model"] == "frontier_m"    # the inputs stay as they were
+
+
+def test_jpeg_before_after_scores_each_checkpoint_by_the_weights_a_sweep_timed(tmp_path):
+    tool = _tool("jpeg_before_after")
+    for d in ("old", "new"):
+        (tmp_path / d).mkdir()
+    old = _run(tmp_path / "old", 0, 0.90, model="cnn", jpeg=0.85)      # the weights a sweep timed before
+    new = _run(tmp_path / "new", 0, 0.90, model="cnn", jpeg=0.89)      # retrained: other weights, shipped now
+    low = _run(tmp_path / "new", 0, 0.50, model="mlp", jpeg=0.49)
+    sha = lambda p: json.loads(p.read_text())["weights_sha256"]  # noqa: E731
+    assert sha(old) != sha(new)
+
+    def sweep_file(model, weights, top1, jpeg):
+        path = tmp_path / f"sweep-{model}.json"
+        path.write_text(json.dumps({"models": {model: {"weights_sha256": weights}}, "cells": [
+            {"status": "ok", "model": model, "backend": "eager", "precision": "fp32",
+             "accuracy": {"top1": top1, "top1_jpeg75": jpeg}}]}))
+        return str(path)
+
+    before = [sweep_file("cnn_s0", sha(old), 0.90, 0.85), sweep_file("mlp_s0", sha(low), 0.50, 0.49)]
+    cnn, mlp = tool.table(before, [], 0.85, sidecars=[new, low]).splitlines()[2:]
+    assert cnn.startswith("| cnn_s0 | 90.00 % | 85.00 % | 5.00 pt | 90.00 % | 89.00 % | 1.00 pt | +0.00 pt | met |")
+    assert mlp.startswith("| mlp_s0 | 50.00 % | 49.00 % | 1.00 pt |") and "not bound (below the bar)" in mlp

@@ -10,6 +10,8 @@ Replaces the text between `<!-- BEGIN name -->` and `<!-- END name -->` markers:
              sweep too long to print, e.g. one file per model) as one table of each model's fastest
              cell per batch size, with a link to their full `cifar-speed report`
   vs-report  the report's own figures (cited, marked as theirs) beside ours from the same files
+  acceptance back-to-back pairs of one sweep (--accept-pair OLD.json:NEW.json) judged by `cifar-speed
+             compare --within` at issue 11's run-to-run bounds (ACCEPTANCE_BOUNDS)
 """
 from __future__ import annotations
 
@@ -25,9 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
+from cifar_speed.commands.compare import (SHORT, cell_name, check_bounds, compare, host_speed_change,  # noqa: E402
+                                          parse_within)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
+from cifar_speed.processes import remerge  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, fastest_cells, load_results, plot, plot_overview,  # noqa: E402
                                 render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
@@ -293,6 +298,19 @@ def earlier_weights(paths: list[str], results_list: list[dict]) -> dict[tuple[st
     return out
 
 
+def earlier_weights_apart(paths: list[str], results_list: list[dict], earlier: dict) -> list[dict]:
+    """The results with each earlier-weights model renamed "<model> (earlier weights)" in its cells: the
+    overview plot then gives it a marker and legend entry of its own instead of one marker for two
+    checkpoints' accuracies."""
+    out = []
+    for path, res in zip(paths, results_list):
+        gone = {model for p, model in earlier if p == path}
+        cells = [{**c, "model": f"{c['model']} (earlier weights)"} if c.get("model") in gone else c
+                 for c in res["cells"]]
+        out.append({**res, "cells": cells} if gone else res)
+    return out
+
+
 def earlier_weights_note(earlier: dict[tuple[str, str], dict], rel) -> str:
     if not earlier:
         return ""
@@ -377,6 +395,52 @@ def aoti_section(paths: list[str], rel) -> str:
                         f"{q['median']:.3f} [{q['min']:.3f}-{q['max']:.3f}] | {r['max_logit_diff']:.1g} | "
                         f"[`{Path(path).name}`]({rel(path)}) |")
     return "\n".join(rows) if len(rows) > 2 else "No tools/aoti_vs_jit.py results given."
+
+
+# Issue 11's acceptance: a second run of the same sweep agrees with the first within these, either way.
+ACCEPTANCE_BOUNDS = ("speedup_vs_eager_fp32:7%", "images_per_s@b128:7%", "images_per_s@b1:10%")
+PAST_SHOWN = 6   # figures past their bound named per pair, the largest first
+
+
+def _judged_as_merged_today(results: dict) -> dict:
+    """A `bench --processes` file with its cells recomputed from its recorded trials by today's merge
+    (tools/remerge.py): files written by an older merge are judged as the current one would."""
+    return remerge(results) if (results.get("harness") or {}).get("processes", 1) > 1 else results
+
+
+def _run_minutes(results: dict) -> str:
+    """How long a `bench --processes` run took (its processes' wall times); '-' for a file without them."""
+    walls = [p.get("wall_s") for p in results.get("process_runs") or []]
+    return f"{sum(walls) / 60:.0f} min" if walls and all(isinstance(w, (int, float)) for w in walls) else "-"
+
+
+def acceptance_section(pairs: list[str], rel) -> str:
+    """One row per back-to-back pair: how many of its speed-ups and images/s stayed within
+    ACCEPTANCE_BOUNDS (judged host-normalised where both cells have the canary, and raw), and which not."""
+    bounds = [parse_within(b) for b in ACCEPTANCE_BOUNDS]
+    rows = ["| pair | processes x trials (max) | a run's time | figures | within, host-normalised | within, raw | canary | past the bound (change as judged) |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+    for pair in pairs:
+        old_path, new_path = pair.split(":")
+        old, new = (_judged_as_merged_today(load_results(p)) for p in (old_path, new_path))
+        changes, _, _ = compare(old, new)
+        checked = check_bounds(changes, bounds)
+        h = old["harness"]
+        canary = host_speed_change(old, new)
+        worst = sorted(checked.past, key=lambda cb: -abs(cb[0].judged_fraction))
+        past = "; ".join(f"{cell_name(c.key)} {SHORT[c.metric]} {c.judged_fraction * 100:+.1f} % (bound "
+                         f"{b.fraction * 100:g} %)" for c, b in worst[:PAST_SHOWN]) or "none"
+        if len(worst) > PAST_SHOWN:
+            past += f"; {len(worst) - PAST_SHOWN} more (`cifar-speed compare --within` lists them all)"
+        rows.append(f"| [`{Path(old_path).name}`]({rel(old_path)}), [`{Path(new_path).name}`]({rel(new_path)}) | "
+                    f"{h.get('processes', 1)} x {h.get('trials')} ({h.get('max_trials')}) | {_run_minutes(old)} | {checked.judged} | "
+                    f"{checked.judged - len(checked.past)} | {checked.judged - len(checked.past_raw)} | "
+                    f"{f'{canary * 100:+.1f} %' if canary is not None else '-'} | {past} |")
+    command = "cifar-speed compare OLD NEW " + " ".join(f"--within {b}" for b in ACCEPTANCE_BOUNDS)
+    return (f"Judged by `{command}` "
+            f"(exit 1 when a figure is past): every speed-up over eager fp32 and every images/s at batch 1 "
+            f"and 128; *canary*: how much slower the host's reference matmul ran in the second run.\n\n"
+            + "\n".join(rows))
 
 
 def ov_profile_section(paths: list[str], rel) -> str:
@@ -519,6 +583,8 @@ def main() -> int:
                     help="a results file shown as a summary row per model (answer table and plots as --bench)")
     ap.add_argument("--summary-report", action="append", default=[],
                     help="the `cifar-speed report` Markdown of the --bench-summary files of one machine, linked")
+    ap.add_argument("--accept-pair", action="append", default=[], metavar="OLD.json:NEW.json",
+                    help="two back-to-back runs of one sweep, judged at issue 11's run-to-run bounds")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = ap.parse_args()
     full = [load_results(p) for p in args.bench]
@@ -532,9 +598,9 @@ def main() -> int:
     text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results), rel))
     if results:
         machines: dict[Path, list[dict]] = {}
-        for path, res in zip(paths, results):
-            machines.setdefault(Path(path).parent, []).append(res)
         earlier = earlier_weights(paths, results)
+        for path, res in zip(paths, earlier_weights_apart(paths, results, earlier)):
+            machines.setdefault(Path(path).parent, []).append(res)
         answer = answer_section(paths, results, rel, earlier)
         for folder, group in machines.items():  # plots never mix machines
             overview = plot_overview(group, folder)
@@ -557,6 +623,8 @@ def main() -> int:
     rel_any = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
     if args.aoti:
         text = replace(text, "aoti", aoti_section(args.aoti, rel_any))
+    if args.accept_pair:
+        text = replace(text, "acceptance", acceptance_section(args.accept_pair, rel_any))
     if args.ov_profile:
         text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
     if args.jpeg_experiment or args.jpeg_overhead or args.jpeg_seeds:
