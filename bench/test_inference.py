@@ -39,7 +39,7 @@ _test_sets: dict = {}
 
 def _accuracy(runner, meta) -> dict:
     """The runner's top-1 on the test set and its JPEG round trip, as `cifar-speed bench` scores a
-    cell (sweep.predict at the largest batch); a reason instead where it cannot be scored."""
+    cell (sweep.score at the largest batch); a reason instead where it cannot be scored."""
     if not SCORE:
         return {"status": "skipped", "reason": "CIFAR_SPEED_BENCH_ACCURACY=0"}
     try:
@@ -49,12 +49,10 @@ def _accuracy(runner, meta) -> dict:
             _test_sets["clean"], _test_sets["jpeg"] = load_split("test"), jpeg_test_split(quality=DEFAULT_JPEG_QUALITY)
     except CifarSpeedError as e:
         return {"status": "unavailable", "reason": str(e)}
-    batch = max(BATCHES)
     clean, jpeg = _test_sets["clean"], _test_sets["jpeg"]
-    acc = sweep.accuracy(sweep.predict(runner, meta.normalize_images(clean.images), batch), clean.labels)
-    acc[f"top1_jpeg{DEFAULT_JPEG_QUALITY}"] = sweep.accuracy(
-        sweep.predict(runner, meta.normalize_images(jpeg.images), batch), jpeg.labels)["top1"]
-    return {**acc, "eval_batch": batch}
+    ev = sweep.EvalSet(meta.normalize_images(clean.images), clean.labels, meta.normalize_images(jpeg.images),
+                       DEFAULT_JPEG_QUALITY)
+    return sweep.score(runner, ev, max(BATCHES))[1]
 
 
 def _runner(ckpt, backend, precision):

@@ -44,6 +44,19 @@ def _modes(results: dict) -> list[str]:
     return list(dict.fromkeys(c["mode"] for c in results["cells"] if c.get("status") == "ok"))
 
 
+def eager_fp32_scores(paths: list, results_list: list[dict]):
+    """(model, weights sha256, accuracy record, results file) of every eager fp32 cell that scored a
+    checkpoint on the whole test set, in file order: a checkpoint's accuracy found by its weights."""
+    for path, res in zip(paths, results_list):
+        models = res.get("models") or {}
+        for c in res.get("cells", []):
+            acc = c.get("accuracy") or {}
+            sha = models.get(c.get("model"), {}).get("weights_sha256")
+            if (c.get("status") == "ok" and (c.get("backend"), c.get("precision")) == ("eager", "fp32") and sha
+                    and acc.get("images") == 10_000):
+                yield c["model"], sha, acc, path
+
+
 # -- pytest-benchmark's JSON -----------------------------------------------------------------------
 
 def is_pytest_benchmark(obj) -> bool:

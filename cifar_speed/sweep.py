@@ -413,14 +413,21 @@ def build_and_score(v: Variant, model, meta, device: str, batches: list[int], cf
     round trip with the same runner, at the largest batch of the sweep."""
     t0 = time.perf_counter()
     runner = build_runner(v, model, meta, device, batches, cfg, calib, ref)
-    logits = predict(runner, ev.images, max(batches))
-    acc = accuracy(logits, ev.labels, ref_logits if not v.is_baseline else None)
+    logits, acc = score(runner, ev, max(batches), ref_logits if not v.is_baseline else None)
     if v.is_baseline:
         acc.update({"agreement": 1.0, "max_logit_diff": 0.0})
-    if ev.jpeg_images is not None:
-        acc[f"top1_jpeg{ev.jpeg_quality}"] = accuracy(predict(runner, ev.jpeg_images, max(batches)), ev.labels)["top1"]
-    acc["eval_batch"] = max(batches)
     return runner, logits, acc, time.perf_counter() - t0
+
+
+def score(runner, ev: EvalSet, batch: int, ref_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """(logits, accuracy): the runner's top-1 on the test images and on their JPEG round trip, at `batch`;
+    what every bench cell and the pytest-benchmark suite report."""
+    logits = predict(runner, ev.images, batch)
+    acc = accuracy(logits, ev.labels, ref_logits)
+    if ev.jpeg_images is not None:
+        acc[f"top1_jpeg{ev.jpeg_quality}"] = accuracy(predict(runner, ev.jpeg_images, batch), ev.labels)["top1"]
+    acc["eval_batch"] = batch
+    return logits, acc
 
 
 # -- timing -----------------------------------------------------------------------------------------

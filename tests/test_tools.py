@@ -430,7 +430,7 @@ def test_jpeg_before_after_scores_each_checkpoint_by_the_weights_a_sweep_timed(t
         path = tmp_path / f"sweep-{model}.json"
         path.write_text(json.dumps({"models": {model: {"weights_sha256": weights}}, "cells": [
             {"status": "ok", "model": model, "backend": "eager", "precision": "fp32",
-             "accuracy": {"top1": top1, "top1_jpeg75": jpeg}}]}))
+             "accuracy": {"top1": top1, "top1_jpeg75": jpeg, "images": 10_000}}]}))
         return str(path)
 
     before = [sweep_file("cnn_s0", sha(old), 0.90, 0.85), sweep_file("mlp_s0", sha(low), 0.50, 0.49)]

@@ -25,16 +25,15 @@ GOAL_DROP = 0.02   # issue 15: at most 2 points lost on the quality-75 set
 
 
 def scored_cells(paths: list[str]) -> dict[tuple[str, str], tuple[float, float | None, str]]:
-    """(model, weights sha256) -> (top1, top1_jpeg75, file name) from eager fp32 cells."""
+    """(model, weights sha256) -> (top1, top1_jpeg75, file name) of the first eager fp32 cell that scored
+    those weights on the whole test set."""
+    from cifar_speed.report import eager_fp32_scores
+
     out = {}
-    for path in paths:
-        doc = json.loads(Path(path).read_text())
-        for c in doc.get("cells", []):
-            if c.get("status") == "ok" and (c.get("backend"), c.get("precision")) == ("eager", "fp32"):
-                sha = (doc.get("models") or {}).get(c["model"], {}).get("weights_sha256")
-                acc = c.get("accuracy") or {}
-                if sha and "top1" in acc:
-                    out.setdefault((c["model"], sha), (acc["top1"], acc.get("top1_jpeg75"), Path(path).name))
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    for model, sha, acc, path in eager_fp32_scores(paths, docs):
+        if "top1" in acc:
+            out.setdefault((model, sha), (acc["top1"], acc.get("top1_jpeg75"), Path(path).name))
     return out
 
 

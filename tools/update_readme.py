@@ -33,8 +33,8 @@ from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.processes import remerge  # noqa: E402
-from cifar_speed.report import (best_cells_markdown, fastest_cells, load_results, plot, plot_overview,  # noqa: E402
-                                render_markdown)
+from cifar_speed.report import (best_cells_markdown, eager_fp32_scores, fastest_cells, load_results, plot,  # noqa: E402
+                                plot_overview, render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
 from cifar_speed.train.recipe import load_recipe  # noqa: E402
 
@@ -131,14 +131,9 @@ def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, t
     is, as training's own evaluation scores it; for checkpoints trained before that set existed."""
     shipped = {name: meta.get("weights_sha256") for name, meta in shipped_sidecars().items()}
     out = {}
-    for path, res in zip(paths, results_list):
-        for c in res.get("cells", []):
-            rec = (res.get("models") or {}).get(c.get("model"), {})
-            acc = c.get("accuracy") or {}
-            if (c.get("status") == "ok" and c.get("backend") == "eager" and c.get("precision") == "fp32"
-                    and acc.get("top1_jpeg75") is not None and acc.get("images") == 10_000
-                    and rec.get("weights_sha256") and rec["weights_sha256"] == shipped.get(c["model"])):
-                out.setdefault(c["model"], (acc["top1_jpeg75"], path))
+    for model, sha, acc, path in eager_fp32_scores(paths, results_list):
+        if acc.get("top1_jpeg75") is not None and sha == shipped.get(model):
+            out.setdefault(model, (acc["top1_jpeg75"], path))
     return out
 
 
