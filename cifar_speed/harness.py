@@ -23,6 +23,10 @@ fp32 matmul on one thread, `Canary`), is timed. On a shared VM other tenants slo
 CPU time nor steal shows; whatever slows the cells slows the canary too. Each trial keeps the mean of
 the readings before and after it, and a cell also reports its time in canary units (`host_normalized`:
 trial median / canary), which `compare` uses to tell a change of the code from a change of the host.
+With each canary reading goes a wake-up reading (`WakeProbe`: a hand-off to a sleeping thread and
+back), kept per trial as `wake_us`: it watches the host state a matmul cannot see, how fast a blocked
+thread runs again (a VM's idle vCPU waits for its host), which cells that hand work between threads
+(asynchronous requests, one in flight) pay on every call.
 
 CPU: each call is timed with time.perf_counter. Over each trial two views of disturbance are read:
 the process's CPU time (time.process_time: did our threads run?) and the machine's counters in
@@ -38,6 +42,7 @@ import base64
 import math
 import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,11 +298,13 @@ def decode_calls(text: str) -> list[float]:
 @dataclass
 class Trial:
     """One timed block of a cell: its per-call times, what the machine gave it, and the host's speed
-    around it (the canary's mean ms per call before and after; None without a canary)."""
+    around it (the canary's mean ms per call before and after, and of its wake-up probe in
+    microseconds; None without a canary)."""
     round: int
     times_s: list[float]
     disturbance: Disturbance
     canary_ms: float | None = None
+    wake_us: float | None = None
 
     @property
     def median_ms(self) -> float:
@@ -313,7 +320,7 @@ class Trial:
         return {"round": self.round, "n": len(self.times_s), "median_ms": self.median_ms, "wall_s": d.wall_s,
                 "cpu_s": d.cpu_s, "cpu_wall_ratio": d.cpu_wall_ratio, "others_cpu_s": d.others_cpu_s,
                 "steal_s": d.steal_s, "disturbed": d.disturbed, "why": d.why, "canary_ms": self.canary_ms,
-                "calls_ms": encode_calls(self.times_s)}
+                "wake_us": self.wake_us, "calls_ms": encode_calls(self.times_s)}
 
 
 class Canary:
@@ -323,21 +330,23 @@ class Canary:
     a round of N cells costs N readings. One thread by default: a multi-threaded matmul waits at
     OpenMP barriers, and another runtime's pool still spinning after its trial (ONNX Runtime,
     OpenVINO) stalled it 50-100x, which measured the previous cell, not the host. Restores torch's
-    thread setting."""
+    thread setting. Each reading also reads `wake` (last_wake_us), when given."""
     SIZE = 192
 
-    def __init__(self, seconds: float, threads: int = 1, min_calls: int = 3):
+    def __init__(self, seconds: float, threads: int = 1, min_calls: int = 3, wake: "WakeProbe | None" = None):
         g = torch.Generator().manual_seed(0)
         self.a, self.b = torch.randn(self.SIZE, self.SIZE, generator=g), torch.randn(self.SIZE, self.SIZE, generator=g)
         self.seconds, self.threads, self.min_calls = seconds, threads, min_calls
+        self.wake = wake
         self.last_ms: float | None = None
+        self.last_wake_us: float | None = None
 
     @classmethod
     def for_timers(cls, timers: list["CellTimer"]) -> "Canary | None":
         """A canary for CPU cells whose settings ask for one; None for CUDA (the host is not what is timed)."""
         if not timers or any(t.cuda for t in timers) or timers[0].settings.canary_s <= 0:
             return None
-        return cls(timers[0].settings.canary_s)
+        return cls(timers[0].settings.canary_s, wake=WakeProbe())
 
     def read(self) -> float:
         saved = torch.get_num_threads()
@@ -351,11 +360,42 @@ class Canary:
         finally:
             torch.set_num_threads(saved)
         self.last_ms = statistics.median(times) * 1e3
+        self.last_wake_us = self.wake.read() if self.wake else None
         return self.last_ms
 
     def latest(self) -> float:
         """The reading taken right after the previous trial, or a fresh one."""
         return self.last_ms if self.last_ms is not None else self.read()
+
+
+class WakeProbe:
+    """The host's thread wake-up latency now: the median round trip, in microseconds, of `calls`
+    hand-offs to a helper thread blocked on an event and back (two blocked-thread wake-ups each).
+
+    A diagnostic beside the canary, never a divisor: on a VM a blocked thread runs again only once
+    its vCPU is scheduled by the host, a cost no compute canary sees and that asynchronous cells
+    with one request in flight pay per call. The helper is a daemon thread that sleeps between readings."""
+
+    def __init__(self, calls: int = 32):
+        self.calls = calls
+        self._go, self._back = threading.Event(), threading.Event()
+        threading.Thread(target=self._serve, daemon=True, name="cifar-speed-wake-probe").start()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()
+            self._back.set()
+
+    def read(self) -> float:
+        times = []
+        for _ in range(self.calls):
+            t0 = time.perf_counter()
+            self._go.set()
+            self._back.wait()
+            self._back.clear()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
 
 
 @dataclass
@@ -426,6 +466,7 @@ class CellTimer:
         after settle_s of untimed calls."""
         s = self.settings
         canary_before = canary.latest() if canary else None
+        wake_before = canary.last_wake_us if canary else None
         torch.set_num_threads(self.threads)
         self._settle()
         if self.cuda:
@@ -445,7 +486,8 @@ class CellTimer:
         else:
             dist = judge(wall, cpu, self.threads, before, after, s)
         t = Trial(round_, self.timer.collect(), dist,
-                  (canary_before + canary.read()) / 2 if canary else None)
+                  (canary_before + canary.read()) / 2 if canary else None,
+                  _mean_of(wake_before, canary.last_wake_us) if canary else None)
         self.trials.append(t)
         return t
 
@@ -504,9 +546,17 @@ def _host_normalized(trials: list[Trial]) -> dict:
         return {}
     units = spread([t.normalized for t in trials])
     canary = spread([t.canary_ms for t in trials])
-    return {"canary_ms": {"median": canary["median"], "min": canary["min"], "max": canary["max"]},
-            "host_normalized": {"median": units["median"], "min": units["min"], "max": units["max"],
-                                "iqr": units["iqr"], "unit": "trial median / canary ms per call"}}
+    out = {"canary_ms": {"median": canary["median"], "min": canary["min"], "max": canary["max"]},
+           "host_normalized": {"median": units["median"], "min": units["min"], "max": units["max"],
+                               "iqr": units["iqr"], "unit": "trial median / canary ms per call"}}
+    if all(t.wake_us for t in trials):
+        wake = spread([t.wake_us for t in trials])
+        out["wake_us"] = {"median": wake["median"], "min": wake["min"], "max": wake["max"]}
+    return out
+
+
+def _mean_of(a: float | None, b: float | None) -> float | None:
+    return (a + b) / 2 if a is not None and b is not None else None
 
 
 def paired_ratio(baseline: list[Trial], cell: list[Trial], normalized: bool = False) -> dict | None:

@@ -226,4 +226,4 @@ def trial_from_record(r: dict, threads: int, offset: int = 0) -> harness.Trial:
     dist = harness.Disturbance(r["wall_s"], r["cpu_s"], threads, r["cpu_wall_ratio"], r.get("others_cpu_s"),
                                r.get("steal_s"), r.get("disturbed"), r.get("why"))
     times = [ms / 1e3 for ms in harness.decode_calls(r["calls_ms"])]
-    return harness.Trial(offset + r["round"], times, dist, r.get("canary_ms"))
+    return harness.Trial(offset + r["round"], times, dist, r.get("canary_ms"), r.get("wake_us"))

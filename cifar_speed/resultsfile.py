@@ -24,7 +24,7 @@ CSV_COLUMNS = RUN_COLUMNS + [
     "trial_median_max_ms", "trial_median_iqr_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops",
     "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_min", "speedup_max", "top1",
     "top1_jpeg75", "agreement", "max_logit_diff", "accuracy_flagged", "disturbed", "trials_disturbed",
-    "cpu_wall_ratio", "canary_ms", "host_normalized", "speedup_host_normalized", "median_rse", "speedup_rse", "reason"]
+    "cpu_wall_ratio", "canary_ms", "wake_us", "host_normalized", "speedup_host_normalized", "median_rse", "speedup_rse", "reason"]
 SKIPPED_COLUMNS = RUN_COLUMNS + ["model", "backend", "precision", "reason"]
 
 
@@ -45,6 +45,7 @@ def csv_row(cell: Cell, run: dict) -> dict:
             "trial_median_min_ms": trial.get("min"), "trial_median_max_ms": trial.get("max"),
             "trial_median_iqr_ms": trial.get("iqr"), "speedup_min": sp[0], "speedup_max": sp[1],
             "canary_ms": (lat.get("canary_ms") or {}).get("median"),
+            "wake_us": (lat.get("wake_us") or {}).get("median"),
             "host_normalized": (lat.get("host_normalized") or {}).get("median"),
             **{k: acc.get(k) for k in ("top1", "top1_jpeg75", "agreement", "max_logit_diff")}}
 

@@ -64,7 +64,7 @@ _LATENCY = {"type": "object", "properties": {
     "median_ms": _NUM, "p90_ms": _OPT_NUM, "p99_ms": _OPT_NUM, "mean_ms": _OPT_NUM, "min_ms": _OPT_NUM,
     "max_ms": _OPT_NUM, "n": _OPT_INT, "threads": _OPT_INT, "cpu_wall_ratio": _OPT_NUM,
     "trial_median_ms": {"type": ["object", "null"], "properties": {"min": _OPT_NUM, "max": _OPT_NUM, "iqr": _OPT_NUM}},
-    "host_normalized": _SPREAD, "canary_ms": _SPREAD}}
+    "host_normalized": _SPREAD, "canary_ms": _SPREAD, "wake_us": _SPREAD}}
 
 
 def results_read_schema() -> dict:

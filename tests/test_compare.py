@@ -159,6 +159,18 @@ def test_a_slower_host_is_not_a_regression_where_both_runs_read_the_canary(capsy
     assert code == 1 and "REGRESSION (images_per_s:-5%)" in out
 
 
+def test_the_wake_up_reading_is_shown_beside_the_canary_and_never_divides(capsys, tmp_path):
+    """Runs that carry the wake-up probe print its change; the verdict still judges canary units only."""
+    def with_wake(cell, wake_us):
+        cell["latency"]["wake_us"] = {"median": wake_us, "min": wake_us, "max": wake_us}
+        return cell
+
+    old = _write(tmp_path, "old", [with_wake(_with_canary(_cell("onnxrt", 2000, 1960, 2040), 0.10), 40.0)])
+    new = _write(tmp_path, "new", [with_wake(_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.10), 60.0)])
+    code, out, _ = _run(capsys, old, new, "--fail-on", "images_per_s:-5%")
+    assert code == 1 and "a hand-off to a sleeping thread and back took +50.0% in the new run" in out
+
+
 def test_a_regression_the_canary_does_not_explain_still_fails(capsys, tmp_path):
     old = _write(tmp_path, "old", [_with_canary(_cell("onnxrt", 2000, 1960, 2040), 0.10)])
     new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.10)])   # same host speed

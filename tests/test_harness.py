@@ -414,6 +414,35 @@ def test_canary_reads_between_trials_and_normalises_the_cell():
         statistics.median([t.normalized for t in timers[0].trials]))
 
 
+def test_wake_probe_reads_a_round_trip_and_each_trial_keeps_the_mean_around_it():
+    assert harness.WakeProbe(calls=4).read() > 0
+    wakes = iter([10.0, 20.0, 40.0])
+
+    class FakeCanary(harness.Canary):
+        def read(self):
+            self.last_ms, self.last_wake_us = 1.0, next(wakes)
+            return self.last_ms
+
+    canary = FakeCanary(0.001, 1)
+    timer = harness.CellTimer(_runner(lambda x: x.flatten(1)[:, :10]), 2, harness.QUICK)
+    timer.trial(0, canary)
+    timer.trial(1, canary)
+    assert [t.wake_us for t in timer.trials] == [15.0, 30.0]
+    assert timer.trials[0].to_dict()["wake_us"] == 15.0
+    assert timer.summary()["wake_us"]["median"] == pytest.approx(22.5)
+
+
+def test_trials_without_wake_readings_leave_it_out_of_the_summary():
+    class FakeCanary(harness.Canary):
+        def read(self):
+            self.last_ms = 1.0
+            return self.last_ms
+
+    timer = harness.CellTimer(_runner(lambda x: x.flatten(1)[:, :10]), 2, harness.QUICK)
+    timer.trial(0, FakeCanary(0.001, 1))
+    assert timer.trials[0].wake_us is None and "wake_us" not in timer.summary()
+
+
 def test_paired_ratio_in_canary_units_takes_out_a_host_slowdown():
     """Round 1 ran on a host twice as slow for the cell only: raw ratios differ, normalised ones agree."""
     dist = Disturbance(1.0, 1.0, 1, 1.0, 0.0, 0.0, False)

@@ -343,17 +343,18 @@ def allocator_of(results: dict) -> str:
     return record.get("allocator", "system")
 
 
-def host_speed_change(old: dict, new: dict) -> float | None:
-    """How much slower (+) or faster (-) the host's canary ran in the new run: the median over cells
-    of each cell's median canary reading; None when either run has no canary."""
+def host_speed_change(old: dict, new: dict, reading: str = "canary_ms") -> float | None:
+    """How much slower (+) or faster (-) the host ran in the new run by one of its readings (the
+    canary's `canary_ms`, the wake-up probe's `wake_us`): the median over cells of each cell's median
+    reading; None when either run lacks it."""
     import statistics
 
-    def canary(results):
-        readings = [c.latency["canary_ms"]["median"] for c in _ok_cells(results).values()
-                    if (c.latency or {}).get("canary_ms")]
+    def median_reading(results):
+        readings = [c.latency[reading]["median"] for c in _ok_cells(results).values()
+                    if (c.latency or {}).get(reading)]
         return statistics.median(readings) if readings else None
 
-    a, b = canary(old), canary(new)
+    a, b = median_reading(old), median_reading(new)
     return (b - a) / a if a and b else None
 
 
@@ -381,6 +382,10 @@ def run(args) -> int:
         judged = "raw figures (--raw)" if args.raw else "host-normalised figures where both cells have them"
         console.print(f"host speed: the canary took {host * 100:+.1f}% per call in the new run; verdicts judge the "
                       f"{judged}", markup=False)
+    wake = host_speed_change(old, new, "wake_us")
+    if wake is not None:
+        console.print(f"host wake-up: a hand-off to a sleeping thread and back took {wake * 100:+.1f}% in the new run "
+                      "(shown, not divided out: cells handing work between threads pay it per call)", markup=False)
     if allocator_of(old) != allocator_of(new):
         console.print(f"allocator: {allocator_of(old)} in {args.old}, {allocator_of(new)} in {args.new} (bench "
                       "--allocator): eager and compile cells also moved for that reason", markup=False)
