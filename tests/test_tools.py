@@ -437,3 +437,36 @@ def test_jpeg_before_after_scores_each_checkpoint_by_the_weights_a_sweep_timed(t
     cnn, mlp = tool.table(before, [], 0.85, sidecars=[new, low]).splitlines()[2:]
     assert cnn.startswith("| cnn_s0 | 90.00 % | 85.00 % | 5.00 pt | 90.00 % | 89.00 % | 1.00 pt | +0.00 pt | met |")
     assert mlp.startswith("| mlp_s0 | 50.00 % | 49.00 % | 1.00 pt |") and "not bound (below the bar)" in mlp
+
+
+def test_wake_vs_cells_pairs_each_cells_change_with_the_wake_up_around_its_trials(tmp_path, capsys):
+    from cifar_speed import sweep
+    from cifar_speed.provenance import provenance
+
+    wake_vs_cells = _tool("wake_vs_cells")
+
+    def trials(ms, wake):   # two processes of two trials; the second process slower and slower to wake
+        return [{"round": r, "process": p, "median_ms": ms * (1 + p), "wake_us": wake * (1 + p)}
+                for p in (0, 1) for r in (0, 1)]
+
+    def write(name, ms, wake):
+        cell = sweep.Cell(model="cnn", architecture="cnn", backend="openvino", precision="fp32", device="cpu",
+                          batch_size=1, mode="async", threads=1, baseline=False, images_per_s=1e3 / ms,
+                          latency={"median_ms": ms}, trials=trials(ms, wake)).to_dict()
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"schema": sweep.SCHEMA, "created": "2026-01-01T00:00:00+00:00",
+                                    "provenance": provenance(), "peak": {}, "models": {},
+                                    "harness": {"trials": 2, "max_trials": 2, "accuracy_images": 10000, "modes": ["device"]},
+                                    "skipped": [], "cells": [cell]}))
+        return str(path)
+
+    assert wake_vs_cells.main([write("one", 1.0, 40.0), write("two", 1.2, 60.0)]) == 0
+    out = capsys.readouterr().out
+    assert "cnn openvino fp32 b1 1t async" in out and "+20.0%" in out and "+50.0%" in out and "+1.00" in out
+    assert "median rank correlation, async cells: +1.00 over 1 cells" in out
+    plain = write("plain", 1.0, 40.0)
+    doc = json.loads(open(plain).read())
+    for t in doc["cells"][0]["trials"]:
+        del t["wake_us"]
+    open(plain, "w").write(json.dumps(doc))
+    assert wake_vs_cells.main([plain, plain]) == 2 and "no cell of both files" in capsys.readouterr().err
