@@ -346,7 +346,7 @@ class Canary:
         """A canary for CPU cells whose settings ask for one; None for CUDA (the host is not what is timed)."""
         if not timers or any(t.cuda for t in timers) or timers[0].settings.canary_s <= 0:
             return None
-        return cls(timers[0].settings.canary_s, wake=WakeProbe())
+        return cls(timers[0].settings.canary_s, wake=WakeProbe.shared())
 
     def read(self) -> float:
         saved = torch.get_num_threads()
@@ -374,12 +374,20 @@ class WakeProbe:
 
     A diagnostic beside the canary, never a divisor: on a VM a blocked thread runs again only once
     its vCPU is scheduled by the host, a cost no compute canary sees and that asynchronous cells
-    with one request in flight pay per call. The helper is a daemon thread that sleeps between readings."""
+    with one request in flight pay per call. The helper is a daemon thread that sleeps between
+    readings; `shared()` is the process's one probe (a sweep makes a canary per model)."""
+    _shared: "WakeProbe | None" = None
 
     def __init__(self, calls: int = 32):
         self.calls = calls
         self._go, self._back = threading.Event(), threading.Event()
         threading.Thread(target=self._serve, daemon=True, name="cifar-speed-wake-probe").start()
+
+    @classmethod
+    def shared(cls) -> "WakeProbe":
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     def _serve(self) -> None:
         while True:
