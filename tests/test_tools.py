@@ -253,6 +253,12 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     rows = ur.jpeg_training_section([before, twin], ["b", "t"], [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[1].split(" | ")[:2] == ["| frontier_m_plain (baseline)", "the shipped recipe"]
     assert rows[1].split(" | ")[6] == "-"
+    # An experiment of the plain twin's line is compared with the twin, not with the distilled model it shares an architecture with.
+    twin_exp = {**seeds, "recipe": "frontier_m_plain_jpeg95", "runs": runs(cpu, "plain, more JPEG"), "test_accuracy": stat(0.879)}
+    rows = ur.jpeg_training_section([seeds, twin, twin_exp], ["s", "t", "x"], [], [], rel=lambda p: p).splitlines()[2:]
+    assert rows[2].split(" | ")[:2] == ["| frontier_m_plain_jpeg95", "plain, more JPEG"] and rows[2].split(" | ")[6] == "-0.10 pt"
+    assert ur.experiment_line("frontier_m_plain_jpeg95", "frontier_m") == "frontier_m_plain"
+    assert ur.experiment_line("fast_jpeg50", "fast") == "fast" and ur.experiment_line("odd", "cnn") == "cnn"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])

@@ -487,6 +487,15 @@ def recipe_changes(f: dict) -> list[str] | None:
     return out
 
 
+def experiment_line(recipe: str, model: str) -> str:
+    """The shipped recipe an experiment belongs to: the longest train/<name>.toml whose name begins the
+    experiment's recipe name (frontier_l_plain for frontier_l_plain_jpeg95_q60_e14, not frontier_l,
+    which is distilled), else its model's."""
+    shipped = [p.stem for p in (ROOT / "train").glob("*.toml")]
+    lines = [name for name in shipped if recipe.startswith(name + "_")]
+    return max(lines, key=len) if lines else model
+
+
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
@@ -498,7 +507,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
     # Each shipped recipe (train/<recipe>.toml: frontier_m, frontier_m_plain, ...) is a baseline; an experiment
-    # is compared with its model's own recipe (frontier_m for frontier_m_*), never a plain twin, which differs
+    # is compared with its own line's recipe (frontier_m for frontier_m_*, experiment_line), never a plain twin, which differs
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
@@ -528,7 +537,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
             label, changed, vs = "baseline", "the shipped recipe", "-"
         else:
             label, changed = "", f["runs"][0]["training_record"]["recipe"].get("description", "")
-            vs = versus(f["model"], where, acc["mean"])
+            vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"])
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
                     f"[`{Path(path).name}`]({path}) |")
@@ -538,7 +547,8 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         if jpeg is None:   # trained before the JPEG-75 set existed: nothing to compare
             continue
         where = _trained_where(d)
-        vs = versus(d["model"], (where,), clean)
+        recipe = Path(d["recipe"]["path"]).stem if d["recipe"].get("path") else d["name"]
+        vs = versus(experiment_line(recipe, d["model"]), (where,), clean)
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
