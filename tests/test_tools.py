@@ -476,3 +476,14 @@ def test_wake_vs_cells_pairs_each_cells_change_with_the_wake_up_around_its_trial
         del t["wake_us"]
     open(plain, "w").write(json.dumps(doc))
     assert wake_vs_cells.main([plain, plain]) == 2 and "no cell of both files" in capsys.readouterr().err
+
+
+def test_ship_checkpoints_as_a_model_name_keeps_the_runs_own_name(tmp_path, data_dir):
+    ship = _tool("ship_checkpoints")
+    run = _run(tmp_path, 1, 0.5, model="mlp")
+    out = tmp_path / "shipped"
+    assert ship.main([str(run), "--as", "mlp", "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    meta = json.loads((out / "mlp.json").read_text())
+    assert meta["name"] == "mlp" and meta["shipping"]["trained_as"] == "mlp_s1"
+    with pytest.raises(SystemExit):
+        ship.main([str(run), str(run), "--as", "mlp", "--out", str(out)])
