@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ from cifar_speed.models import create_model
 def _tool(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
@@ -445,37 +447,40 @@ def test_jpeg_before_after_scores_each_checkpoint_by_the_weights_a_sweep_timed(t
     assert mlp.startswith("| mlp_s0 | 50.00 % | 49.00 % | 1.00 pt |") and "not bound (below the bar)" in mlp
 
 
-def test_wake_vs_cells_pairs_each_cells_change_with_the_wake_up_around_its_trials(tmp_path, capsys):
+def test_host_around_cells_pairs_each_cells_change_with_the_host_readings_around_its_trials(tmp_path, capsys):
     from cifar_speed import sweep
     from cifar_speed.provenance import provenance
 
-    wake_vs_cells = _tool("wake_vs_cells")
+    host_around = _tool("host_around_cells")
 
-    def trials(ms, wake):   # two processes of two trials; the second process slower and slower to wake
-        return [{"round": r, "process": p, "median_ms": ms * (1 + p), "wake_us": wake * (1 + p)}
-                for p in (0, 1) for r in (0, 1)]
+    def trials(ms, canary, wake):   # two processes of two trials; the second slower, and slower to wake
+        return [{"round": r, "process": p, "median_ms": ms * (1 + p), "canary_ms": canary,
+                 **({"wake_us": wake * (1 + p)} if wake else {})} for p in (0, 1) for r in (0, 1)]
 
-    def write(name, ms, wake):
-        cell = sweep.Cell(model="cnn", architecture="cnn", backend="openvino", precision="fp32", device="cpu",
-                          batch_size=1, mode="async", threads=1, baseline=False, images_per_s=1e3 / ms,
-                          latency={"median_ms": ms}, trials=trials(ms, wake)).to_dict()
+    def cell(mode, ms, canary, wake):
+        return sweep.Cell(model="cnn", architecture="cnn", backend="openvino", precision="fp32", device="cpu",
+                          batch_size=1, mode=mode, threads=1, baseline=False, images_per_s=1e3 / ms,
+                          latency={"median_ms": ms}, trials=trials(ms, canary, wake)).to_dict()
+
+    def write(name, ms, canary, wake=None):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"schema": sweep.SCHEMA, "created": "2026-01-01T00:00:00+00:00",
-                                    "provenance": provenance(), "peak": {}, "models": {},
+                                    "provenance": provenance(), "peak": {}, "models": {}, "skipped": [],
                                     "harness": {"trials": 2, "max_trials": 2, "accuracy_images": 10000, "modes": ["device"]},
-                                    "skipped": [], "cells": [cell]}))
+                                    "cells": [cell("async", ms, canary, wake), cell("device", 1.0, 0.1, wake),
+                                              cell("host", 1.0, 0.1, wake)]}))
         return str(path)
 
-    assert wake_vs_cells.main([write("one", 1.0, 40.0), write("two", 1.2, 60.0)]) == 0
+    # Old run: the canary read 10 % slow around the async cell's trials, which were slow; new run: neither.
+    assert host_around.main([write("one", 1.2, 0.11, 60.0), write("two", 1.0, 0.1, 40.0)]) == 0
     out = capsys.readouterr().out
-    assert "cnn openvino fp32 b1 1t async" in out and "+20.0%" in out and "+50.0%" in out and "+1.00" in out
-    assert "median rank correlation, async cells: +1.00 over 1 cells" in out
-    plain = write("plain", 1.0, 40.0)
-    doc = json.loads(open(plain).read())
-    for t in doc["cells"][0]["trials"]:
-        del t["wake_us"]
-    open(plain, "w").write(json.dumps(doc))
-    assert wake_vs_cells.main([plain, plain]) == 2 and "no cell of both files" in capsys.readouterr().err
+    row = next(line for line in out.splitlines() if line.startswith("cnn openvino fp32 b1 1t async"))
+    assert row.split()[-5:] == ["-16.7%", "+10.0%", "+0.0%", "-33.3%", "+1.00"]
+    assert "async cells (1): median change -16.7%; canary around their trials vs the run's, median: old +10.00%, new +0.00%" in out
+    # Files from before the wake-up probe: the canary columns only.
+    assert host_around.main([write("three", 1.0, 0.1), write("four", 1.0, 0.1)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn openvino fp32 b1 1t async"))
+    assert row.split()[-2:] == ["-", "-"]
 
 
 def test_ship_checkpoints_as_a_model_name_keeps_the_runs_own_name(tmp_path, data_dir):
