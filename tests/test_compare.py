@@ -171,6 +171,27 @@ def test_the_wake_up_reading_is_shown_beside_the_canary_and_never_divides(capsys
     assert code == 1 and "a hand-off to a sleeping thread and back took +50.0% in the new run" in out
 
 
+def test_compare_names_the_cells_around_which_the_canary_read_slow_in_one_run_only(capsys, tmp_path):
+    """Old run: the canary read 2 % slow around onnxrt's trials (it left work running); new run: not."""
+    def with_trials(cell, canary_ms):
+        cell["trials"] = [{"round": r, "n": 5, "median_ms": cell["latency"]["median_ms"], "canary_ms": canary_ms}
+                          for r in range(3)]
+        return cell
+
+    def run(name, onnxrt_canary):
+        return _write(tmp_path, name, [with_trials(_cell("eager", 1000, 980, 1020), 0.100),
+                                       with_trials(_cell("openvino", 1000, 980, 1020, speedup=1.0, sp_range=[1.0, 1.0]), 0.100),
+                                       with_trials(_cell("onnxrt", 2000, 1960, 2040, speedup=2.0, sp_range=[1.95, 2.05]),
+                                                   onnxrt_canary)])
+
+    _, out, _ = _run(capsys, run("old", 0.102), run("new", 0.100))
+    out = " ".join(out.split())   # the console wraps long lines
+    assert "the canary around the trials of 1 cell(s) read differently" in out
+    assert "Largest: cnn onnxrt fp32 b128 2t +2.0% -> +0.0%" in out
+    _, out, _ = _run(capsys, run("same1", 0.1004), run("same2", 0.100))   # 0.4 %: within what quiet cells show
+    assert "host state around cells" not in out
+
+
 def test_a_regression_the_canary_does_not_explain_still_fails(capsys, tmp_path):
     old = _write(tmp_path, "old", [_with_canary(_cell("onnxrt", 2000, 1960, 2040), 0.10)])
     new = _write(tmp_path, "new", [_with_canary(_cell("onnxrt", 1600, 1580, 1620), 0.10)])   # same host speed

@@ -15,6 +15,12 @@ half an hour, which moves every cell of a run together; dividing by the canary t
 both runs have it, the verdict and --fail-on judge the host-normalised change (the raw change is
 printed beside it); `--raw` judges the raw figures instead.
 
+Host state around one cell: the canary is read right after each trial, so a cell that leaves work
+running past its trials (another runtime's threads, queues) or that ran in a state the rest of its
+run did not, reads a slower canary around its own trials than the run as a whole. compare names the
+cells whose canary offset (around-the-cell / run median - 1) differs between the runs by more than
+CANARY_SHIFT_SHOWN: their change may be that state, not the code (shown, never divided out).
+
 `--fail-on METRIC:PCT` (repeatable) makes a change past PCT in the bad direction, outside the noise,
 a regression: exit status 1. A negative PCT is a floor (images_per_s:-5%, speedup_vs_eager_fp32:-5%),
 a positive one a ceiling (median_ms:+5%). Both files may also be pytest-benchmark's
@@ -343,6 +349,42 @@ def allocator_of(results: dict) -> str:
     return record.get("allocator", "system")
 
 
+# Around quiet cells the canary reads within ~0.1 % of its run's median (committed pairs); the
+# OpenVINO async cells of a failed pair read +0.3 to +1.7 % in the run where they were slow.
+CANARY_SHIFT_SHOWN = 0.005
+
+
+def canary_offsets(results: dict) -> dict:
+    """Per cell (key): how much slower (+) the canary read around its trials than the run's median
+    reading, from the recorded trials; cells without a reading for every trial are left out."""
+    import statistics
+
+    cells = {k: c for k, c in _ok_cells(results).items() if c.trials and all(t.get("canary_ms") for t in c.trials)}
+    if not cells:
+        return {}
+    run = statistics.median(t["canary_ms"] for c in cells.values() for t in c.trials)
+    return {k: statistics.median(t["canary_ms"] for t in c.trials) / run - 1 for k, c in cells.items()}
+
+
+def canary_shifts(old: dict, new: dict) -> list[tuple[tuple, float, float]]:
+    """(key, old offset, new offset) of the cells whose canary offset moved by more than
+    CANARY_SHIFT_SHOWN between the runs, the largest move first."""
+    a, b = canary_offsets(old), canary_offsets(new)
+    moved = [(k, a[k], b[k]) for k in a.keys() & b.keys() if abs(b[k] - a[k]) > CANARY_SHIFT_SHOWN]
+    return sorted(moved, key=lambda m: -abs(m[2] - m[1]))
+
+
+def _print_canary_shifts(console, old: dict, new: dict) -> None:
+    moved = canary_shifts(old, new)
+    if not moved:
+        return
+    shown = ", ".join(f"{cell_name(k)} {o * 100:+.1f}% -> {n * 100:+.1f}%" for k, o, n in moved[:3])
+    console.print(f"host state around cells: the canary around the trials of {len(moved)} cell(s) read differently "
+                  f"against its run in the two runs (by more than {CANARY_SHIFT_SHOWN:.1%}): they left work running past "
+                  f"their trials, or ran in a state the rest of their run did not, in one run; their change may be "
+                  f"that state, not the code. Largest: {shown}", markup=False)
+
+
 def host_speed_change(old: dict, new: dict, reading: str = "canary_ms") -> float | None:
     """How much slower (+) or faster (-) the host ran in the new run by one of its readings (the
     canary's `canary_ms`, the wake-up probe's `wake_us`): the median over cells of each cell's median
@@ -382,6 +424,7 @@ def run(args) -> int:
         judged = "raw figures (--raw)" if args.raw else "host-normalised figures where both cells have them"
         console.print(f"host speed: the canary took {host * 100:+.1f}% per call in the new run; verdicts judge the "
                       f"{judged}", markup=False)
+    _print_canary_shifts(console, old, new)
     wake = host_speed_change(old, new, "wake_us")
     if wake is not None:
         console.print(f"host wake-up: a hand-off to a sleeping thread and back took {wake * 100:+.1f}% in the new run "
