@@ -190,6 +190,13 @@ def test_compare_names_the_cells_around_which_the_canary_read_slow_in_one_run_on
     assert "Largest: cnn onnxrt fp32 b128 2t +2.0% -> +0.0%" in out
     _, out, _ = _run(capsys, run("same1", 0.1004), run("same2", 0.100))   # 0.4 %: within what quiet cells show
     assert "host state around cells" not in out
+    # One run alone (bench's summary): the cell around which the canary read slow.
+    from cifar_speed.commands.compare import slow_around_line
+    from cifar_speed.report import load_results
+
+    line = slow_around_line(load_results(run("alone", 0.102)))
+    assert line.startswith("host state around 1 cell(s)") and "(largest: cnn onnxrt fp32 b128 2t +2.0%)" in line
+    assert slow_around_line(load_results(run("quiet", 0.1004))) is None
 
 
 def test_a_regression_the_canary_does_not_explain_still_fails(capsys, tmp_path):

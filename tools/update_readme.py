@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
-from cifar_speed.commands.compare import (SHORT, cell_name, check_bounds, compare, host_speed_change,  # noqa: E402
-                                          parse_within)
+from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare,  # noqa: E402
+                                          host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
@@ -413,8 +413,8 @@ def acceptance_section(pairs: list[str], rel) -> str:
     """One row per back-to-back pair: how many of its speed-ups and images/s stayed within
     ACCEPTANCE_BOUNDS (judged host-normalised where both cells have the canary, and raw), and which not."""
     bounds = [parse_within(b) for b in ACCEPTANCE_BOUNDS]
-    rows = ["| pair | processes x trials (max) | a run's time | figures | within, host-normalised | within, raw | canary | past the bound (change as judged) |",
-            "|---|---|---:|---:|---:|---:|---:|---|"]
+    rows = ["| pair | processes x trials (max) | a run's time | figures | within, host-normalised | within, raw | canary | slow canary around (run 1, run 2) | past the bound (change as judged) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for pair in pairs:
         old_path, new_path = pair.split(":")
         old, new = (_judged_as_merged_today(load_results(p)) for p in (old_path, new_path))
@@ -430,11 +430,15 @@ def acceptance_section(pairs: list[str], rel) -> str:
         rows.append(f"| [`{Path(old_path).name}`]({rel(old_path)}), [`{Path(new_path).name}`]({rel(new_path)}) | "
                     f"{h.get('processes', 1)} x {h.get('trials')} ({h.get('max_trials')}) | {_run_minutes(old)} | {checked.judged} | "
                     f"{checked.judged - len(checked.past)} | {checked.judged - len(checked.past_raw)} | "
-                    f"{f'{canary * 100:+.1f} %' if canary is not None else '-'} | {past} |")
+                    f"{f'{canary * 100:+.1f} %' if canary is not None else '-'} | "
+                    f"{len(slow_around(old))}, {len(slow_around(new))} | {past} |")
     command = "cifar-speed compare OLD NEW " + " ".join(f"--within {b}" for b in ACCEPTANCE_BOUNDS)
     return (f"Judged by `{command}` "
             f"(exit 1 when a figure is past): every speed-up over eager fp32 and every images/s at batch 1 "
-            f"and 128; *canary*: how much slower the host's reference matmul ran in the second run.\n\n"
+            f"and 128; *canary*: how much slower the host's reference matmul ran in the second run; *slow canary "
+            f"around*: in each run, the cells right after whose trials the canary read more than "
+            f"{CANARY_SHIFT_SHOWN:.1%} slower than the run's median (`compare` and `bench` name them): cells that "
+            f"left work running past their trials, or ran in a state the rest of their run did not.\n\n"
             + "\n".join(rows))
 
 

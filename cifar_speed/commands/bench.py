@@ -156,6 +156,7 @@ def _third_party_output() -> list[dict]:
 def run(args) -> int:
     from .. import resultsfile, sweep
     from ..console import make_console
+    from .compare import slow_around_line
     from ..report import accuracy_table, artifact_lines, peak_text, skipped_lines, table
 
     cfg, out = _config(args)
@@ -185,6 +186,9 @@ def run(args) -> int:
         console.print(f"[yellow]{n_dist} cell(s) disturbed[/]: most of their trials got less CPU than they asked "
                       f"for (other processes or steal took the cores, or cpu/wall below "
                       f"{cfg.settings.disturbed_fraction} x threads); rerun on an idle machine")
+    slow_around = slow_around_line(results)
+    if slow_around:
+        console.print(slow_around, style="yellow", markup=False)
     peak = results["peak"]
     console.print(f"peak used for peak_fraction: {peak_text(peak)}"
                   + (" [yellow]- disturbed: pass --peak-gflops from `cifar-speed doctor --peak` on an idle machine[/]"

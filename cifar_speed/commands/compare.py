@@ -374,6 +374,23 @@ def canary_shifts(old: dict, new: dict) -> list[tuple[tuple, float, float]]:
     return sorted(moved, key=lambda m: -abs(m[2] - m[1]))
 
 
+def slow_around(results: dict) -> list[tuple[tuple, float]]:
+    """(key, offset) of the cells around whose trials the canary read more than CANARY_SHIFT_SHOWN
+    slower than the run's median, the slowest first."""
+    return sorted(((k, o) for k, o in canary_offsets(results).items() if o > CANARY_SHIFT_SHOWN), key=lambda x: -x[1])
+
+
+def slow_around_line(results: dict) -> str | None:
+    """For one run (bench's summary): the cells slow_around names, on one line, or None."""
+    slow = slow_around(results)
+    if not slow:
+        return None
+    shown = ", ".join(f"{cell_name(k)} {o * 100:+.1f}%" for k, o in slow[:3])
+    return (f"host state around {len(slow)} cell(s): the canary read more than {CANARY_SHIFT_SHOWN:.1%} slower right "
+            f"after their trials than the run's median (largest: {shown}): they left work running past their trials, "
+            "or ran in a state the rest of the run did not; compare a second run before trusting their figures")
+
+
 def _print_canary_shifts(console, old: dict, new: dict) -> None:
     moved = canary_shifts(old, new)
     if not moved:
