@@ -257,8 +257,9 @@ def per_results_file(results_list: list[dict], out_dir) -> list[Path]:
 
 def overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | None:
     """Every model x backend x precision of one machine at its largest batch, with the Pareto front
-    (which model + backend + precision to ship for a given speed). None for several machines: their
-    speeds do not belong on one axis."""
+    (which model + backend + precision to ship for a given speed) of the cells not marked `superseded`
+    (weights no longer shipped: shown, never a choice). None for several machines: their speeds do not
+    belong on one axis."""
     from .report import _ok, pareto_front
 
     machines = {r["provenance"]["machine"] for r in results_list}
@@ -270,8 +271,9 @@ def overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | 
     cells = _with_top1([c for c in cells if c["batch_size"] == batch])
     if not cells:
         return None
-    points = pareto_front([(c["images_per_s"], c["accuracy"]["top1"] * 100) for c in cells])
-    front = [next(c for c in cells if (c["images_per_s"], c["accuracy"]["top1"] * 100) == p) for p in points]
+    choices = [c for c in cells if not c.get("superseded")]
+    points = pareto_front([(c["images_per_s"], c["accuracy"]["top1"] * 100) for c in choices])
+    front = [next(c for c in choices if (c["images_per_s"], c["accuracy"]["top1"] * 100) == p) for p in points]
     markers = marker_map(c["model"] for r in results_list for c in r["cells"] if "model" in c)
     path = Path(out_dir) / f"{slug(machine)}-accuracy-vs-throughput-b{batch}-{mode}-overview.png"
     return accuracy_vs_throughput(cells, markers, f"every model x backend x precision, {machine}: "

@@ -114,6 +114,28 @@ def test_overview_labels_do_not_overlap(tmp_path, monkeypatch):
         assert not a.overlaps(b), (a, b)
 
 
+def test_overview_front_leaves_out_superseded_cells(tmp_path, monkeypatch):
+    """A cell of weights no longer shipped (update_readme marks it) is drawn but never on the front."""
+    r = synthetic_results()
+    best = max((c for c in r["cells"] if c.get("status") == "ok"), key=lambda c: c["images_per_s"])
+    best["images_per_s"] *= 10
+    best["accuracy"] = {**(best.get("accuracy") or {}), "top1": 0.99}
+    fronts = []
+    real = plots.accuracy_vs_throughput
+
+    def keep(cells, markers, title, path, batch, mode, front=None):
+        fronts.append(front)
+        return real(cells, markers, title, path, batch, mode, front=front)
+
+    monkeypatch.setattr(plots, "accuracy_vs_throughput", keep)
+    name = lambda c: (c["model"], c["backend"], c["precision"], c["images_per_s"])  # noqa: E731
+    assert report.plot_overview([r], tmp_path) is not None
+    assert name(best) in map(name, fronts[-1])
+    best["superseded"] = True
+    assert report.plot_overview([r], tmp_path) is not None
+    assert name(best) not in map(name, fronts[-1]) and fronts[-1]
+
+
 @pytest.mark.parametrize("n_models", [1, 15])
 def test_width_stays_under_the_limit(tmp_path, n_models):
     r = synthetic_results()

@@ -421,6 +421,7 @@ def test_readme_overview_plot_shows_earlier_weights_apart():
     res = {"cells": [{"model": "frontier_m"}, {"model": "fast"}]}
     out = ur.earlier_weights_apart(["a.json", "b.json"], [res, res], {("a.json", "frontier_m"): {}})
     assert [c["model"] for c in out[0]["cells"]] == ["frontier_m (earlier weights)", "fast"]
+    assert [c.get("superseded") for c in out[0]["cells"]] == [True, None]
     assert out[1] is res and res["cells"][0]["model"] == "frontier_m"    # the inputs stay as they were
 
 

@@ -296,11 +296,11 @@ def earlier_weights(paths: list[str], results_list: list[dict]) -> dict[tuple[st
 def earlier_weights_apart(paths: list[str], results_list: list[dict], earlier: dict) -> list[dict]:
     """The results with each earlier-weights model renamed "<model> (earlier weights)" in its cells: the
     overview plot then gives it a marker and legend entry of its own instead of one marker for two
-    checkpoints' accuracies."""
+    checkpoints' accuracies, and marked `superseded`: no longer shipped, it stays off the Pareto front."""
     out = []
     for path, res in zip(paths, results_list):
         gone = {model for p, model in earlier if p == path}
-        cells = [{**c, "model": f"{c['model']} (earlier weights)"} if c.get("model") in gone else c
+        cells = [{**c, "model": f"{c['model']} (earlier weights)", "superseded": True} if c.get("model") in gone else c
                  for c in res["cells"]]
         out.append({**res, "cells": cells} if gone else res)
     return out
