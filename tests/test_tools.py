@@ -129,10 +129,18 @@ def test_seeds_file_is_the_checkpoints_own_recipes_even_when_a_run_name_collides
     other = {"recipe": "frontier_m", "runs": [{"name": "frontier_m"}, {"name": "frontier_m_s2"}]}
     own = {"recipe": "frontier_m_s2", "runs": [{"name": "frontier_m_s2"}, {"name": "frontier_m_s2_s1"}]}
     elsewhere = {"recipe": "frontier_l", "runs": [{"name": "frontier_l_s0"}]}
-    assert ur._seeds_for("frontier_m_s2", [other, own]) is own
-    assert ur._seeds_for("frontier_m", [other, own]) is other
-    assert ur._seeds_for("frontier_l", [other, elsewhere]) is elsewhere   # seeds trained on another machine
-    assert ur._seeds_for("cnn", [other, own]) is None
+    named = lambda n: {"name": n}  # noqa: E731
+    assert ur._seeds_for(named("frontier_m_s2"), [other, own]) is own
+    assert ur._seeds_for(named("frontier_m"), [other, own]) is other
+    assert ur._seeds_for(named("frontier_l"), [other, elsewhere]) is elsewhere   # seeds trained on another machine
+    assert ur._seeds_for(named("cnn"), [other, own]) is None
+    # A seed of an experiment shipped under the model's name (ship_checkpoints --as): found by its weights;
+    # the model's seeds file of its recipe as it was before (it differs from train/<name>.toml) is not its own.
+    shipped = {"name": "frontier_l", "shipping": {"source_weights_sha256": "abc", "trained_as": "frontier_l_x"}}
+    experiment = {"recipe": "frontier_l_x", "runs": [{"name": "frontier_l_x", "weights_sha256": "abc"}]}
+    before = {**elsewhere, "runs": [{"name": "frontier_l_s0", "training_record": {"recipe": {"epochs": -1}}}]}
+    assert ur._seeds_for(shipped, [before, experiment]) is experiment
+    assert ur._seeds_for(named("frontier_l"), [before]) is None
 
 
 def test_vs_report_best_cell_skips_a_cell_flagged_for_accuracy():

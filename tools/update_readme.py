@@ -61,11 +61,17 @@ def _pct(x) -> str:
     return f"{x * 100:.2f} %" if isinstance(x, (int, float)) else "-"
 
 
-def _seeds_for(name: str, seed_files: list[dict]) -> dict | None:
-    """The seeds file of this checkpoint's recipe that holds this run, else one of the same recipe
-    (seeds trained elsewhere). Only the recipe's own files: a run name alone can belong to another
-    recipe (frontier_m's seed 2 ran as `frontier_m_s2`, which is also a model of its own)."""
-    same = [f for f in seed_files if f.get("recipe") == name]
+def _seeds_for(meta: dict, seed_files: list[dict]) -> dict | None:
+    """The seeds file that holds this checkpoint's own weights (by sha256: a seed of an experiment
+    shipped under the model's name is found too), else one of the checkpoint's recipe as it is today
+    (seeds trained elsewhere). Never a file of the recipe as it was before it changed, nor a file that
+    merely holds a run of the same name (frontier_m's seed 2 ran as `frontier_m_s2`, also a model of its own)."""
+    sha = (meta.get("shipping") or {}).get("source_weights_sha256") or meta.get("weights_sha256")
+    holding = next((f for f in seed_files if sha and sha in {r.get("weights_sha256") for r in f["runs"]}), None)
+    if holding is not None:
+        return holding
+    name = meta["name"]
+    same = [f for f in seed_files if f.get("recipe") == name and not recipe_changes(f)]
     return next((f for f in same if name in {r["name"] for r in f["runs"]}), None) or next(iter(same), None)
 
 
@@ -155,7 +161,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
         if target is not None:
             best = max(m.get("test_accuracy", 0), m.get("test_accuracy_tta", 0))
             reached = f"≥ {target * 100:.0f} % {'met' if best >= target else '**missed**'}"
-            f = _seeds_for(m["name"], seed_files)
+            f = _seeds_for(m, seed_files)
             if m.get("model") == "fast":  # the target is a mean over at least 3 seeds
                 n = len(f["runs"]) if f else 1
                 tta = bool(f.get("test_accuracy_tta")) if f else "test_accuracy_tta" in m
@@ -165,7 +171,8 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                            f"{' with TTA' if tta else ''}: {verdict}")
             elif f:  # other seeds of the same recipe: their mean beside this run
                 mean = f["test_accuracy"]["mean"]
-                elsewhere = "" if m["name"] in {r["name"] for r in f["runs"]} else f" trained on {trained_on_text(f)}"
+                this_run = {m["name"], (m.get("shipping") or {}).get("trained_as")}
+                elsewhere = "" if this_run & {r["name"] for r in f["runs"]} else f" trained on {trained_on_text(f)}"
                 reached += (f" by this run; mean of {len(f['runs'])} seeds{elsewhere} {_pct(mean)}: "
                             f"{'met' if mean >= target else '**missed**'}")
         elif m.get("name", "").startswith("lightnn_") and plain_student is not None:
@@ -478,7 +485,7 @@ def recipe_changes(f: dict) -> list[str] | None:
     if not path.is_file():
         return None
     now = load_recipe(path).to_dict()
-    then = f["runs"][0]["training_record"]["recipe"] if f.get("runs") else {}
+    then = (f["runs"][0].get("training_record") or {}).get("recipe", {}) if f.get("runs") else {}
     out = []
     for section, value in then.items():
         if section in _NOT_THE_RECIPE:
