@@ -501,3 +501,11 @@ def test_ship_checkpoints_as_a_model_name_keeps_the_runs_own_name(tmp_path, data
     assert meta["name"] == "mlp" and meta["shipping"]["trained_as"] == "mlp_s1"
     with pytest.raises(SystemExit):
         ship.main([str(run), str(run), "--as", "mlp", "--out", str(out)])
+
+
+def test_readme_jpeg_table_labels_an_experiment_whose_seed_was_shipped(monkeypatch):
+    ur = _tool("update_readme")
+    monkeypatch.setattr(ur, "shipped_sidecars", lambda: {
+        "frontier_l": {"weights_sha256": "f16", "shipping": {"source_weights_sha256": "abc"}}, "cnn": {"weights_sha256": "c"}})
+    assert ur.shipped_as({"runs": [{"weights_sha256": "zzz"}, {"weights_sha256": "abc"}]}) == "shipped as frontier_l"
+    assert ur.shipped_as({"runs": [{"weights_sha256": "f16"}]}) == ""   # the stored copy's hash is not a run's

@@ -498,6 +498,14 @@ def recipe_changes(f: dict) -> list[str] | None:
     return out
 
 
+def shipped_as(f: dict) -> str:
+    """"shipped as frontier_l" for a seeds file one of whose runs is a shipped checkpoint's weights."""
+    shipped = {(meta.get("shipping") or {}).get("source_weights_sha256") or meta.get("weights_sha256"): name
+               for name, meta in shipped_sidecars().items()}
+    names = sorted({shipped[r["weights_sha256"]] for r in f.get("runs", []) if r.get("weights_sha256") in shipped})
+    return f"shipped as {', '.join(names)}" if names else ""
+
+
 def experiment_line(recipe: str, model: str) -> str:
     """The shipped recipe an experiment belongs to: the longest train/<name>.toml whose name begins the
     experiment's recipe name (frontier_l_plain for frontier_l_plain_jpeg95_q60_e14, not frontier_l,
@@ -547,7 +555,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         elif diff is not None:
             label, changed, vs = "baseline", "the shipped recipe", "-"
         else:
-            label, changed = "", f["runs"][0]["training_record"]["recipe"].get("description", "")
+            label, changed = shipped_as(f), f["runs"][0]["training_record"]["recipe"].get("description", "")
             vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"])
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
