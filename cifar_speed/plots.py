@@ -255,14 +255,15 @@ def per_results_file(results_list: list[dict], out_dir) -> list[Path]:
     return written
 
 
-def overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | None:
+def overview(results_list: list[dict], out_dir, mode: str = "device", machine: str | None = None) -> Path | None:
     """Every model x backend x precision of one machine at its largest batch, with the Pareto front
     (which model + backend + precision to ship for a given speed) of the cells not marked `superseded`
     (weights no longer shipped: shown, never a choice). None for several machines: their speeds do not
-    belong on one axis."""
+    belong on one axis; `machine` names the one machine of files whose provenance names differ (a
+    results folder holds one machine; its first files predate the CPU-tier suffix of today's names)."""
     from .report import _ok, pareto_front
 
-    machines = {r["provenance"]["machine"] for r in results_list}
+    machines = {machine} if machine else {r["provenance"]["machine"] for r in results_list}
     cells = [c for r in results_list for c in _ok(r, mode)]
     if len(machines) != 1 or not cells:
         return None

@@ -416,12 +416,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot_overview(results_list: list[dict], out_dir, mode: str = "device") -> Path | None:
+def plot_overview(results_list: list[dict], out_dir, mode: str = "device", machine: str | None = None) -> Path | None:
     """One accuracy-vs-throughput figure of every model, backend and precision of one machine with
-    its Pareto front (cifar_speed/plots.py); None when the files come from several machines."""
+    its Pareto front (cifar_speed/plots.py); None when the files come from several machines, unless
+    the caller names the one machine they all ran on (`machine`: their results folder)."""
     from .plots import overview
 
-    return overview(results_list, out_dir, mode)
+    return overview(results_list, out_dir, mode, machine)
 
 
 def write_report(paths, out_dir) -> tuple[Path, list[Path]]:

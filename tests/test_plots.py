@@ -136,6 +136,14 @@ def test_overview_front_leaves_out_superseded_cells(tmp_path, monkeypatch):
     assert name(best) not in map(name, fronts[-1]) and fronts[-1]
 
 
+def test_overview_of_one_folder_whose_files_name_the_machine_differently(tmp_path):
+    a, b = synthetic_results(), synthetic_results()
+    b["provenance"] = {**b["provenance"], "machine": b["provenance"]["machine"] + "-avx512bf16"}
+    assert report.plot_overview([a, b], tmp_path) is None          # two machines by their names
+    path = report.plot_overview([a, b], tmp_path, machine="box-avx512bf16")
+    assert path is not None and path.name.startswith("box-avx512bf16-accuracy-vs-throughput")
+
+
 @pytest.mark.parametrize("n_models", [1, 15])
 def test_width_stays_under_the_limit(tmp_path, n_models):
     r = synthetic_results()

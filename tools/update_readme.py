@@ -627,7 +627,7 @@ def main() -> int:
             machines.setdefault(Path(path).parent, []).append(res)
         answer = answer_section(paths, results, rel, earlier)
         for folder, group in machines.items():  # plots never mix machines
-            overview = plot_overview(group, folder)
+            overview = plot_overview(group, folder, machine=folder.name)
             if overview:
                 answer += f"\n\n![{folder.name}: every model, backend and precision at the largest batch]({rel(overview)})"
         md = summary_markdown(args.bench_summary, summarised, args.summary_report, rel)
