@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifar_speed.commands.compare import cell_name  # noqa: E402
+from cifar_speed.commands.compare import canary_offsets, cell_name  # noqa: E402
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.report import load_results  # noqa: E402
 from cifar_speed.sweep import cells_of  # noqa: E402
@@ -58,21 +58,15 @@ def spearman(pairs: list[tuple[float, float]]) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def run_canary(cells: dict) -> float | None:
-    values = [t["canary_ms"] for c in cells.values() for t in c.trials or [] if t.get("canary_ms")]
-    return statistics.median(values) if values else None
-
-
 def rows(old: dict, new: dict) -> list[Row]:
     a = {c.key: c for c in cells_of(old) if c.status == "ok" and c.trials}
     b = {c.key: c for c in cells_of(new) if c.status == "ok" and c.trials}
-    canary_a, canary_b = run_canary(a), run_canary(b)
+    offset_a, offset_b = canary_offsets(old), canary_offsets(new)
     out = []
     for key in sorted(a.keys() & b.keys(), key=cell_name):
         ta, tb = a[key].trials, b[key].trials
         change = _median(tb, "median_ms") / _median(ta, "median_ms") - 1
-        ca, cb = _median(ta, "canary_ms"), _median(tb, "canary_ms")
-        canary = (ca / canary_a - 1, cb / canary_b - 1) if ca and cb and canary_a and canary_b else None
+        canary = (offset_a[key], offset_b[key]) if key in offset_a and key in offset_b else None
         wa, wb = _median(ta, "wake_us"), _median(tb, "wake_us")
         wake = wb / wa - 1 if wa and wb else None
         rho = spearman(process_medians(ta, "wake_us") + process_medians(tb, "wake_us")) if wake is not None else None
