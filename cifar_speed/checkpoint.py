@@ -210,6 +210,12 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, devi
     return model.to(device).eval(), meta
 
 
+def trained_weights_sha256(meta) -> str | None:
+    """The sha256 of a checkpoint's weights as training wrote them: a shipped sidecar stores a copy
+    (fp16 where that keeps its accuracy) and names its source in shipping.source_weights_sha256."""
+    return (meta.get("shipping") or {}).get("source_weights_sha256") or meta.get("weights_sha256")
+
+
 def shipped_checkpoints(directory: str | os.PathLike | None = None) -> list[Path]:
     """Sidecars of the checkpoints shipped in results/checkpoints (what `bench` uses by default):
     the current folder's, then the source checkout's (locate.shipped)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifar_speed.checkpoint import load_checkpoint  # noqa: E402
+from cifar_speed.checkpoint import load_checkpoint, trained_weights_sha256  # noqa: E402
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
@@ -68,8 +68,7 @@ def summarise(sidecars: list[Path]) -> dict:
                   "train_images_per_s": r["meta"]["train_images_per_s"],
                   "train_cpu_wall_ratio": r["meta"].get("train_cpu_wall_ratio"),
                   "train_disturbed": r["meta"].get("train_disturbed"),
-                  "weights_sha256": r["meta"].get("shipping", {}).get("source_weights_sha256")
-                  or r["meta"].get("weights_sha256"),
+                  "weights_sha256": trained_weights_sha256(r["meta"]),
                   "training_record": r["meta"]} for r in runs],
         "provenance": provenance(),
     }

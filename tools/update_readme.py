@@ -26,7 +26,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifar_speed.checkpoint import shipped_checkpoints  # noqa: E402
+from cifar_speed.checkpoint import shipped_checkpoints, trained_weights_sha256  # noqa: E402
 from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
@@ -66,7 +66,7 @@ def _seeds_for(meta: dict, seed_files: list[dict]) -> dict | None:
     shipped under the model's name is found too), else one of the checkpoint's recipe as it is today
     (seeds trained elsewhere). Never a file of the recipe as it was before it changed, nor a file that
     merely holds a run of the same name (frontier_m's seed 2 ran as `frontier_m_s2`, also a model of its own)."""
-    sha = (meta.get("shipping") or {}).get("source_weights_sha256") or meta.get("weights_sha256")
+    sha = trained_weights_sha256(meta)
     holding = next((f for f in seed_files if sha and sha in {r.get("weights_sha256") for r in f["runs"]}), None)
     if holding is not None:
         return holding
@@ -498,10 +498,15 @@ def recipe_changes(f: dict) -> list[str] | None:
     return out
 
 
-def shipped_as(f: dict) -> str:
-    """"shipped as frontier_l" for a seeds file one of whose runs is a shipped checkpoint's weights."""
-    shipped = {(meta.get("shipping") or {}).get("source_weights_sha256") or meta.get("weights_sha256"): name
-               for name, meta in shipped_sidecars().items()}
+def shipped_by_weights() -> dict[str, str]:
+    """trained weights' sha256 -> the shipped checkpoint's name."""
+    return {trained_weights_sha256(meta): name for name, meta in shipped_sidecars().items()}
+
+
+def shipped_as(f: dict, shipped: dict[str, str] | None = None) -> str:
+    """"shipped as frontier_l" for a seeds file one of whose runs is a shipped checkpoint's weights
+    (`shipped`: shipped_by_weights(), read once by a caller that asks for many files)."""
+    shipped = shipped_by_weights() if shipped is None else shipped
     names = sorted({shipped[r["weights_sha256"]] for r in f.get("runs", []) if r.get("weights_sha256") in shipped})
     return f"shipped as {', '.join(names)}" if names else ""
 
@@ -531,6 +536,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
     files = [(f, path, recipe_changes(f)) for f, path in files]   # diff: None for an experiment
+    shipped = shipped_by_weights()
     earlier = {f["recipe"] for f, _, diff in files if diff}
     base = {}
     for f, _, diff in sorted(files, key=lambda row: bool(row[2])):   # earlier recipes last: they win
@@ -555,7 +561,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         elif diff is not None:
             label, changed, vs = "baseline", "the shipped recipe", "-"
         else:
-            label, changed = shipped_as(f), f["runs"][0]["training_record"]["recipe"].get("description", "")
+            label, changed = shipped_as(f, shipped), f["runs"][0]["training_record"]["recipe"].get("description", "")
             vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"])
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
