@@ -248,3 +248,53 @@ def test_evaluate_reports_progress_after_each_batch(fake_data):
     assert len(seen) == math.ceil(len(split) / 200) and seen[-1] == (len(split), len(split))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     status_count(1, 2)   # no step running (and no terminal): nothing to update, no error
+
+
+# -- fine-tuning: [init] ---------------------------------------------------------------------------
+
+def _finetune_recipe(sidecar: Path, sha: str, model: str = "lightnn") -> str:
+    return (f'model = "{model}"\n[init]\ncheckpoint = "{sidecar}"\nweights_sha256 = "{sha}"\n'
+            '[optim]\nlr = 1e-9\n[data]\nbatch_size = 16\n')
+
+
+def test_a_fine_tuning_run_starts_from_its_checkpoint(fake_data, tmp_path):
+    start = make_checkpoint(tmp_path / "start", seed=3)
+    sha = json.loads(start.read_text())["weights_sha256"]
+    recipe = parse_recipe(_finetune_recipe(start, sha), name="ft")
+    from cifar_speed.train.finetune import load_start
+    from cifar_speed.train.loop import build_model, load_data
+
+    model, _ = build_model(recipe, load_data(recipe, fake_data), torch.device("cpu"), load_start(recipe))
+    expected, _ = load_checkpoint(start)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    fresh, _ = build_model(recipe.__class__(model="lightnn", seed=recipe.seed), load_data(recipe, fake_data), torch.device("cpu"))
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), expected.state_dict().values()))
+
+    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
+    meta = json.loads(sidecar.read_text())
+    assert meta["fine_tuned_from"]["weights_sha256"] == sha and meta["fine_tuned_from"]["checkpoint"] == start.name
+    assert meta["recipe"]["init"] == {"checkpoint": str(start), "weights_sha256": sha}
+
+
+def test_a_fine_tuning_run_refuses_other_weights(fake_data, tmp_path):
+    start = make_checkpoint(tmp_path, seed=3)
+    with pytest.raises(CifarSpeedError, match=r"\[init\] .* holds weights .* not the 000000000000"):
+        train(parse_recipe(_finetune_recipe(start, "0" * 64), name="ft"), data_dir=fake_data, out_dir=tmp_path,
+              epochs=0.05, show_progress=False)
+    with pytest.raises(CifarSpeedError, match=r"\[init\] checkpoint .* not found"):
+        train(parse_recipe(_finetune_recipe(tmp_path / "none.json", "0" * 64), name="ft"), data_dir=fake_data,
+              out_dir=tmp_path, epochs=0.05, show_progress=False)
+    sha = json.loads(start.read_text())["weights_sha256"]
+    with pytest.raises(CifarSpeedError, match="is a 'lightnn' checkpoint, not 'cnn'"):
+        train(parse_recipe(_finetune_recipe(start, sha, model="cnn"), name="ft"), data_dir=fake_data,
+              out_dir=tmp_path, epochs=0.05, show_progress=False)
+
+
+@pytest.mark.parametrize("init,message", [
+    ('checkpoint = "x.json"', "needs both checkpoint and weights_sha256"),
+    ('weights_sha256 = "' + "a" * 64 + '"', "needs both checkpoint and weights_sha256"),
+    ('checkpoint = "x.json"\nweights_sha256 = "abc"', "64 lowercase hex digits"),
+])
+def test_bad_init_sections_are_refused(init, message):
+    with pytest.raises(CifarSpeedError, match=message):
+        parse_recipe(f'model = "cnn"\n[init]\n{init}')

@@ -56,6 +56,8 @@ def save_final(run: Run, model: nn.Module, progress: dict) -> Path:
         t = run.teacher_meta
         meta["teacher"] = {"name": t.get("name"), "weights_sha256": t.get("weights_sha256"),
                            "test_accuracy": t.get("test_accuracy")}
+    if run.start is not None:
+        meta["fine_tuned_from"] = run.start
     return save_checkpoint(run.out_dir / recipe.name, model, meta)
 
 

@@ -26,6 +26,7 @@ from ..errors import CifarSpeedError
 from ..evaluation import evaluate
 from ..models import create_model
 from . import resume as resume_store
+from .finetune import StartPoint, load_start
 from .finish import save_final
 from .objectives import Objective, make_objective
 from .optim import Lookahead, build_optimizer, build_schedule
@@ -47,7 +48,8 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
     if epochs <= 0:
         raise CifarSpeedError("--epochs must be positive")
     data = load_data(recipe, data_dir)
-    model, channels_last = build_model(recipe, data, dev)
+    start = load_start(recipe)
+    model, channels_last = build_model(recipe, data, dev, start)
 
     # The teacher comes after the student is built: a teacher trained here advances the global RNG
     # that the student's dropout then draws from, and moving it would change every distilled run.
@@ -65,7 +67,8 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
 
     steps_per_epoch = math.ceil(len(data.train) / recipe.data.batch_size)
     run = Run(recipe, dev, dtype, ddp, data, out_dir, epochs, channels_last, objective, targets, teacher_meta,
-              steps_per_epoch, total_steps=max(1, round(epochs * steps_per_epoch)))
+              steps_per_epoch, total_steps=max(1, round(epochs * steps_per_epoch)),
+              start=start.record() if start is not None else None)
     st = start_state(run, model)
     _open_work(run, st, resume)
 
@@ -139,12 +142,15 @@ def load_data(recipe: Recipe, data_dir) -> Data:
     return Data(train_split, val_split, report_test, test_split, mean, std, aug, augmenting, jpeg)
 
 
-def build_model(recipe: Recipe, data: Data, device: torch.device) -> tuple[nn.Module, bool]:
+def build_model(recipe: Recipe, data: Data, device: torch.device, start: StartPoint | None = None) -> tuple[nn.Module, bool]:
     """The recipe's model on the device, and whether it runs channels_last (conv nets, if the recipe asks).
-    Seeded right before it is built, as the tutorial does, so inits match across runs."""
+    Seeded right before it is built, as the tutorial does, so inits match across runs; a fine-tuning
+    recipe's model holds its starting checkpoint's weights instead (whitening included)."""
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model)
-    if hasattr(model, "init_whitening"):
+    if start is not None:
+        model.load_state_dict(start.model.state_dict())
+    elif hasattr(model, "init_whitening"):
         model.init_whitening(D.normalize(data.train.images[:5000], data.mean, data.std), eps=recipe.train.whiten_eps)
     model = model.to(device)
     channels_last = recipe.train.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -179,6 +185,7 @@ class Run:
     teacher_meta: dict | None
     steps_per_epoch: int
     total_steps: int
+    start: dict | None = None  # a fine-tuning run's starting checkpoint (finetune.StartPoint.record)
     student: nn.Module | None = None  # what a step calls: the model, or the objective's wrapper, under DDP if distributed
     sched_unit: str = "none"
     scaler: torch.amp.GradScaler | None = None

@@ -6,6 +6,7 @@ train/ show them in use.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,16 @@ class DistillCfg:
 
 
 @dataclass
+class InitCfg:
+    # Fine-tuning: start from a trained checkpoint's weights instead of a fresh init. The sidecar's
+    # path (relative to the working folder or else the repository), and the sha256 of the weights it
+    # must hold, so a recipe always names the same starting point even after a newer checkpoint is
+    # shipped under that model's name.
+    checkpoint: str = ""
+    weights_sha256: str = ""
+
+
+@dataclass
 class Recipe:
     model: str
     seed: int = 42
@@ -99,6 +110,7 @@ class Recipe:
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     distill: DistillCfg = field(default_factory=DistillCfg)
+    init: InitCfg = field(default_factory=InitCfg)
     name: str = ""                # defaults to the file's stem
     path: str = ""
 
@@ -202,7 +214,7 @@ def _short(value) -> str:
 
 
 SECTIONS = {"data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg, "schedule": ScheduleCfg,
-            "train": TrainCfg, "distill": DistillCfg}
+            "train": TrainCfg, "distill": DistillCfg, "init": InitCfg}
 
 
 def parse_recipe(text: str, name: str = "recipe", path: str = "") -> Recipe:
@@ -241,6 +253,11 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
                               "never the official test set")
     if recipe.schedule.name == "plateau" and recipe.data.split == "official":
         raise CifarSpeedError(f"{source}: a plateau schedule needs a validation split, never the official test set")
+    i = recipe.init
+    if bool(i.checkpoint) != bool(i.weights_sha256):
+        raise CifarSpeedError(f"{source}: [init] needs both checkpoint and weights_sha256 (the weights it starts from)")
+    if i.weights_sha256 and not re.fullmatch(r"[0-9a-f]{64}", i.weights_sha256):
+        raise CifarSpeedError(f"{source}: [init] weights_sha256 must be 64 lowercase hex digits")
     a = recipe.augment
     if a.jpeg_quality_min > a.jpeg_quality_max:
         raise CifarSpeedError(f"{source}: [augment] jpeg_quality_min = {a.jpeg_quality_min} is above "
