@@ -298,3 +298,13 @@ def test_a_fine_tuning_run_refuses_other_weights(fake_data, tmp_path):
 def test_bad_init_sections_are_refused(init, message):
     with pytest.raises(CifarSpeedError, match=message):
         parse_recipe(f'model = "cnn"\n[init]\n{init}')
+
+
+def test_a_teacher_path_is_found_from_any_working_folder(tmp_path, monkeypatch):
+    """[distill] teacher as a path resolves against the working folder and else the repository, as
+    [init] checkpoint and [distill] teacher_recipe do."""
+    from cifar_speed.train.teacher import find_teacher
+
+    monkeypatch.chdir(tmp_path)
+    recipe = parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "results/checkpoints/deepnn.json"')
+    assert find_teacher(recipe, tmp_path) == REPO / "results" / "checkpoints" / "deepnn.json"

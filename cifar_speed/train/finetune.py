@@ -28,7 +28,8 @@ class StartPoint:
         m = self.meta
         return {"checkpoint": self.sidecar.name, "name": m.get("name"), "weights_sha256": m.get("weights_sha256"),
                 "test_accuracy": m.get("test_accuracy"), "test_accuracy_jpeg75": m.get("test_accuracy_jpeg75"),
-                "recipe": (m.get("recipe") or {}).get("path")}
+                "recipe": (m.get("recipe") or {}).get("path"), "epochs_run": m.get("epochs_run"),
+                "train_seconds": m.get("train_seconds")}
 
 
 def start_sidecar(recipe: Recipe) -> Path:

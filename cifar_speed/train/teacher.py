@@ -23,7 +23,8 @@ def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
     """The teacher checkpoint: a path, or a name looked up in --out and then results/checkpoints.
     None when it is missing but the recipe names a teacher recipe to train; an error otherwise."""
     t = recipe.distill.teacher
-    candidates = [Path(t)] if t.endswith(".json") else []
+    # A path: relative to the working folder or else to the repository, as [distill] teacher_recipe.
+    candidates = [Path(t), REPO_ROOT / t] if t.endswith(".json") else []
     name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
     candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
     for c in candidates:
