@@ -509,3 +509,16 @@ def test_readme_jpeg_table_labels_an_experiment_whose_seed_was_shipped(monkeypat
         "frontier_l": {"weights_sha256": "f16", "shipping": {"source_weights_sha256": "abc"}}, "cnn": {"weights_sha256": "c"}})
     assert ur.shipped_as({"runs": [{"weights_sha256": "zzz"}, {"weights_sha256": "abc"}]}) == "shipped as frontier_l"
     assert ur.shipped_as({"runs": [{"weights_sha256": "f16"}]}) == ""   # the stored copy's hash is not a run's
+
+
+def test_readme_counts_a_fine_tuned_checkpoints_start_in_its_training_cost():
+    ur = _tool("update_readme")
+    plain = {"epochs_run": 10, "train_seconds": 600}
+    assert ur.training_cost(plain) == "10 | 10.0 min" and ur.fine_tuned_text(plain) == ""
+    tuned = {"epochs_run": 4, "train_seconds": 300,
+             "fine_tuned_from": {"checkpoint": "results/checkpoints/bases/fast-airbench94.json", "epochs_run": 10,
+                                 "train_seconds": 3090}}
+    assert ur.training_cost(tuned) == "10 + 4 | 51.5 + 5.0 min"
+    assert ur.fine_tuned_text(tuned) == " (fine-tuned from [fast-airbench94](results/checkpoints/bases/fast-airbench94.json))"
+    elsewhere = {"fine_tuned_from": {"checkpoint": "start.json"}}
+    assert ur.fine_tuned_text(elsewhere) == ""   # a start outside the repository has no link to give

@@ -143,6 +143,24 @@ def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, t
     return out
 
 
+def fine_tuned_text(m: dict) -> str:
+    """" (fine-tuned from [x](path))" for a checkpoint that started from another one in the repository."""
+    start = (m.get("fine_tuned_from") or {}).get("checkpoint", "")
+    if not start.startswith("results/"):
+        return ""
+    return f" (fine-tuned from [{Path(start).stem}]({start}))"
+
+
+def training_cost(m: dict) -> str:
+    """"epochs | training time" of a checkpoint; a fine-tuned one's start counted too ("10 + 4")."""
+    start = m.get("fine_tuned_from")
+    epochs, minutes = f"{m.get('epochs_run')}", f"{m.get('train_seconds', 0) / 60:,.1f} min"
+    if start and start.get("epochs_run") is not None and start.get("train_seconds") is not None:
+        epochs = f"{start['epochs_run']} + {epochs}"
+        minutes = f"{start['train_seconds'] / 60:,.1f} + {minutes}"
+    return f"{epochs} | {minutes}"
+
+
 def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] | None = None,
                    jpeg_bench: dict[str, tuple[float, str]] | None = None, rel=lambda p: p) -> str:
     seed_files, jpeg_bench, from_bench = seed_files or [], jpeg_bench or {}, False
@@ -189,9 +207,9 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
             jpeg, path = jpeg_bench[m["name"]]
             jpeg_source, from_bench = f" [†]({rel(path)})", True
         jpeg_text = "-" if jpeg is None else f"{_pct(jpeg)} ({(jpeg - m['test_accuracy']) * 100:+.2f} pt){jpeg_source}"
-        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}) | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
-                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {jpeg_text} | {reached} | {m.get('epochs_run')} | "
-                    f"{m.get('train_seconds', 0) / 60:,.1f} min | {m.get('train_images_per_s', 0):,.0f} | {where} | "
+        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}){fine_tuned_text(m)} | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
+                    f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {jpeg_text} | {reached} | {training_cost(m)} | "
+                    f"{m.get('train_images_per_s', 0):,.0f} | {where} | "
                     f"{m.get('storage_dtype')} |")
     if len(rows) == 2:
         rows.append("| (no checkpoint shipped yet) | | | | | | | | | | | |")

@@ -26,10 +26,19 @@ class StartPoint:
     def record(self) -> dict:
         """What the fine-tuned checkpoint's sidecar says of where it started."""
         m = self.meta
-        return {"checkpoint": self.sidecar.name, "name": m.get("name"), "weights_sha256": m.get("weights_sha256"),
+        return {"checkpoint": _shown(self.sidecar), "name": m.get("name"), "weights_sha256": m.get("weights_sha256"),
                 "test_accuracy": m.get("test_accuracy"), "test_accuracy_jpeg75": m.get("test_accuracy_jpeg75"),
                 "recipe": (m.get("recipe") or {}).get("path"), "epochs_run": m.get("epochs_run"),
                 "train_seconds": m.get("train_seconds")}
+
+
+def _shown(path: Path) -> str:
+    """A repository file by its path in the repository; anything else by its name alone (a sidecar
+    must not carry the folders of the machine it was trained on)."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def start_sidecar(recipe: Recipe) -> Path:
