@@ -522,3 +522,15 @@ def test_readme_counts_a_fine_tuned_checkpoints_start_in_its_training_cost():
     assert ur.fine_tuned_text(tuned) == " (fine-tuned from [fast-airbench94](results/checkpoints/bases/fast-airbench94.json))"
     elsewhere = {"fine_tuned_from": {"checkpoint": "start.json"}}
     assert ur.fine_tuned_text(elsewhere) == ""   # a start outside the repository has no link to give
+
+
+def test_readme_jpeg_training_table_compares_a_fine_tune_with_its_start(tmp_path):
+    ur = _tool("update_readme")
+    tuned = tmp_path / "train-ft.json"
+    tuned.write_text(json.dumps({
+        "model": "fast", "name": "fast_ft", "test_accuracy": 0.9207, "test_accuracy_jpeg75": 0.8948,
+        "recipe": {"description": "fine-tuned", "seed": 0}, "provenance": {"machine": "box"}, "device": "cpu",
+        "train_precision": "bfloat16",
+        "fine_tuned_from": {"checkpoint": "results/checkpoints/bases/fast-airbench94.json", "test_accuracy": 0.9342}}))
+    row = ur.jpeg_training_section([], [], [str(tuned)], [], rel=lambda p: p).splitlines()[2]
+    assert row.split(" | ")[5:7] == ["2.59 pt", "-1.35 pt (vs its start, fast-airbench94)"]

@@ -591,7 +591,11 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
             continue
         where = _trained_where(d)
         recipe = Path(d["recipe"]["path"]).stem if d["recipe"].get("path") else d["name"]
-        vs = versus(experiment_line(recipe, d["model"]), (where,), clean)
+        start = d.get("fine_tuned_from") or {}
+        if start.get("test_accuracy") is not None:   # a fine-tune: against the very weights it started from
+            vs = f"{(clean - start['test_accuracy']) * 100:+.2f} pt (vs its start, {Path(start['checkpoint']).stem})"
+        else:
+            vs = versus(experiment_line(recipe, d["model"]), (where,), clean)
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
