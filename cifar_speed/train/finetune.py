@@ -1,8 +1,8 @@
 """A fine-tuning run's starting point: the checkpoint a recipe's [init] names, checked against its pin.
 
-The pin is the sha256 of the weights file, so `train/fast.toml` names the same starting weights
-after a newer `fast` is shipped; the starting checkpoint itself stays in the repository
-(results/checkpoints/bases/) so the recipe can be rerun.
+The pin is the sha256 of the weights file, so a fine-tuning recipe names the same starting weights
+after a newer checkpoint ships under the same name; the starting checkpoints of the committed
+recipes stay in the repository (results/checkpoints/bases/) so those recipes can be rerun.
 """
 from __future__ import annotations
 
