@@ -14,7 +14,7 @@ from torch import nn
 from ..checkpoint import Checkpoint, load_checkpoint, paths_for
 from ..errors import CifarSpeedError
 from ..provenance import REPO_ROOT
-from .recipe import Recipe
+from .recipe import Recipe, named_file
 
 
 @dataclass
@@ -42,11 +42,8 @@ def _shown(path: Path) -> str:
 
 
 def start_sidecar(recipe: Recipe) -> Path:
-    """[init] checkpoint, relative to the working folder or else to the repository."""
-    path = Path(recipe.init.checkpoint)
-    if not path.is_absolute() and not paths_for(path)[1].exists():
-        path = REPO_ROOT / path
-    return paths_for(path)[1]
+    """[init] checkpoint's sidecar, relative to the working folder or else to the repository."""
+    return named_file(paths_for(recipe.init.checkpoint)[1])
 
 
 def load_start(recipe: Recipe) -> StartPoint | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..checks import SEED, Range, check
 from ..errors import CifarSpeedError
 from ..fileio import require_file
+from ..provenance import REPO_ROOT
 from ..models import list_models
 
 
@@ -263,6 +264,13 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
         raise CifarSpeedError(f"{source}: [augment] jpeg_quality_min = {a.jpeg_quality_min} is above "
                               f"jpeg_quality_max = {a.jpeg_quality_max}")
     return recipe
+
+
+def named_file(path: str | Path) -> Path:
+    """A file a recipe names ([distill] teacher_recipe, [init] checkpoint): relative to the working
+    folder where it exists there, else to the repository."""
+    path = Path(path)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -16,7 +16,7 @@ from ..errors import CifarSpeedError
 from ..fileio import atomic_path
 from ..provenance import REPO_ROOT
 from .objectives import Distillation
-from .recipe import Recipe
+from .recipe import Recipe, named_file
 
 
 def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
@@ -38,10 +38,7 @@ def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
 
 def teacher_recipe_path(recipe: Recipe) -> Path:
     """[distill] teacher_recipe, relative to the working folder or else to the repository."""
-    path = Path(recipe.distill.teacher_recipe)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
-    return path
+    return named_file(recipe.distill.teacher_recipe)
 
 
 def prepare_teacher(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Distillation, device, mean) -> nn.Module:
