@@ -49,10 +49,10 @@ class Settings:
     # 6-25 % (SD) from trial to trial with the machine's speed, while the calls inside one trial pin
     # its median to 1-5 % (sweep-fast-cnn_tuned-7.json): what limits a cell is the number of machine
     # states it sampled, not the calls per state. So trials are short, and a cell gets more of them
-    # until its median, and its speed-up over the baseline, are known to `target_rse`.
+    # until its figure (harness.figure_of), and its speed-up over the baseline, are known to `target_rse`.
     trials: int = 15               # timed blocks per cell at least, run round-robin with the run's other cells
     max_trials: int = 200          # ... at most: later rounds time only the cells not yet known to target_rse
-    target_rse: float = 0.015      # relative standard error of a cell's median (and speed-up) at which it stops
+    target_rse: float = 0.015      # relative standard error of a cell's figure (and speed-up) at which it stops
     trial_time_s: float = 0.05     # each trial lasts at least this long ...
     trial_min_reps: int = 3        # ... and at least this many calls
     max_reps: int = 100_000

@@ -5,11 +5,23 @@ call times agree: compilation, autotuning, caches), then timed in short blocks, 
 sweep runs the trials of all the cells of the run round-robin (A B C ... A B C ...), so every cell
 sees the same spread of machine states (clock, cache, neighbour load) instead of one long block
 each, minutes apart. A cell reports the median over trials of each trial's median latency, the
-spread of the trial medians (min-max, IQR) and the number of timed calls; a speed-up is the median
-of the per-round ratios against the baseline trial of the same round (`paired_ratio`).
+spread of the trial medians (min-max, IQR) and the number of timed calls.
+
+The figure a cell is judged by (its images/s, and the speed-up) is the lower quartile of its trial
+medians (`figure_of`), not their median: on a shared VM interference only ever adds time, and it
+does not slow every cell alike. While the host is slow to run our second vCPU (the wake-up reading
+rises), a cell that meets an OpenMP barrier at every layer (eager fp32 at batch 1 on 2 threads) runs
+far slower and a one-thread cell not at all, and such phases last seconds to minutes, so one process
+can spend all its trials in one (tools/host_phases.py records them). A median then weighs how much
+of the run the host spent in them, which moved every speed-up divided by such a cell between two
+runs of the acceptance pair; the lower quartile reads the speed the machine gives when the host lets
+it. The speed-up is the baseline's figure over the cell's from the rounds both ran (`figure_ratio`):
+matched trials, but not a per-round ratio, because a slow phase moves the two sides of a round's
+ratio by different factors. The median of the trial medians and the median of the per-round ratios
+(`paired_ratio`) stay in every record.
 
 How many trials: at least `trials` rounds; then, up to `max_trials`, further rounds for the cells
-whose median or speed-up is not yet known to `target_rse` (`relative_se`: the median's standard
+whose figure or speed-up is not yet known to `target_rse` (`relative_se`: the figure's standard
 error from the trials' robust spread), each with its baseline. On a shared VM the spread between
 trials, not the calls inside one, limits a cell, and noisy cells (batch 1, one thread) need several
 times the trials of quiet ones (batch 128): a fixed count is either too few for them or wasted on
@@ -107,15 +119,31 @@ def spread(values) -> dict:
             "iqr": percentile(values, 75) - percentile(values, 25), "n": len(values)}
 
 
+FIGURE_QUANTILE = 25   # a cell's figure: this percentile of its trial medians (see the module docstring)
+FIGURE_TEXT = ("lower quartile of the trial medians (per process, then the median over processes); speed-up: "
+               "the baseline's lower quartile over the cell's, from the rounds both ran")
+
+
+def figure_of(values) -> float:
+    """A cell's figure from its trial medians (or their canary-normalised values): the lower quartile."""
+    return percentile(values, FIGURE_QUANTILE)
+
+
 ROBUST_FROM = 10   # relative_se: from this many values on, the MAD; below, the standard deviation
 # Student's t, two-sided 95 %, for 2..8 degrees of freedom: the few values (a handful of processes or
 # trials) whose error is their standard deviation; from ROBUST_FROM values on, 1.96.
 T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
-def relative_se(values) -> float:
-    """The standard error of the median of `values`, relative to it (inf below 3 values): 1.2533 x
-    sigma / sqrt(n), the median's large-sample error. sigma of log(values): 1.4826 x their median
+# The large-sample standard error of a sample's q-th percentile, in sigmas / sqrt(n), for normal data:
+# sqrt(p (1 - p)) / phi(z_p): 1.2533 for the median, 1.3626 for a quartile.
+QUANTILE_SE = {50: 1.2533, 25: 1.3626, 75: 1.3626}
+
+
+def relative_se(values, quantile: int = 50) -> float:
+    """The standard error of the median (or the `quantile`-th percentile, QUANTILE_SE) of `values`,
+    relative to it (inf below 3 values): 1.2533 x sigma / sqrt(n) for the median, its large-sample
+    error. sigma of log(values): 1.4826 x their median
     absolute deviation, robust to the few trials a neighbour's burst spoils, from ROBUST_FROM values
     on; below that their sample standard deviation, because the MAD of a handful is mostly luck
     (of three process medians two alike made it 0, and a cell read +-0.0 %)."""
@@ -127,7 +155,7 @@ def relative_se(values) -> float:
     else:
         centre = statistics.median(logs)
         sigma = 1.4826 * statistics.median(abs(x - centre) for x in logs)
-    return 1.2533 * sigma / math.sqrt(len(values))
+    return QUANTILE_SE[quantile] * sigma / math.sqrt(len(values))
 
 
 def confidence_95(rse: float, n: int) -> float:
@@ -440,9 +468,9 @@ class CellTimer:
         self.failure: Exception | None = None   # what the runner raised; the cell takes no more trials
 
     def relative_error(self, baseline: "CellTimer | None" = None) -> float:
-        """How well the cell is known so far: the relative standard error of its median and, given
-        its baseline, of its speed-up (the per-round ratios), whichever is larger."""
-        errors = [relative_se([t.median_ms for t in self.trials])]
+        """How well the cell is known so far: the relative standard error of its figure and, given
+        its baseline, of its speed-up (from the per-round ratios), whichever is larger."""
+        errors = [relative_se([t.median_ms for t in self.trials], FIGURE_QUANTILE)]
         if baseline is not None and baseline is not self:
             ratio = paired_ratio(baseline.trials, self.trials)
             errors.append(ratio["rse"] if ratio else math.inf)
@@ -512,9 +540,11 @@ class CellTimer:
             torch.cuda.synchronize()
 
     def summary(self) -> dict:
-        """The cell's latency record: median of trial medians, their spread, pooled percentiles."""
-        return {**summarize_trials(self.trials, self.batch_size), "median_rse": finite(relative_se(
-                    [t.median_ms for t in self.trials])), "mode": self.mode, "device": self.device,
+        """The cell's latency record: its figure and the median of trial medians, with their errors;
+        the trial medians' spread; pooled percentiles."""
+        medians = [t.median_ms for t in self.trials]
+        return {**summarize_trials(self.trials, self.batch_size), "median_rse": finite(relative_se(medians)),
+                "lower_quartile_rse": finite(relative_se(medians, FIGURE_QUANTILE)), "mode": self.mode, "device": self.device,
                 "timer": "cuda-events" if self.cuda else "perf_counter", "threads": self.threads,
                 "warmup_reps": self.warmup.reps if self.warmup else 0,
                 "warmup_s": self.warmup.seconds if self.warmup else 0.0,
@@ -522,8 +552,9 @@ class CellTimer:
 
 
 def summarize_trials(trials: list[Trial], batch_size: int) -> dict:
-    """Median over trials of each trial's median; the trial medians' spread; percentiles pooled over
-    every call (p99 only from P99_MIN_CALLS calls); the cell is disturbed when most trials were."""
+    """The cell's figure (figure_of the trial medians; images/s from it) and the median of the trial
+    medians; their spread; percentiles pooled over every call (p99 only from P99_MIN_CALLS calls);
+    the cell is disturbed when most trials were."""
     if not trials:
         raise ValueError("no trials to summarise")
     medians = [t.median_ms for t in trials]
@@ -533,12 +564,14 @@ def summarize_trials(trials: list[Trial], batch_size: int) -> dict:
     judged = [f for f in flags if f is not None]
     n_dist = sum(1 for f in judged if f)
     host = _host_normalized(trials)
+    figure = figure_of(medians)
     return {
         **pooled, **host,
         "median_ms": sp["median"], "trial_median_ms": {"min": sp["min"], "max": sp["max"], "iqr": sp["iqr"]},
-        "images_per_s": batch_size / (sp["median"] / 1e3),
+        "lower_quartile_ms": figure, "figure": "lower_quartile_ms",
+        "images_per_s": batch_size / (figure / 1e3),
         "images_per_s_range": [batch_size / (sp["max"] / 1e3), batch_size / (sp["min"] / 1e3)],
-        "ms_per_image": sp["median"] / batch_size, "pooled_median_ms": pooled["median_ms"],
+        "ms_per_image": figure / batch_size, "pooled_median_ms": pooled["median_ms"],
         "trials": len(trials), "trials_disturbed": n_dist,
         "disturbed": (n_dist * 2 > len(judged)) if judged else None,
         "wall_s": sum(t.disturbance.wall_s for t in trials), "cpu_s": sum(t.disturbance.cpu_s for t in trials),
@@ -556,7 +589,8 @@ def _host_normalized(trials: list[Trial]) -> dict:
     canary = spread([t.canary_ms for t in trials])
     out = {"canary_ms": {"median": canary["median"], "min": canary["min"], "max": canary["max"]},
            "host_normalized": {"median": units["median"], "min": units["min"], "max": units["max"],
-                               "iqr": units["iqr"], "unit": "trial median / canary ms per call"}}
+                               "iqr": units["iqr"], "lower_quartile": figure_of([t.normalized for t in trials]),
+                               "unit": "trial median / canary ms per call"}}
     if all(t.wake_us for t in trials):
         wake = spread([t.wake_us for t in trials])
         out["wake_us"] = {"median": wake["median"], "min": wake["min"], "max": wake["max"]}
@@ -577,6 +611,25 @@ def paired_ratio(baseline: list[Trial], cell: list[Trial], normalized: bool = Fa
     base = {t.round: value(t) for t in baseline}
     ratios = [base[t.round] / value(t) for t in cell if base.get(t.round) and value(t)]
     return {**spread(ratios), "rse": relative_se(ratios)} if ratios else None
+
+
+def figure_ratio(baseline: list[Trial], cell: list[Trial], normalized: bool = False) -> dict | None:
+    """Speed-up over the baseline as a cell reports it: the baseline's figure over the cell's, each
+    from its trials in the rounds both ran (normalized: the trial medians in canary units). Beside it
+    (`paired_median`, `min`, `max`, `rse`) the per-round ratios of `paired_ratio`: their spread, and
+    the error the figure ratio is given (a ratio of two quartiles has no simpler one)."""
+    paired = paired_ratio(baseline, cell, normalized)
+    if paired is None:
+        return None
+
+    def values(trials: list[Trial]) -> dict[int, float]:
+        return {t.round: v for t in trials if (v := t.normalized if normalized else t.median_ms)}
+
+    base, own = values(baseline), values(cell)
+    rounds = base.keys() & own.keys()
+    return {"value": figure_of([base[r] for r in rounds]) / figure_of([own[r] for r in rounds]),
+            "paired_median": paired["median"], "min": paired["min"], "max": paired["max"],
+            "rse": paired["rse"], "n": paired["n"]}
 
 
 def run_round_robin(timers: list[CellTimer], trials: int | None = None, baseline_of=None, on_step=None) -> None:

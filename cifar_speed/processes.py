@@ -5,10 +5,10 @@ kernels a library chose, how its threads were placed): in committed CPU runs one
 every trial of one process and slow in the others (results/amd-epyc-2c-avx2/RUNS.md). The trials of one
 process cannot show that; trials from several can, which is why pyperf times in worker processes.
 Here each process runs the whole sweep (its own warm-up and adaptive trials), and the parent merges
-their results: each process counts once in a cell's median and speed-up (see `_merged_cell`), the
-speed-up still pairs trials of the same round of the same process, the trial-level spreads and
-percentiles are the harness's own over the pooled trials, and each process's median and speed-up are
-kept beside them, so a reader sees the state of each process.
+their results: each process counts once in a cell's figure, median and speed-up (see `_merged_cell`),
+the speed-up still comes from the rounds a cell and its baseline both ran in the same process, the
+trial-level spreads and percentiles are the harness's own over the pooled trials, and each process's
+figure, median and speed-up are kept beside them, so a reader sees the state of each process.
 """
 from __future__ import annotations
 
@@ -124,6 +124,7 @@ def remerge(merged: dict) -> dict:
     """A merged document with its cells recomputed from the trials it records, each tagged with its
     process: how a file written by an older merge gets this one's statistics (tools/remerge.py)."""
     out = copy.deepcopy(merged)
+    out["harness"].update(figure=harness.FIGURE_TEXT, figure_quantile=harness.FIGURE_QUANTILE)
     cells = [Cell.from_dict(c) for c in out["cells"]]
     own = {c.key: _by_process(c) for c in cells if c.status == "ok" and c.trials}
     out["cells"] = [_merged_cell(c, own[c.key], own.get(_baseline_key(c, cells)),
@@ -143,50 +144,67 @@ def _by_process(cell: Cell) -> list[tuple[int, list[harness.Trial]]]:
 
 
 def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: dict) -> Cell:
-    """One cell from its trials in every process, each process counting once: the median is the median
-    of the processes' medians and its error their spread (the adaptive trial count gives a process
-    that reads noisily more trials, and pooled, one such process pulled a cell's median towards itself:
-    results/amd-epyc-2c-avx2/processes-pooled-cnn_tuned-b128.json); likewise the speed-up is the median of
-    each process's paired speed-up. Trial-level spreads and percentiles stay pooled."""
+    """One cell from its trials in every process, each process counting once: its figure (and its
+    median) is the median of the processes' figures (medians) and its error their spread (the
+    adaptive trial count gives a process that reads noisily more trials, and pooled, one such process
+    pulled a cell's median towards itself: results/amd-epyc-2c-avx2/processes-pooled-cnn_tuned-b128.json);
+    likewise the speed-up is the median of each process's speed-up (harness.figure_ratio). Trial-level
+    spreads and percentiles stay pooled."""
     pooled = [t for _, ts in own for t in ts]
     per_process = [statistics.median(t.median_ms for t in ts) for _, ts in own]
-    median = statistics.median(per_process)
+    figures = [harness.figure_of([t.median_ms for t in ts]) for _, ts in own]
+    median, figure = statistics.median(per_process), statistics.median(figures)
     lat = {**c.latency, **harness.summarize_trials(pooled, c.batch_size), "median_ms": median,
            "median_rse": harness.finite(harness.relative_se(per_process)), "median_of": "process medians",
-           "images_per_s": c.batch_size / (median / 1e3), "ms_per_image": median / c.batch_size}
+           "lower_quartile_ms": figure, "lower_quartile_rse": harness.finite(harness.relative_se(figures)),
+           "images_per_s": c.batch_size / (figure / 1e3), "ms_per_image": figure / c.batch_size}
     base_pooled = [t for _, ts in baseline for t in ts] if baseline else None
     cell = timed_cell(_build(c), c.batch_size, c.mode, c.threads, lat, pooled, base_pooled, flops, peak)
     cell.trials = [{**t.to_dict(), "process": k} for k, ts in own for t in ts]
-    cell.processes = [{"process": k, "trials": len(ts), "median_ms": m} for (k, ts), m in zip(own, per_process)]
+    cell.processes = [{"process": k, "trials": len(ts), "median_ms": m, "lower_quartile_ms": f}
+                      for (k, ts), m, f in zip(own, per_process, figures)]
     _per_process_host_normalized(cell, own)
     if baseline:
-        base_by_process = dict(baseline)
-        for entry, (k, ts) in zip(cell.processes, own):
-            for field, normalized in (("speedup_vs_eager_fp32", False), ("speedup_host_normalized", True)):
-                r = harness.paired_ratio(base_by_process[k], ts, normalized) if k in base_by_process else None
-                entry[field] = r["median"] if r else None
-        ratios = [e["speedup_vs_eager_fp32"] for e in cell.processes if e["speedup_vs_eager_fp32"] is not None]
-        if ratios:
-            cell.speedup_vs_eager_fp32 = statistics.median(ratios)
-            cell.speedup_rse = harness.finite(harness.relative_se(ratios))
-        host = [e["speedup_host_normalized"] for e in cell.processes if e["speedup_host_normalized"] is not None]
-        if len(host) == len(own):
-            cell.speedup_host_normalized = statistics.median(host)
+        _per_process_speedups(cell, own, dict(baseline))
     return cell
 
 
+def _per_process_speedups(cell: Cell, own: list, base_by_process: dict) -> None:
+    """Each process's speed-up (harness.figure_ratio, raw and in canary units; the per-round ratios'
+    median beside them) and the cell's: the median over processes."""
+    for entry, (k, ts) in zip(cell.processes, own):
+        for field, normalized in (("speedup_vs_eager_fp32", False), ("speedup_host_normalized", True)):
+            r = harness.figure_ratio(base_by_process[k], ts, normalized) if k in base_by_process else None
+            entry[field] = r["value"] if r else None
+            if not normalized:
+                entry["speedup_paired_median"] = r["paired_median"] if r else None
+    ratios = [e["speedup_vs_eager_fp32"] for e in cell.processes if e["speedup_vs_eager_fp32"] is not None]
+    if ratios:
+        cell.speedup_vs_eager_fp32 = statistics.median(ratios)
+        cell.speedup_rse = harness.finite(harness.relative_se(ratios))
+        cell.speedup_paired_median = statistics.median(e["speedup_paired_median"] for e in cell.processes
+                                                       if e["speedup_paired_median"] is not None)
+    host = [e["speedup_host_normalized"] for e in cell.processes if e["speedup_host_normalized"] is not None]
+    if len(host) == len(own):
+        cell.speedup_host_normalized = statistics.median(host)
+
+
 def _per_process_host_normalized(cell: Cell, own: list) -> None:
-    """The host-normalised median by the raw one's rule, each process counting once (what `compare`
-    judges); pooled, a process given more trials by the adaptive count would weigh more. Only where
-    every trial has its canary reading, as for one process."""
+    """The host-normalised figure and median by the raw ones' rule, each process counting once (what
+    `compare` judges); pooled, a process given more trials by the adaptive count would weigh more.
+    Only where every trial has its canary reading, as for one process."""
     host = (cell.latency or {}).get("host_normalized")
     if not host or not all(t.normalized for _, ts in own for t in ts):
         return
     for entry, (_, ts) in zip(cell.processes, own):
         entry["host_normalized_median"] = statistics.median(t.normalized for t in ts)
+        entry["host_normalized_lower_quartile"] = harness.figure_of([t.normalized for t in ts])
     values = [e["host_normalized_median"] for e in cell.processes]
+    figures = [e["host_normalized_lower_quartile"] for e in cell.processes]
     cell.latency["host_normalized"] = {**host, "median": statistics.median(values), "median_of": "process medians",
-                                       "median_rse": harness.finite(harness.relative_se(values))}
+                                       "median_rse": harness.finite(harness.relative_se(values)),
+                                       "lower_quartile": statistics.median(figures),
+                                       "lower_quartile_rse": harness.finite(harness.relative_se(figures))}
 
 
 def _build(cell: Cell) -> dict:

@@ -179,13 +179,23 @@ def _row_key(c: Cell) -> tuple:
     return (c.model, backend_label(c), c.precision, c.memory_format or "", c.threads or 0)
 
 
+def figure_words(results: dict) -> tuple[str, str]:
+    """What a run's img/s and its x (speed-up) are, in words for a legend: the lower quartile of the
+    trial medians and the ratio of two such (harness.figure_of) in files that record it, the medians
+    in files from before."""
+    if (results.get("harness") or {}).get("figure_quantile") == 25:
+        return ("the lower quartile of the trial medians",
+                "eager fp32's lower quartile over the cell's, from the rounds both ran")
+    return "the median of the trial medians", "median of per-round ratios against eager fp32"
+
+
 def spread_text(c: Cell) -> str:
-    """'±3%': the 95 % confidence half-width of the median (1.96 standard errors from its trials;
-    Student's t below 10 values: a few processes' medians or trials); files without trials: half the
-    min-max range of the trials' images/s ('±3% range')."""
+    """'±3%': the 95 % confidence half-width of the figure img/s is from (1.96 standard errors from
+    its trials; Student's t below 10 values: a few processes' figures or trials); files without
+    trials: half the min-max range of the trials' images/s ('±3% range')."""
     if not c.images_per_s:
         return ""
-    rse = c.median_rse()
+    rse = c.figure_rse()
     if rse is not None:
         return f"±{confidence_95(rse, c.median_count()) * 100:.1f}%"
     lo, hi = c.images_per_s_range or (None, None)
@@ -200,7 +210,8 @@ def _mode_cells(results: dict, mode: str | None) -> tuple[list[Cell], str]:
 
 def process_note(c: Cell) -> str:
     """bench --processes: each process's img/s, so a process that ran in another state stands out."""
-    per_process = ", ".join(f"{c.batch_size / (p['median_ms'] / 1e3):,.0f}" for p in c.processes)
+    per_process = ", ".join(f"{c.batch_size / (p.get('lower_quartile_ms', p['median_ms']) / 1e3):,.0f}"
+                            for p in c.processes)
     return f"b{c.batch_size} per process: {per_process}"
 
 
@@ -215,8 +226,9 @@ def table(results: dict, mode: str | None = None):
     threads = sorted({c.threads for c in cells if c.threads})
     one_thread_count = len(threads) <= 1   # a GPU run, or a CPU run without the 1-thread axis
     best = fastest(results)
-    t = Table(title=f"images/s ({mode_text(mode)}; median of trials ± its 95 % confidence; x = paired "
-                    f"speed-up over eager fp32; ★ fastest per model without an accuracy drop"
+    figure, ratio = figure_words(results)
+    t = Table(title=f"images/s ({mode_text(mode)}; {figure} ± its 95 % confidence; x = speed-up over eager fp32 "
+                    f"({ratio}); ★ fastest per model without an accuracy drop"
                     + (f"; {threads[0]} threads)" if one_thread_count and threads
                        and not any(c.device.startswith("cuda") for c in cells) else ")"))
     for col in ("model", "backend precision", "layout") + (() if one_thread_count else ("threads",)):
@@ -335,9 +347,10 @@ def _mode_tables(results: dict) -> list[str]:
                 + [f"b{b} img/s ± trials (x eager)" for b in batches]
                 + [f"b{last_b} p50 ms", f"b{last_b} p99 ms", f"b{last_b} % of best probe", "top-1", "top-1 JPEG-75",
                    "agree", "max Δlogit"])
-        out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size without an accuracy drop; ± = 95 % "
-                   f"confidence of the median, 1.96 standard errors from its trials (below 10 trials or processes: Student's t); x = median of per-round "
-                   f"ratios against eager fp32):\n")
+        figure, ratio = figure_words(results)
+        out.append(f"\n{mode_text(mode)} (**bold** = fastest for the model at that batch size without an accuracy drop; img/s from "
+                   f"{figure}; ± = its 95 % confidence, 1.96 standard errors from its trials (below 10 trials or processes: "
+                   f"Student's t); x = {ratio}):\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|")
         rows: dict = {}

@@ -20,11 +20,11 @@ RUN_COLUMNS = ["created", "machine", "commit"]
 CSV_COLUMNS = RUN_COLUMNS + [
     "model", "backend", "precision", "memory_format", "variant_options", "device", "batch_size", "mode", "threads",
     "trials", "n",
-    "status", "images_per_s", "images_per_s_min", "images_per_s_max", "median_ms", "trial_median_min_ms",
+    "status", "images_per_s", "images_per_s_min", "images_per_s_max", "lower_quartile_ms", "median_ms", "trial_median_min_ms",
     "trial_median_max_ms", "trial_median_iqr_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "gflops",
-    "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_min", "speedup_max", "top1",
+    "peak_fraction", "peak_denominator", "speedup_vs_eager_fp32", "speedup_paired_median", "speedup_min", "speedup_max", "top1",
     "top1_jpeg75", "agreement", "max_logit_diff", "accuracy_flagged", "disturbed", "trials_disturbed",
-    "cpu_wall_ratio", "canary_ms", "wake_us", "host_normalized", "speedup_host_normalized", "median_rse", "speedup_rse", "reason"]
+    "cpu_wall_ratio", "canary_ms", "wake_us", "host_normalized", "speedup_host_normalized", "lower_quartile_rse", "median_rse", "speedup_rse", "reason"]
 SKIPPED_COLUMNS = RUN_COLUMNS + ["model", "backend", "precision", "reason"]
 
 
@@ -41,7 +41,7 @@ def csv_row(cell: Cell, run: dict) -> dict:
     return {**run, **{k: v for k, v in asdict(cell).items() if k in CSV_COLUMNS},
             "trials": lat.get("trials"), "n": lat.get("n"), "images_per_s_min": ips[0], "images_per_s_max": ips[1],
             **{k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "cpu_wall_ratio",
-                                      "trials_disturbed", "median_rse")},
+                                      "trials_disturbed", "median_rse", "lower_quartile_ms", "lower_quartile_rse")},
             "trial_median_min_ms": trial.get("min"), "trial_median_max_ms": trial.get("max"),
             "trial_median_iqr_ms": trial.get("iqr"), "speedup_min": sp[0], "speedup_max": sp[1],
             "canary_ms": (lat.get("canary_ms") or {}).get("median"),

@@ -59,9 +59,10 @@ def _cell_field_schema(annotation: str) -> dict:
 
 
 _SPREAD = {"type": ["object", "null"], "required": ["median", "min", "max"],
-           "properties": {"median": _NUM, "min": _NUM, "max": _NUM}}
+           "properties": {"median": _NUM, "min": _NUM, "max": _NUM, "lower_quartile": _OPT_NUM}}
 _LATENCY = {"type": "object", "properties": {
-    "median_ms": _NUM, "p90_ms": _OPT_NUM, "p99_ms": _OPT_NUM, "mean_ms": _OPT_NUM, "min_ms": _OPT_NUM,
+    "median_ms": _NUM, "lower_quartile_ms": _OPT_NUM, "lower_quartile_rse": _OPT_NUM,
+    "figure": {"type": ["string", "null"]}, "p90_ms": _OPT_NUM, "p99_ms": _OPT_NUM, "mean_ms": _OPT_NUM, "min_ms": _OPT_NUM,
     "max_ms": _OPT_NUM, "n": _OPT_INT, "threads": _OPT_INT, "cpu_wall_ratio": _OPT_NUM,
     "trial_median_ms": {"type": ["object", "null"], "properties": {"min": _OPT_NUM, "max": _OPT_NUM, "iqr": _OPT_NUM}},
     "host_normalized": _SPREAD, "canary_ms": _SPREAD, "wake_us": _SPREAD}}

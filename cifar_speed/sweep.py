@@ -12,10 +12,11 @@ every cell timed together:
                    then timed in short trials, round-robin across all of them (harness.run_round_robin),
                    so every cell's trials span the whole run and the baseline and each cell share
                    the machine's state round by round; at least `trials` rounds, more for cells
-                   whose median or speed-up is not yet precise
-  finish_cell      a `Cell` record: median of trial medians with its spread, images/s, GFLOP/s and
-                   % of the measured peak of its precision, speed-up = median of per-round ratios
-                   against eager fp32 of the same batch, mode and threads
+                   whose figure or speed-up is not yet precise
+  finish_cell      a `Cell` record: the lower quartile and the median of its trial medians with their
+                   spread, images/s (from the lower quartile: harness.figure_of), GFLOP/s and % of the
+                   measured peak of its precision, speed-up over eager fp32 of the same batch, mode
+                   and threads = their lower quartiles' ratio over the rounds both ran
 
 Threads are an axis: the run's count (`threads`, default every usable core) for every cell, and at
 batch 1 also 1 thread (thread wake-up dominates tiny work). A runner is rebuilt per thread count,
@@ -145,10 +146,11 @@ class Cell:
     peak_fraction: float | None = None
     peak_denominator: str | None = None       # which measured figure peak_fraction divides by
     peak_note: str | None = None              # why, where peak_fraction is above 1
-    speedup_vs_eager_fp32: float | None = None
+    speedup_vs_eager_fp32: float | None = None   # harness.figure_ratio (files before it: the per-round ratios' median)
+    speedup_paired_median: float | None = None   # the median of the per-round ratios (harness.paired_ratio)
     speedup_range: list | None = None         # [min, max] of the per-round ratios
     speedup_rse: float | None = None          # relative standard error of their median (harness.relative_se)
-    speedup_host_normalized: float | None = None   # the same from trial medians divided by the canary
+    speedup_host_normalized: float | None = None   # the speed-up from trial medians divided by the canary
     speedup_host_normalized_range: list | None = None
     accuracy: dict = field(default_factory=dict)
     accuracy_flagged: bool = False
@@ -187,6 +189,18 @@ class Cell:
             return recorded
         medians = list(self.trial_medians().values())
         return harness.finite(harness.relative_se(medians)) if medians else None
+
+    def figure_rse(self) -> float | None:
+        """The relative standard error of the figure images_per_s comes from: the lower quartile of the
+        trial medians in files that say so (latency "figure"), the median in files from before."""
+        lat = self.latency if isinstance(self.latency, dict) else {}
+        if lat.get("figure") != "lower_quartile_ms":
+            return self.median_rse()
+        recorded = _recorded_rse(lat.get("lower_quartile_rse"))
+        if recorded is not None:
+            return recorded
+        medians = list(self.trial_medians().values())
+        return harness.finite(harness.relative_se(medians, harness.FIGURE_QUANTILE)) if medians else None
 
     def recorded_speedup_rse(self) -> float | None:
         """The relative standard error of the speed-up as recorded (None where absent or damaged:
@@ -491,14 +505,15 @@ def finish_cell(base: dict, slot: Slot, baseline: Slot | None, flops: float, pea
 
 def timed_cell(base: dict, batch_size: int, mode: str, threads: int, lat: dict, trials: list[harness.Trial],
                baseline_trials: list[harness.Trial] | None, flops: float, peak: dict) -> Cell:
-    """A cell from its trials and latency summary: throughput, % peak, and the speed-up paired by round
-    with its baseline's trials (what a sweep and a merge of several processes' sweeps both write)."""
+    """A cell from its trials and latency summary: throughput, % peak, and the speed-up over its
+    baseline from the rounds both ran (harness.figure_ratio; what a sweep and a merge of several
+    processes' sweeps both write)."""
     ips = lat["images_per_s"]
     gflops = flops * ips / 1e9
     denom = peak_for(peak, base["precision"])
     fraction = gflops / denom if denom else None
-    ratio = harness.paired_ratio(baseline_trials, trials) if baseline_trials else None
-    host = harness.paired_ratio(baseline_trials, trials, normalized=True) if baseline_trials else None
+    ratio = harness.figure_ratio(baseline_trials, trials) if baseline_trials else None
+    host = harness.figure_ratio(baseline_trials, trials, normalized=True) if baseline_trials else None
     kinds = peak.get("denominators", {})
     return Cell(**base, batch_size=batch_size, mode=mode, threads=threads, latency=lat, images_per_s=ips,
                 images_per_s_range=lat["images_per_s_range"], gflops=gflops, peak_fraction=fraction,
@@ -506,10 +521,11 @@ def timed_cell(base: dict, batch_size: int, mode: str, threads: int, lat: dict, 
                                   else "--peak-gflops" if "given_gflops" in peak else None),
                 peak_note=(_peak_note(fraction, base["precision"], peak) if fraction is not None
                            else peak.get("unmeasured", {}).get(base["precision"])),
-                speedup_vs_eager_fp32=ratio["median"] if ratio else None,
+                speedup_vs_eager_fp32=ratio["value"] if ratio else None,
+                speedup_paired_median=ratio["paired_median"] if ratio else None,
                 speedup_range=[ratio["min"], ratio["max"]] if ratio else None,
                 speedup_rse=harness.finite(ratio["rse"]) if ratio else None,
-                speedup_host_normalized=host["median"] if host else None,
+                speedup_host_normalized=host["value"] if host else None,
                 speedup_host_normalized_range=[host["min"], host["max"]] if host else None,
                 disturbed=lat["disturbed"], trials=[tr.to_dict() for tr in trials])
 
@@ -578,8 +594,9 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, console=None) -> dict:
                     "thread_groups": [{"threads": t, "batches": b} for t, b in
                                       thread_groups(threads, batches, cfg.single_thread_at_batch1)],
                     "order": ("round-robin over every cell of the run per trial, each model and thread count's cells "
-                              "together; after `trials` rounds only the cells whose median or speed-up is not yet "
+                              "together; after `trials` rounds only the cells whose figure or speed-up is not yet "
                               "within target_rse, with their baselines, up to max_trials"),
+                    "figure": harness.FIGURE_TEXT, "figure_quantile": harness.FIGURE_QUANTILE,
                     "allocator": memory, "timings_encoding": harness.TIMINGS_ENCODING, "p99_min_calls": harness.P99_MIN_CALLS,
                     "accuracy_images": n_eval, "accuracy_tolerance": cfg.tolerance,
                     "jpeg_quality": cfg.jpeg_quality if jpeg is not None else None,

@@ -269,6 +269,33 @@ def test_runs_timed_under_different_allocators_are_named(capsys, tmp_path, old):
     assert "allocator:" not in out
 
 
+def test_runs_with_different_statistics_are_named(capsys, tmp_path, old):
+    """Files from before the lower-quartile figure took medians: compare says so when the runs differ."""
+    doc = json.loads(open(old).read())
+    doc["harness"]["figure_quantile"] = 25
+    new = tmp_path / "quartile.json"
+    new.write_text(json.dumps(doc))
+    code, out, _ = _run(capsys, old, str(new))
+    assert code == 0 and "statistics:" in out and "lower quartiles of the trial medians" in out
+    assert "medians of the trial medians and per-round ratios" in out
+    _, out, _ = _run(capsys, str(new), str(new))
+    assert "statistics:" not in out
+
+
+def test_the_figures_error_is_the_lower_quartiles_where_the_file_says_so():
+    base = [10.0, 12.0, 9.0, 11.0, 10.0, 13.0]
+    medians = [5.0, 6.0, 4.0, 5.5, 5.0, 7.0]
+    cell = sweep.Cell.from_dict(_traced("onnxrt", medians, base))
+    from cifar_speed import harness
+
+    assert C.readings(cell)["images_per_s"].rse == pytest.approx(harness.relative_se(medians))
+    cell.latency["figure"] = "lower_quartile_ms"
+    assert C.readings(cell)["images_per_s"].rse == pytest.approx(harness.relative_se(medians, 25))
+    cell.latency["lower_quartile_rse"] = 0.02
+    assert C.readings(cell)["images_per_s"].rse == pytest.approx(0.02)
+    assert C.readings(cell)["median_ms"].rse == pytest.approx(harness.relative_se(medians))   # p50 keeps its own
+
+
 def test_within_bounds_judge_every_figure_either_way_noise_or_not(capsys, tmp_path, old):
     """A reproducibility bound fails on a rise as on a fall, and even inside the noise."""
     new = _write(tmp_path, "new", [_cell("eager", 1000, 980, 1020),

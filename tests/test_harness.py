@@ -63,7 +63,7 @@ def _trial(round_, ms, disturbed=False):
     return Trial(round_, [m / 1e3 for m in ms], Disturbance(1.0, 2.0, 2, 2.0, 0.0, 0.0, disturbed))
 
 
-def test_summarize_trials_median_of_trial_medians_and_spread():
+def test_summarize_trials_figure_is_the_lower_quartile_of_trial_medians_and_spread():
     trials = [_trial(0, [10, 11, 12]), _trial(1, [20, 20, 21]), _trial(2, [14, 15, 16]),
               _trial(3, [13, 13, 13]), _trial(4, [30, 9, 31])]
     s = harness.summarize_trials(trials, 10)
@@ -73,7 +73,10 @@ def test_summarize_trials_median_of_trial_medians_and_spread():
     assert s["trial_median_ms"]["iqr"] == pytest.approx(np.percentile(medians, 75) - np.percentile(medians, 25))
     assert s["n"] == 15 and s["trials"] == 5
     assert s["pooled_median_ms"] == pytest.approx(float(np.median([10, 11, 12, 20, 20, 21, 14, 15, 16, 13, 13, 13, 30, 9, 31])))
-    assert s["images_per_s"] == pytest.approx(10 / 0.015)
+    assert s["lower_quartile_ms"] == pytest.approx(np.percentile(medians, 25)) == pytest.approx(13.0)
+    assert s["figure"] == "lower_quartile_ms"
+    assert s["images_per_s"] == pytest.approx(10 / 0.013)                 # from the figure, not the median
+    assert s["ms_per_image"] == pytest.approx(1.3)
     assert s["images_per_s_range"] == pytest.approx([10 / 0.030, 10 / 0.011])
     assert s["p99_ms"] is None and s["disturbed"] is False and s["trials_disturbed"] == 0
 
@@ -95,6 +98,39 @@ def test_paired_ratio_uses_the_baseline_trial_of_the_same_round():
     assert r["n"] == 5
     # Unpaired, dividing medians of different rounds would read 10 / 5 = 2 or 20 / 5 = 4.
     assert harness.paired_ratio(base, [_trial(7, [5])]) is None   # no baseline trial in that round
+
+
+def test_figure_ratio_divides_lower_quartiles_of_the_rounds_both_ran():
+    # The host slows the baseline 3x in two rounds and the cell only 1.5x (it meets fewer barriers):
+    # the per-round ratios read 2 in the quiet rounds and 4 in the slow ones, and their median moves
+    # with how many rounds were slow; the lower quartiles read the quiet speeds.
+    base = [_trial(r, [m]) for r, m in enumerate([10, 30, 10, 30, 10, 10, 10])]
+    cell = [_trial(r, [m]) for r, m in enumerate([5, 7.5, 5, 7.5, 5, 5, 5])]
+    r = harness.figure_ratio(base, cell)
+    assert r["value"] == pytest.approx(2.0)
+    assert r["paired_median"] == pytest.approx(2.0) and r["max"] == pytest.approx(4.0) and r["n"] == 7
+    slower = [_trial(r, [m]) for r, m in enumerate([30, 30, 30, 30, 10, 10, 10])]
+    slowed_cell = [_trial(r, [m]) for r, m in enumerate([7.5, 7.5, 7.5, 7.5, 5, 5, 5])]
+    assert harness.paired_ratio(slower, slowed_cell)["median"] == pytest.approx(4.0)   # the mixture moved it
+    assert harness.figure_ratio(slower, slowed_cell)["value"] == pytest.approx(2.0)
+    # Only the rounds both ran: a baseline trial from a round the cell skipped does not count.
+    extra = base + [_trial(9, [1])]
+    assert harness.figure_ratio(extra, cell)["value"] == pytest.approx(2.0)
+    assert harness.figure_ratio(base, [_trial(7, [5])]) is None
+
+
+def test_figure_ratio_in_canary_units():
+    dist = Disturbance(1.0, 2.0, 2, 2.0, 0.0, 0.0, False)
+    base = [Trial(r, [0.010 * k], dist, canary_ms=0.1 * k) for r, k in enumerate([1, 2, 1, 1])]
+    cell = [Trial(r, [0.005 * k], dist, canary_ms=0.1 * k) for r, k in enumerate([1, 2, 1, 1])]
+    assert harness.figure_ratio(base, cell, normalized=True)["value"] == pytest.approx(2.0)
+
+
+def test_relative_se_of_a_quartile_is_wider_than_of_the_median():
+    values = [1.0, 1.1, 1.3, 0.9, 1.2, 1.05]
+    assert harness.relative_se(values, 25) == pytest.approx(harness.relative_se(values) * 1.3626 / 1.2533)
+    with pytest.raises(KeyError):
+        harness.relative_se(values, 10)   # no error formula for it: say so rather than guess
 
 
 def test_judge_process_view():

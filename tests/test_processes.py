@@ -159,3 +159,27 @@ def test_phases_count_each_variant_build_once():
     part = {"process_wall_s": 200.0, "cells": [cell("eager", 1, 2, 1.0), cell("eager", 128, 2, 2.0), cell("eager", 1, 1, 3.0),
                                                cell("onnxrt", 1, 2, 4.0), {"status": "failed", "build_and_eval_s": 99.0}]}
     assert processes._phases(part) == {"wall_s": 200.0, "build_and_eval_s": 80.0, "timed_s": 10.0, "other_s": 110.0}
+
+
+def test_a_process_in_a_slow_phase_moves_the_figure_less_than_the_median():
+    # Process 3 spent most of its rounds in a slow phase of the host that slowed eager 3x and the
+    # other cell 1.5x: its median and its per-round ratios say so, its lower quartile much less.
+    quiet = _part([10, 10, 10, 10], [5, 5, 5, 5])
+    slow = _part([10, 30, 30, 30], [5, 7.5, 7.5, 7.5])
+    eager, onnx = (Cell.from_dict(c) for c in processes.merge([quiet, copy.deepcopy(quiet), slow])["cells"])
+    assert [p["lower_quartile_ms"] for p in eager.processes] == pytest.approx([10.0, 10.0, 25.0])
+    assert [p["median_ms"] for p in eager.processes] == pytest.approx([10.0, 10.0, 30.0])
+    assert eager.latency["lower_quartile_ms"] == pytest.approx(10.0) and eager.images_per_s == pytest.approx(4 / 10e-3)
+    assert eager.latency["lower_quartile_rse"] == pytest.approx(harness.relative_se([10.0, 10.0, 25.0]))
+    assert [p["speedup_vs_eager_fp32"] for p in onnx.processes] == pytest.approx([2.0, 2.0, 25 / 6.875])
+    assert [p["speedup_paired_median"] for p in onnx.processes] == pytest.approx([2.0, 2.0, 4.0])
+    assert onnx.speedup_vs_eager_fp32 == pytest.approx(2.0) and onnx.speedup_paired_median == pytest.approx(2.0)
+    assert eager.latency["host_normalized"]["lower_quartile"] == pytest.approx(10.0)
+
+
+def test_remerge_records_todays_statistics():
+    merged = processes.merge([_part([10], [5]), _part([12], [6]), _part([20] * 7, [5] * 7)])
+    old = copy.deepcopy(merged)
+    old["harness"].pop("figure", None)
+    out = processes.remerge(old)
+    assert out["harness"]["figure_quantile"] == harness.FIGURE_QUANTILE and "lower quartile" in out["harness"]["figure"]

@@ -168,6 +168,23 @@ def test_the_plus_minus_is_the_medians_confidence_from_its_trials():
     assert cell.recorded_speedup_rse() == 0.02
 
 
+def test_the_plus_minus_and_the_legend_follow_the_files_figure():
+    from cifar_speed import report
+    from cifar_speed.harness import relative_se
+    from cifar_speed.sweep import Cell
+
+    medians = [1.0, 1.1, 0.9, 1.2, 0.95, 1.05, 1.0, 0.98, 1.02, 0.97, 1.01, 0.99]
+    cell = Cell(model="m", architecture="m", backend="eager", precision="fp32", device="cpu", batch_size=1,
+                images_per_s=1000.0, latency={"figure": "lower_quartile_ms", "median_rse": 0.5},
+                trials=[{"round": r, "median_ms": m} for r, m in enumerate(medians)])
+    assert report.spread_text(cell) == f"±{1.96 * relative_se(medians, 25) * 100:.1f}%"   # not the median's
+    cell.latency["lower_quartile_rse"] = 0.01
+    assert report.spread_text(cell) == "±2.0%"
+    assert "lower quartile" in report.figure_words({"harness": {"figure_quantile": 25}})[0]
+    assert report.figure_words({"harness": {}}) == ("the median of the trial medians",
+                                                    "median of per-round ratios against eager fp32")
+
+
 def test_a_few_processes_medians_get_students_t_not_the_normal_quantile():
     from cifar_speed import report
     from cifar_speed.harness import relative_se

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cifar_speed.checkpoint import shipped_checkpoints, trained_weights_sha256  # noqa: E402
-from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare,  # noqa: E402
+from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare, figure_of,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import relative_se  # noqa: E402
@@ -378,6 +378,17 @@ def answer_section(paths: list[str], results_list: list[dict], rel, earlier: dic
     return "\n\n".join(out + ([earlier_weights_note(marked, rel)] if marked else []))
 
 
+def _figure_text(results_list) -> str:
+    """img/s's statistic in words, over a folder's runs (report.figure_words), 'X or Y' where they differ."""
+    from cifar_speed.report import figure_words
+    return " or ".join(dict.fromkeys(figure_words(r)[0] for r in results_list))
+
+
+def _ratio_text(results_list) -> str:
+    from cifar_speed.report import figure_words
+    return " or ".join(dict.fromkeys(figure_words(r)[1] for r in results_list))
+
+
 def summary_markdown(paths: list[str], results_list: list[dict], reports: list[str], rel) -> str:
     """Per machine: the --bench-summary files as one table of each model's fastest cell per batch,
     what ran them (CPU, commits, dates, files), and a link to their full report."""
@@ -395,8 +406,8 @@ def summary_markdown(paths: list[str], results_list: list[dict], reports: list[s
                    f"{', '.join(f'`{c}`' for c in commits)}; files: "
                    + ", ".join(f"[`{Path(p).name}`]({rel(p)})" for p, _ in mine)
                    + (f". Every cell, with spreads, accuracy and plots: [`{rel(report)}`]({rel(report)})" if report else "")
-                   + ". Fastest = the highest median img/s among cells whose top-1 stays within the run's "
-                   "tolerance of eager fp32; x = median of per-round ratios against eager fp32 at that batch.\n")
+                   + f". Fastest = the highest img/s ({_figure_text(r for _, r in mine)}) among cells whose top-1 "
+                   f"stays within the run's tolerance of eager fp32; x = {_ratio_text(r for _, r in mine)} at that batch.\n")
         out.append(best_cells_markdown([r for _, r in mine]) + "\n")
     return "\n".join(out) + ("\n" if out else "")
 
@@ -425,7 +436,11 @@ PAST_SHOWN = 6   # figures past their bound named per pair, the largest first
 def _judged_as_merged_today(results: dict) -> dict:
     """A `bench --processes` file with its cells recomputed from its recorded trials by today's merge
     (tools/remerge.py): files written by an older merge are judged as the current one would."""
-    return remerge(results) if (results.get("harness") or {}).get("processes", 1) > 1 else results
+    if (results.get("harness") or {}).get("processes", 1) < 2:
+        return results
+    out = remerge(results)
+    out["harness"]["remerged"] = "cells recomputed from the recorded trials by tools/update_readme.py"
+    return out
 
 
 def _run_minutes(results: dict) -> str:
@@ -434,12 +449,18 @@ def _run_minutes(results: dict) -> str:
     return f"{sum(walls) / 60:.0f} min" if walls and all(isinstance(w, (int, float)) for w in walls) else "-"
 
 
+def _statistic(results: dict) -> str:
+    """Which statistic a pair was judged by: today's, recomputed from the trials, or the file's own."""
+    remerged = (results.get("harness") or {}).get("remerged")
+    return f"{figure_of(results)}{' (recomputed today)' if remerged else ' (as recorded)'}"
+
+
 def acceptance_section(pairs: list[str], rel) -> str:
     """One row per back-to-back pair: how many of its speed-ups and images/s stayed within
     ACCEPTANCE_BOUNDS (judged host-normalised where both cells have the canary, and raw), and which not."""
     bounds = [parse_within(b) for b in ACCEPTANCE_BOUNDS]
-    rows = ["| pair | processes x trials (max) | a run's time | figures | within, host-normalised | within, raw | canary | slow canary around (run 1, run 2) | past the bound (change as judged) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = ["| pair | processes x trials (max) | a run's time | statistic | figures | within, host-normalised | within, raw | canary | slow canary around (run 1, run 2) | past the bound (change as judged) |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for pair in pairs:
         old_path, new_path = pair.split(":")
         old, new = (_judged_as_merged_today(load_results(p)) for p in (old_path, new_path))
@@ -453,7 +474,8 @@ def acceptance_section(pairs: list[str], rel) -> str:
         if len(worst) > PAST_SHOWN:
             past += f"; {len(worst) - PAST_SHOWN} more (`cifar-speed compare --within` lists them all)"
         rows.append(f"| [`{Path(old_path).name}`]({rel(old_path)}), [`{Path(new_path).name}`]({rel(new_path)}) | "
-                    f"{h.get('processes', 1)} x {h.get('trials')} ({h.get('max_trials')}) | {_run_minutes(old)} | {checked.judged} | "
+                    f"{h.get('processes', 1)} x {h.get('trials')} ({h.get('max_trials')}) | {_run_minutes(old)} | "
+                    f"{_statistic(old)} | {checked.judged} | "
                     f"{checked.judged - len(checked.past)} | {checked.judged - len(checked.past_raw)} | "
                     f"{f'{canary * 100:+.1f} %' if canary is not None else '-'} | "
                     f"{len(slow_around(old))}, {len(slow_around(new))} | {past} |")

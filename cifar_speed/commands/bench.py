@@ -41,10 +41,11 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=int, default=defaults.Settings.trials,
                    help="timed trials per cell at least, run round-robin across all the run's cells (default %(default)s)")
     p.add_argument("--max-trials", type=int, default=defaults.Settings.max_trials,
-                   help="trials per cell at most: after --trials, rounds go on for the cells whose median or "
+                   help="trials per cell at most: after --trials, rounds go on for the cells whose figure or "
                         "speed-up is not yet known to --target-rse (default %(default)s; equal to --trials: a fixed count)")
     p.add_argument("--target-rse", type=float, default=defaults.Settings.target_rse,
-                   help="relative standard error of a cell's median trial latency and of its speed-up at which "
+                   help="relative standard error of a cell's figure (the lower quartile of its trial medians) and of "
+                        "its speed-up at which "
                         "it needs no more trials (default %(default)s)")
     p.add_argument("--min-time", type=float, default=defaults.Settings.trial_time_s,
                    help="seconds timed per trial, at least (default %(default)s)")
@@ -72,7 +73,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dawnbench", action="store_true", help="also measure batch-1 latency over the test images (DAWNBench)")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="run the whole sweep in N fresh processes one after another (N times as long); a cell's "
-                        "median and speed-up are the medians over processes, so a state that lasts a process "
+                        "figure and speed-up are the medians over processes, so a state that lasts a process "
                         "(memory placement, kernel choice) shows as spread, not as one run's bias (default %(default)s)")
     p.add_argument("--allocator", choices=allocator.ALLOCATORS, default=allocator.DEFAULT,
                    help="retain: freed memory stays in the process (no fresh pages faulted in on every eager call, "

@@ -2,7 +2,7 @@
 
 Cells are matched by (model, backend, precision, batch, mode, threads, memory format, backend options). For each
 metric the change is (new - old) / old, and it is *inside the noise* when it is within NOISE_Z
-standard errors of the two medians (each run's error from the spread of its own trials,
+standard errors of the two figures (each run's error from the spread of its own trials,
 harness.relative_se: of the trial medians, or of the per-round ratios for the speed-up), as pyperf
 refuses to call a difference it cannot tell from chance a change. Files whose cells carry no trials
 fall back to overlap of the two runs' ranges; a cell without either has unknown noise and its
@@ -132,10 +132,10 @@ class Reading:
     rse: float | None = None
 
 
-def _rse(values) -> float | None:
+def _rse(values, quantile: int = 50) -> float | None:
     from ..harness import finite, relative_se
 
-    return finite(relative_se(list(values)))
+    return finite(relative_se(list(values), quantile))
 
 
 def _ratio_rse(cell, baseline, normalized: bool) -> float | None:
@@ -147,12 +147,21 @@ def _ratio_rse(cell, baseline, normalized: bool) -> float | None:
 
 def _host_readings(cell, baseline) -> dict[str, Reading]:
     """images/s and p50 in canary units (their ratios between runs are what matters, not the unit)."""
+    from ..harness import FIGURE_QUANTILE
+
     units = (cell.latency or {}).get("host_normalized")
     out = {}
     if units:
+        b, trials = cell.batch_size, cell.trial_medians(True).values()
         per_process = _per_process(cell, "host_normalized_median")
-        b, rse = cell.batch_size, _rse(per_process or cell.trial_medians(True).values())
-        out["images_per_s"] = Reading(b / units["median"], b / units["max"], b / units["min"], rse=rse)
+        rse = _rse(per_process or trials)
+        figure = units.get("lower_quartile")   # the figure images/s comes from (files before it: the median)
+        if figure and figure > 0:
+            per_process = _per_process(cell, "host_normalized_lower_quartile")
+            figure_rse = _rse(per_process) if per_process else _rse(trials, FIGURE_QUANTILE)
+        else:
+            figure, figure_rse = units["median"], rse
+        out["images_per_s"] = Reading(b / figure, b / units["max"], b / units["min"], rse=figure_rse)
         out["median_ms"] = Reading(units["median"], units["min"], units["max"], rse=rse)
     if cell.speedup_host_normalized and not cell.baseline:
         lo, hi = cell.speedup_host_normalized_range or (None, None)
@@ -177,7 +186,7 @@ def readings(cell, baseline=None) -> dict[str, Reading]:
     out = {}
     if cell.images_per_s:
         lo, hi = cell.images_per_s_range or (None, None)
-        out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"), rse)
+        out["images_per_s"] = Reading(cell.images_per_s, lo, hi, host.get("images_per_s"), cell.figure_rse())
     if cell.speedup_vs_eager_fp32 and not cell.baseline:
         lo, hi = cell.speedup_range or (None, None)
         recorded = cell.recorded_speedup_rse()
@@ -313,7 +322,7 @@ def table(changes: list[Change], thresholds: list[Threshold]):
     # Text, not markup: "[980-1020]" is data, not a style tag.
     t = Table(title=Text("per cell: old and new [range over trials]; change, raw and host-normalised (divided by "
                          f"the canary; judged where both runs have it); inside the noise = within {NOISE_Z:g} standard "
-                         "errors of the two medians (runs without trials: the ranges overlap)"))
+                         "errors of the two figures (runs without trials: the ranges overlap)"))
     for col in ("cell", "metric", "old", "new", "change", "host-norm.", "verdict"):
         t.add_column(col, justify="left" if col in ("cell", "metric", "verdict") else "right", no_wrap=col != "verdict")
     fmts = {"images_per_s": "{:,.0f}", "speedup_vs_eager_fp32": "{:.2f}x", "median_ms": "{:.4g}"}
@@ -347,6 +356,14 @@ def allocator_of(results: dict) -> str:
     setting existed ran with the C library's defaults."""
     record = (results.get("harness") or {}).get("allocator") or {}
     return record.get("allocator", "system")
+
+
+def figure_of(results: dict) -> str:
+    """Which statistic a run's img/s and speed-ups are (harness.FIGURE_QUANTILE); files written before
+    it took the median of the trial medians and of the per-round ratios."""
+    quantile = (results.get("harness") or {}).get("figure_quantile")
+    return "lower quartiles of the trial medians" if quantile == 25 else (
+        f"{quantile}th percentiles of the trial medians" if quantile else "medians of the trial medians and per-round ratios")
 
 
 # Around quiet cells the canary reads within ~0.1 % of its run's median (committed pairs); the
@@ -446,6 +463,10 @@ def run(args) -> int:
     if wake is not None:
         console.print(f"host wake-up: a hand-off to a sleeping thread and back took {wake * 100:+.1f}% in the new run "
                       "(shown, not divided out: cells handing work between threads pay it per call)", markup=False)
+    if figure_of(old) != figure_of(new):
+        console.print(f"statistics: {args.old}'s figures are {figure_of(old)}, {args.new}'s {figure_of(new)}: "
+                      "img/s and speed-ups moved for that reason too (tools/remerge.py recomputes a bench --processes "
+                      "file from its trials with today's)", markup=False)
     if allocator_of(old) != allocator_of(new):
         console.print(f"allocator: {allocator_of(old)} in {args.old}, {allocator_of(new)} in {args.new} (bench "
                       "--allocator): eager and compile cells also moved for that reason", markup=False)
