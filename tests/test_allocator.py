@@ -46,9 +46,11 @@ def test_retain_reuses_freed_pages_where_system_faults_them_in_again():
                                 "how": "the C library's defaults"}
     assert system["faults"] > CALLS * ACTIVATION_PAGES  # fresh mmaps, every page faulted in, on every call
     assert retain["record"]["allocator"] == "retain" and retain["record"]["applied"]
-    # The heap's pages, kept and reused (the heap may still grow once, late: glibc's aligned blocks
-    # need a little more than the block they follow).
-    assert retain["faults"] <= ACTIVATION_PAGES
+    # The heap's pages, kept and reused. The heap may still grow late, once for each of the two
+    # feature maps alive at once (glibc's aligned blocks need a little more than the block they
+    # follow): a clean-clone CI run saw exactly two maps' pages, where system faults in every map
+    # of every call.
+    assert retain["faults"] <= 2 * ACTIVATION_PAGES < system["faults"] / 3
     # Once retained, a process cannot go back, and says so rather than claiming the defaults.
     assert retain["again"]["allocator"] == "retain" and not retain["again"]["applied"]
 
