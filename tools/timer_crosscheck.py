@@ -6,7 +6,8 @@
 
 For each cell (model:backend:precision:batch[:compile-mode]) the runner is built once and timed by
   harness      cifar_speed.harness.measure: warm-up, interleaved-style trials, median of trial medians
-               (CUDA events per call on a GPU, perf_counter per call on a CPU)
+               (CUDA events per call on a GPU, perf_counter per call on a CPU); beside it their lower
+               quartile, the figure a cell reports (`utils_over_harness_lower_quartile`)
   utils        torch.utils.benchmark.Timer.blocked_autorange: wall time of blocks of calls, synchronised
                on CUDA (the median block time per call)
   do_bench     triton.testing.do_bench (CUDA only): its median over calls, with L2 flushed between calls
@@ -66,11 +67,12 @@ def time_cell(cell: dict, device: str, rounds: int) -> dict:
         do_bench = None
     per_round = []
     for _ in range(rounds):
-        h = harness.measure(runner, cell["batch"], settings)["median_ms"]
+        measured = harness.measure(runner, cell["batch"], settings)
+        h = measured["median_ms"]
         # Timer runs at 1 thread unless told: give it the thread count the harness times at.
         t = tub.Timer("f(x)", globals={"f": runner, "x": xs[0]},
                       num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=1.0)
-        row = {"harness_ms": h, "utils_ms": t.median * 1e3}
+        row = {"harness_ms": h, "harness_lower_quartile_ms": measured["lower_quartile_ms"], "utils_ms": t.median * 1e3}
         if do_bench is not None and device == "cuda":
             row["do_bench_ms"] = do_bench(lambda: runner(xs[0]), warmup=50, rep=500, return_mode="median")
         per_round.append(row)
@@ -80,6 +82,8 @@ def time_cell(cell: dict, device: str, rounds: int) -> dict:
         if ratios:
             out[f"{key.removesuffix('_ms')}_over_harness"] = {"median": statistics.median(ratios),
                                                               "min": min(ratios), "max": max(ratios)}
+    ratios = [r["utils_ms"] / r["harness_lower_quartile_ms"] for r in per_round]
+    out["utils_over_harness_lower_quartile"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     del runner
     if device == "cuda":
         torch.cuda.empty_cache()
