@@ -535,3 +535,16 @@ def test_readme_jpeg_training_table_compares_a_fine_tune_with_its_start(tmp_path
         "fine_tuned_from": {"checkpoint": "results/checkpoints/bases/fast-airbench94.json", "test_accuracy": 0.9342}}))
     row = ur.jpeg_training_section([], [], [str(tuned)], [], rel=lambda p: p).splitlines()[2]
     assert row.split(" | ")[5:7] == ["2.59 pt", "-1.35 pt (vs its start, fast-airbench94)"]
+
+
+def test_host_phases_summarises_slow_rounds_against_fast_ones():
+    hp = _tool("host_phases")
+    rounds = [{"two_threads_ms": ms, "one_thread_ms": 1.3, "canary_ms": 0.14, "wake_us": wake, "fork_join_us": 11.0}
+              for ms, wake in ((1.0, 48), (1.02, 50), (1.6, 64), (1.7, 66), (1.01, 49))]
+    s = hp.summarize(rounds, slow_ms=1.3)
+    assert s["rounds"] == 5 and s["slow_rounds"] == 2
+    assert s["slow"]["wake_us"] == 65 and s["fast"]["wake_us"] == 49 and s["slow"]["one_thread_ms"] == 1.3
+    assert s["wake_vs_two_threads_rank_corr"] == 1.0
+    assert hp.rank_correlation([1, 2, 3], [3, 2, 1]) == -1 and hp.rank_correlation([1, 2], [1, 2]) is None
+    with pytest.raises(SystemExit):
+        hp.main(["--cell", "cnn_tuned:eager"])    # not model:backend:precision: one line, exit 2
