@@ -124,6 +124,23 @@ FIGURE_TEXT = ("lower quartile of the trial medians (per process, then the media
                "the baseline's lower quartile over the cell's, from the rounds both ran")
 
 
+def rank_correlation(xs, ys) -> float | None:
+    """Spearman's rho of paired readings (ties ranked by their order: the readings are continuous);
+    None below 3 pairs. For diagnostics (tools/host_around_cells.py, tools/host_phases.py)."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(values):
+        order = sorted(range(len(values)), key=list(values).__getitem__)
+        r = [0] * len(order)
+        for rank, k in enumerate(order):
+            r[k] = rank
+        return r
+
+    n = len(xs)
+    return 1 - 6 * sum((a - b) ** 2 for a, b in zip(ranks(xs), ranks(ys))) / (n * (n * n - 1))
+
+
 def figure_of(values) -> float:
     """A cell's figure from its trial medians (or their canary-normalised values): the lower quartile."""
     return percentile(values, FIGURE_QUANTILE)

@@ -18,12 +18,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifar_speed.commands.compare import canary_offsets, cell_name  # noqa: E402
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
+from cifar_speed.harness import rank_correlation  # noqa: E402
 from cifar_speed.report import load_results  # noqa: E402
 from cifar_speed.sweep import cells_of  # noqa: E402
 
@@ -52,10 +52,8 @@ def process_medians(trials: list[dict], field: str) -> list[tuple[float, float]]
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:
-    if len(pairs) < 4:
-        return None
-    a, b = (np.argsort(np.argsort(np.asarray(col))) for col in zip(*pairs))
-    return float(np.corrcoef(a, b)[0, 1])
+    """Rank correlation of (reading, median) pairs; None below 4 (harness.rank_correlation)."""
+    return rank_correlation(*zip(*pairs)) if len(pairs) >= 4 else None
 
 
 def rows(old: dict, new: dict) -> list[Row]:

@@ -81,24 +81,9 @@ def run_one(cell: str, seconds: float, env_text: str) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rho (no tie correction: the readings are continuous)."""
-    if len(xs) < 3:
-        return None
-
-    def ranks(v):
-        order = sorted(range(len(v)), key=v.__getitem__)
-        r = [0] * len(v)
-        for i, k in enumerate(order):
-            r[k] = i
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    n = len(xs)
-    return 1 - 6 * sum((a - b) ** 2 for a, b in zip(rx, ry)) / (n * (n * n - 1))
-
-
 def summarize(rounds: list[dict], slow_ms: float) -> dict:
+    from cifar_speed.harness import rank_correlation
+
     two = [r["two_threads_ms"] for r in rounds]
     wake = [r["wake_us"] for r in rounds]
     slow = [r for r in rounds if r["two_threads_ms"] > slow_ms]

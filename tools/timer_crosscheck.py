@@ -77,13 +77,12 @@ def time_cell(cell: dict, device: str, rounds: int) -> dict:
             row["do_bench_ms"] = do_bench(lambda: runner(xs[0]), warmup=50, rep=500, return_mode="median")
         per_round.append(row)
     out = {**cell, "device": device, "rounds": per_round}
-    for key in ("utils_ms", "do_bench_ms"):
-        ratios = [r[key] / r["harness_ms"] for r in per_round if key in r]
+    for name, key, harness_key in (("utils_over_harness", "utils_ms", "harness_ms"),
+                                   ("do_bench_over_harness", "do_bench_ms", "harness_ms"),
+                                   ("utils_over_harness_lower_quartile", "utils_ms", "harness_lower_quartile_ms")):
+        ratios = [r[key] / r[harness_key] for r in per_round if key in r]
         if ratios:
-            out[f"{key.removesuffix('_ms')}_over_harness"] = {"median": statistics.median(ratios),
-                                                              "min": min(ratios), "max": max(ratios)}
-    ratios = [r["utils_ms"] / r["harness_lower_quartile_ms"] for r in per_round]
-    out["utils_over_harness_lower_quartile"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+            out[name] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     del runner
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -378,15 +378,12 @@ def answer_section(paths: list[str], results_list: list[dict], rel, earlier: dic
     return "\n\n".join(out + ([earlier_weights_note(marked, rel)] if marked else []))
 
 
-def _figure_text(results_list) -> str:
-    """img/s's statistic in words, over a folder's runs (report.figure_words), 'X or Y' where they differ."""
+def _statistic_words(results_list: list[dict]) -> tuple[str, str]:
+    """img/s's and x's statistics in words over a folder's runs (report.figure_words), 'X or Y' where
+    they differ."""
     from cifar_speed.report import figure_words
-    return " or ".join(dict.fromkeys(figure_words(r)[0] for r in results_list))
-
-
-def _ratio_text(results_list) -> str:
-    from cifar_speed.report import figure_words
-    return " or ".join(dict.fromkeys(figure_words(r)[1] for r in results_list))
+    words = [figure_words(r) for r in results_list]
+    return tuple(" or ".join(dict.fromkeys(w[i] for w in words)) for i in (0, 1))
 
 
 def summary_markdown(paths: list[str], results_list: list[dict], reports: list[str], rel) -> str:
@@ -400,14 +397,15 @@ def summary_markdown(paths: list[str], results_list: list[dict], reports: list[s
         commits = sorted({(p.get("git_commit") or "?")[:7] for p in prov})
         created = sorted(r["created"] for _, r in mine)
         report = next((m for m in reports if Path(m).parent == folder or Path(m).parent.parent == folder), None)
+        figure, ratio = _statistic_words([r for _, r in mine])
         out.append(f"### {folder.name}: every shipped checkpoint, the fastest cell per batch size\n")
         out.append(f"CPU {cpu['model']} ({cpu['usable_cpus']} cores; {' '.join(cpu['features'])}); "
                    f"{len(mine)} runs from {created[0]} to {created[-1]}, commit{'s' if len(commits) > 1 else ''} "
                    f"{', '.join(f'`{c}`' for c in commits)}; files: "
                    + ", ".join(f"[`{Path(p).name}`]({rel(p)})" for p, _ in mine)
                    + (f". Every cell, with spreads, accuracy and plots: [`{rel(report)}`]({rel(report)})" if report else "")
-                   + f". Fastest = the highest img/s ({_figure_text(r for _, r in mine)}) among cells whose top-1 "
-                   f"stays within the run's tolerance of eager fp32; x = {_ratio_text(r for _, r in mine)} at that batch.\n")
+                   + f". Fastest = the highest img/s ({figure}) among cells whose top-1 "
+                   f"stays within the run's tolerance of eager fp32; x = {ratio} at that batch.\n")
         out.append(best_cells_markdown([r for _, r in mine]) + "\n")
     return "\n".join(out) + ("\n" if out else "")
 
