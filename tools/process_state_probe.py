@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -43,14 +45,29 @@ def child(cell: str, threads: int) -> dict:
     ref = resolve_model(model)
     runner = runner_for(ref.path, backend, precision, "cpu", [int(batch)], architecture=ref.architecture)
     r = harness.measure(runner, int(batch), harness.Settings(trials=9, max_trials=9, trial_time_s=0.3))
-    return {"median_ms": r["median_ms"], "trial_median_ms": [t["median_ms"] for t in r["trial_records"]]}
+    return {"median_ms": r["median_ms"], "lower_quartile_ms": r["lower_quartile_ms"],
+            "trial_median_ms": [t["median_ms"] for t in r["trial_records"]], "anon_huge_kib": _anon_huge_kib()}
 
 
-def run_one(cell: str, threads: int, randomised: bool) -> dict:
+def _anon_huge_kib() -> int | None:
+    """How much of this process's anonymous memory sits on transparent huge pages."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^AnonHugePages:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def run_one(cell: str, threads: int, setting: str) -> dict:
+    """One fresh process under `setting`: "on"/"off" (address randomisation) or "env:VAR=VALUE ..."."""
     cmd = [sys.executable, __file__, "--child", "--cell", cell, "--threads", str(threads)]
-    if not randomised:
+    env = dict(os.environ)
+    if setting == "off":
         cmd = ["setarch", platform.machine(), "-R", *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    elif setting.startswith("env:"):
+        env.update(kv.split("=", 1) for kv in setting[4:].split())
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         print(f"process_state_probe: error: a probe process failed: {last}", file=sys.stderr)
@@ -63,6 +80,9 @@ def main(argv=None) -> int:
     p.add_argument("--cell", default="cnn_tuned:compile:bf16:1", help="model:backend:precision:batch")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--processes", type=int, default=6, help="processes per setting, the settings alternating")
+    p.add_argument("--env", action="append", metavar="VAR=VALUE ...",
+                   help="compare environment settings instead of randomisation on/off (repeat; '' is the "
+                        "plain environment), e.g. --env '' --env THP_MEM_ALLOC_ENABLE=1")
     p.add_argument("--out", help="JSON file to write (default: print only)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -74,21 +94,33 @@ def main(argv=None) -> int:
     if a.child:
         print(json.dumps(child(a.cell, a.threads)))
         return 0
-    if shutil.which("setarch") is None:
-        p.error("needs setarch (util-linux) to turn randomisation off")
-    runs = {"on": [], "off": []}
+    if a.env is not None:
+        bad = [e for e in a.env if any("=" not in kv for kv in e.split())]
+        if bad:
+            p.error(f"--env {bad[0]!r} is not VAR=VALUE ...")
+        settings = ["env:" + e for e in a.env]
+    else:
+        if shutil.which("setarch") is None:
+            p.error("needs setarch (util-linux) to turn randomisation off")
+        settings = ["on", "off"]
+    runs = {s: [] for s in settings}
     for i in range(a.processes):
-        for setting in ("on", "off"):
-            r = run_one(a.cell, a.threads, setting == "on")
+        for setting in settings:
+            r = run_one(a.cell, a.threads, setting)
             runs[setting].append(r)
-            print(f"process {i + 1}, randomisation {setting}: median {r['median_ms']:.4f} ms", flush=True)
+            print(f"process {i + 1}, {_label(setting)}: median {r['median_ms']:.4f} ms, lower quartile "
+                  f"{r['lower_quartile_ms']:.4f} ms, huge pages {r['anon_huge_kib']} KiB", flush=True)
     summary = {}
     for setting, rs in runs.items():
         medians = [r["median_ms"] for r in rs]
+        quartiles = [r["lower_quartile_ms"] for r in rs]
         summary[setting] = {"process_medians_ms": medians, "median": statistics.median(medians),
-                            "max_over_min": max(medians) / min(medians)}
-        print(f"randomisation {setting}: process medians {min(medians):.4f}-{max(medians):.4f} ms, "
-              f"max/min {max(medians) / min(medians):.3f}")
+                            "max_over_min": max(medians) / min(medians),
+                            "process_lower_quartiles_ms": quartiles,
+                            "lower_quartile_max_over_min": max(quartiles) / min(quartiles)}
+        print(f"{_label(setting)}: process medians {min(medians):.4f}-{max(medians):.4f} ms, "
+              f"max/min {max(medians) / min(medians):.3f}; lower quartiles max/min "
+              f"{max(quartiles) / min(quartiles):.3f}")
     if a.out:
         from cifar_speed.fileio import atomic_write_text
         from cifar_speed.provenance import provenance
@@ -97,6 +129,12 @@ def main(argv=None) -> int:
                "runs": runs, "summary": summary, "provenance": provenance()}
         atomic_write_text(Path(a.out), json.dumps(doc, indent=1) + "\n")
     return 0
+
+
+def _label(setting: str) -> str:
+    if setting in ("on", "off"):
+        return f"randomisation {setting}"
+    return f"environment {setting[4:] or '(plain)'}"
 
 
 if __name__ == "__main__":
