@@ -12,6 +12,7 @@ from pathlib import Path
 from .errors import CifarSpeedError
 from .fileio import require_file
 from .harness import confidence_95
+from .resultsfile import figure_quantile, quantile_words
 from .schemas import PYTEST_BENCHMARK_READ, read_json_file, results_read_schema, schema_error
 from .sweep import SCHEMA, Cell, cells_of, validate_results
 
@@ -180,13 +181,14 @@ def _row_key(c: Cell) -> tuple:
 
 
 def figure_words(results: dict) -> tuple[str, str]:
-    """What a run's img/s and its x (speed-up) are, in words for a legend: the lower quartile of the
-    trial medians and the ratio of two such (harness.figure_of) in files that record it, the medians
-    in files from before."""
-    if (results.get("harness") or {}).get("figure_quantile") == 25:
-        return ("the lower quartile of the trial medians",
-                "eager fp32's lower quartile over the cell's, from the rounds both ran")
-    return "the median of the trial medians", "median of per-round ratios against eager fp32"
+    """What a run's img/s and its x (speed-up) are, in words for a legend (resultsfile.figure_quantile):
+    a percentile of the trial medians and the ratio of two such (harness.figure_ratio), or in files
+    from before, the median and the median of per-round ratios."""
+    quantile = figure_quantile(results)
+    if quantile == 50:
+        return "the median of the trial medians", "median of per-round ratios against eager fp32"
+    name = quantile_words(quantile)
+    return f"the {name} of the trial medians", f"eager fp32's {name} over the cell's, from the rounds both ran"
 
 
 def spread_text(c: Cell) -> str:

@@ -93,3 +93,14 @@ def write_results(results: dict, path) -> tuple[Path, Path]:
     atomic_write_many({skipped_path(csv_path): skipped_csv(results).encode(), csv_path: to_csv(results).encode(),
                        path: text.encode()})
     return path, csv_path
+
+
+def figure_quantile(results: dict) -> int:
+    """The percentile of the trial medians a run's img/s and speed-ups are (harness.FIGURE_QUANTILE
+    when it was written); files from before the setting existed took the median (50)."""
+    return (results.get("harness") or {}).get("figure_quantile") or 50
+
+
+def quantile_words(quantile: int) -> str:
+    """'lower quartile', 'median', '10th percentile' ...: a percentile's name in prose."""
+    return {25: "lower quartile", 50: "median", 75: "upper quartile"}.get(quantile, f"{quantile}th percentile")

@@ -185,6 +185,18 @@ def test_the_plus_minus_and_the_legend_follow_the_files_figure():
                                                     "median of per-round ratios against eager fp32")
 
 
+def test_report_and_compare_name_a_files_statistic_from_one_reading():
+    from cifar_speed import report
+    from cifar_speed.commands import compare
+
+    lower, older, tenth = {"harness": {"figure_quantile": 25}}, {"harness": {}}, {"harness": {"figure_quantile": 10}}
+    assert compare.figure_of(lower) == "lower quartiles of the trial medians"
+    assert compare.figure_of(older) == "medians of the trial medians and per-round ratios"
+    assert compare.figure_of(tenth) == "10th percentiles of the trial medians"
+    assert report.figure_words(lower)[1] == "eager fp32's lower quartile over the cell's, from the rounds both ran"
+    assert report.figure_words(tenth)[0] == "the 10th percentile of the trial medians"
+
+
 def test_a_few_processes_medians_get_students_t_not_the_normal_quantile():
     from cifar_speed import report
     from cifar_speed.harness import relative_se

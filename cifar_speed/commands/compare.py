@@ -359,11 +359,13 @@ def allocator_of(results: dict) -> str:
 
 
 def figure_of(results: dict) -> str:
-    """Which statistic a run's img/s and speed-ups are (harness.FIGURE_QUANTILE); files written before
-    it took the median of the trial medians and of the per-round ratios."""
-    quantile = (results.get("harness") or {}).get("figure_quantile")
-    return "lower quartiles of the trial medians" if quantile == 25 else (
-        f"{quantile}th percentiles of the trial medians" if quantile else "medians of the trial medians and per-round ratios")
+    """Which statistic a run's img/s and speed-ups are (resultsfile.figure_quantile)."""
+    from ..resultsfile import figure_quantile, quantile_words
+
+    quantile = figure_quantile(results)
+    if quantile == 50:
+        return "medians of the trial medians and per-round ratios"
+    return f"{quantile_words(quantile)}s of the trial medians"
 
 
 # Around quiet cells the canary reads within ~0.1 % of its run's median (committed pairs); the
