@@ -363,6 +363,35 @@ def test_process_state_probe_refuses_a_malformed_cell(capsys):
         assert "is not model:backend:precision:batch" in capsys.readouterr().err
 
 
+def test_process_state_probe_runs_each_env_setting_in_its_own_processes(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    probe = _tool("process_state_probe")
+    seen, real_run = [], subprocess.run
+
+    def fake_run(cmd, env=None, **kwargs):
+        if env is None:              # not a probe process (provenance asks git)
+            return real_run(cmd, **kwargs)
+        seen.append((cmd, env.get("GLIBC_TUNABLES")))
+        ms = 2.0 if env.get("GLIBC_TUNABLES") else 3.0
+        out = json.dumps({"median_ms": ms, "lower_quartile_ms": ms - 0.1, "trial_median_ms": [ms], "anon_huge_kib": 0})
+        return subprocess.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
+
+    monkeypatch.setattr(probe.subprocess, "run", fake_run)
+    out = tmp_path / "probe.json"
+    assert probe.main(["--cell", "fast:compile:fp32:1", "--processes", "2", "--env", "",
+                       "--env", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1", "--out", str(out)]) == 0
+    # The settings alternate, process by process, and none runs under setarch.
+    assert [tunable for _, tunable in seen] == [None, "glibc.malloc.hugetlb=1"] * 2
+    assert all(cmd[0] != "setarch" for cmd, _ in seen)
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["env:GLIBC_TUNABLES=glibc.malloc.hugetlb=1"]["process_lower_quartiles_ms"] == [1.9, 1.9]
+    assert summary["env:"]["median"] == 3.0
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["--env", "NOEQUALS"])
+    assert exit_info.value.code == 2 and "is not VAR=VALUE" in capsys.readouterr().err
+
+
 def test_readme_marks_files_that_timed_weights_retrained_since():
     ur = _tool("update_readme")
     shipped = json.loads((ur.ROOT / "results" / "checkpoints" / "frontier_m.json").read_text())
