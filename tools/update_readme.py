@@ -30,9 +30,10 @@ from cifar_speed.checkpoint import shipped_checkpoints, trained_weights_sha256  
 from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare, figure_of,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
-from cifar_speed.harness import relative_se  # noqa: E402
+from cifar_speed.harness import FIGURE_QUANTILE, relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.processes import remerge  # noqa: E402
+from cifar_speed.resultsfile import figure_quantile  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, eager_fp32_scores, fastest_cells, load_results, plot,  # noqa: E402
                                 plot_overview, render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
@@ -433,8 +434,9 @@ PAST_SHOWN = 6   # figures past their bound named per pair, the largest first
 
 def _judged_as_merged_today(results: dict) -> dict:
     """A `bench --processes` file with its cells recomputed from its recorded trials by today's merge
-    (tools/remerge.py): files written by an older merge are judged as the current one would."""
-    if (results.get("harness") or {}).get("processes", 1) < 2:
+    (tools/remerge.py): files written by an older merge are judged as the current one would; a file
+    that records today's statistic is judged as recorded."""
+    if (results.get("harness") or {}).get("processes", 1) < 2 or figure_quantile(results) == FIGURE_QUANTILE:
         return results
     out = remerge(results)
     out["harness"]["remerged"] = "cells recomputed from the recorded trials by tools/update_readme.py"
