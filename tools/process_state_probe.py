@@ -12,6 +12,10 @@ under `bench`'s default allocator. "off" runs the same command under `setarch -R
 medians spread as widely with it off, their states come from somewhere the layout of virtual
 addresses does not reach (which physical pages a process gets, say), and only sampling more
 processes (`bench --processes N`) averages them.
+
+`--env VAR=VALUE ...` (repeated; '' for the plain environment) compares environment settings
+instead, the same way, and each process records how much of its memory sat on transparent huge
+pages (`anon_huge_kib`): e.g. `--env '' --env GLIBC_TUNABLES=glibc.malloc.hugetlb=1`.
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=6, help="processes per setting, the settings alternating")
     p.add_argument("--env", action="append", metavar="VAR=VALUE ...",
                    help="compare environment settings instead of randomisation on/off (repeat; '' is the "
-                        "plain environment), e.g. --env '' --env THP_MEM_ALLOC_ENABLE=1")
+                        "plain environment), e.g. --env '' --env GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     p.add_argument("--out", help="JSON file to write (default: print only)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
