@@ -377,7 +377,7 @@ def test_process_state_probe_runs_each_env_setting_in_its_own_processes(tmp_path
         out = json.dumps({"median_ms": ms, "lower_quartile_ms": ms - 0.1, "trial_median_ms": [ms], "anon_huge_kib": 0})
         return subprocess.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
 
-    monkeypatch.setattr(probe.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     out = tmp_path / "probe.json"
     assert probe.main(["--cell", "fast:compile:fp32:1", "--processes", "2", "--env", "",
                        "--env", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1", "--out", str(out)]) == 0

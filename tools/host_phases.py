@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from tools.fresh_process import env_setting_ok, run_json_child  # noqa: E402
 
 
 def child(cell: str, seconds: float) -> list[dict]:
@@ -71,14 +71,8 @@ def child(cell: str, seconds: float) -> list[dict]:
 
 
 def run_one(cell: str, seconds: float, env_text: str) -> list[dict]:
-    env = {**os.environ, **dict(kv.split("=", 1) for kv in env_text.split() if kv)}
     cmd = [sys.executable, __file__, "--child", "--cell", cell, "--seconds", str(seconds)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"host_phases: error: a probe process failed: {last}", file=sys.stderr)
-        raise SystemExit(2)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_child(cmd, env_text, "host_phases")
 
 
 def summarize(rounds: list[dict], slow_ms: float) -> dict:
@@ -121,7 +115,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(a.cell, a.seconds)))
         return 0
     envs = a.env if a.env is not None else [""]
-    if any(kv and "=" not in kv for e in envs for kv in e.split()):
+    if not all(env_setting_ok(e) for e in envs):
         p.error("--env takes NAME=VALUE pairs separated by spaces")
     runs = []
     for i in range(a.repeats):

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from tools.fresh_process import env_setting_ok, run_json_child  # noqa: E402
 
 
 def child(cell: str, threads: int) -> dict:
@@ -66,17 +66,9 @@ def _anon_huge_kib() -> int | None:
 def run_one(cell: str, threads: int, setting: str) -> dict:
     """One fresh process under `setting`: "on"/"off" (address randomisation) or "env:VAR=VALUE ..."."""
     cmd = [sys.executable, __file__, "--child", "--cell", cell, "--threads", str(threads)]
-    env = dict(os.environ)
     if setting == "off":
         cmd = ["setarch", platform.machine(), "-R", *cmd]
-    elif setting.startswith("env:"):
-        env.update(kv.split("=", 1) for kv in setting[4:].split())
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"process_state_probe: error: a probe process failed: {last}", file=sys.stderr)
-        raise SystemExit(2)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_child(cmd, setting.removeprefix("env:") if setting.startswith("env:") else "", "process_state_probe")
 
 
 def main(argv=None) -> int:
@@ -99,7 +91,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(a.cell, a.threads)))
         return 0
     if a.env is not None:
-        bad = [e for e in a.env if any("=" not in kv for kv in e.split())]
+        bad = [e for e in a.env if not env_setting_ok(e)]
         if bad:
             p.error(f"--env {bad[0]!r} is not VAR=VALUE ...")
         settings = ["env:" + e for e in a.env]
