@@ -335,3 +335,10 @@ def test_within_judges_host_normalised_figures_and_counts_raw_beside(capsys, tmp
 def test_bad_within_is_one_line(capsys, old, spec):
     code, _, err = _run(capsys, old, old, "--within", spec)
     assert code == 2 and "--within" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_range_with_an_end_missing_prints_as_unknown_not_a_traceback():
+    # Found by the property test on a mutated results file: images_per_s_range [low, null].
+    assert C._range(C.Reading(value=3.5, low=3.1, high=None), "{:.4g}") == "3.5 [?]"
+    assert C._range(C.Reading(value=3.5, low=None, high=4.0), "{:.4g}") == "3.5 [?]"
+    assert C._range(C.Reading(value=3.5, low=3.1, high=4.0), "{:.4g}") == "3.5 [3.1-4]"

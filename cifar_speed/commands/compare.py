@@ -302,7 +302,9 @@ def check_bounds(changes: list[Change], bounds: list[Bound]) -> BoundsCheck:
 
 
 def _range(r: Reading, fmt: str) -> str:
-    return f"{fmt.format(r.value)} [{fmt.format(r.low)}-{fmt.format(r.high)}]" if r.low is not None else fmt.format(r.value) + " [?]"
+    if r.low is None or r.high is None:   # a range with an end missing (a hand-edited file) is unknown
+        return fmt.format(r.value) + " [?]"
+    return f"{fmt.format(r.value)} [{fmt.format(r.low)}-{fmt.format(r.high)}]"
 
 
 def _verdict(c: Change, thresholds: list[Threshold]) -> str:
