@@ -59,6 +59,24 @@ def test_seed_summary_gives_the_jpeg_drop_per_seed(tmp_path):
     assert "test_accuracy_tta" not in summary
 
 
+def test_seed_summary_scores_jpeg75_only_where_training_did_not_and_keeps_the_training_record(tmp_path, fake_data):
+    seeds = _tool("seed_summary")
+    from cifar_speed import data as D
+    from cifar_speed.checkpoint import load_checkpoint
+    from cifar_speed.evaluation import evaluate
+
+    old, recorded = _run(tmp_path, 0, 0.90), _run(tmp_path, 1, 0.92, jpeg=0.5)
+    summary = seeds.summarise([old, recorded], score_jpeg=True, data_dir=fake_data)
+    model, meta = load_checkpoint(old)
+    expected = evaluate(model, D.jpeg_test_split(fake_data), meta.mean, meta.std, "cpu")["accuracy"]
+    first, second = summary["runs"]
+    assert first["test_accuracy_jpeg75"] == expected and first["test_accuracy_jpeg75_scored_by"] == "tools/seed_summary.py"
+    assert "test_accuracy_jpeg75" not in first["training_record"]   # what training wrote, untouched
+    assert second["test_accuracy_jpeg75"] == 0.5 and "test_accuracy_jpeg75_scored_by" not in second
+    assert summary["jpeg75_drop"]["mean"] == pytest.approx(((0.90 - expected) + (0.92 - 0.5)) / 2)
+    assert "test_accuracy_jpeg75" not in seeds.summarise([old])   # not asked: nothing scored
+
+
 def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
     seeds = _tool("seed_summary")
     a, b = _run(tmp_path, 0, 0.9), _run(tmp_path, 1, 0.9, lr=0.2)
@@ -201,6 +219,22 @@ def test_gpu_verify_packs_its_output_folder_into_one_archive(tmp_path):
         assert sorted(tar.getnames()) == ["nvidia-h200", "nvidia-h200/sub", "nvidia-h200/sub/log.txt",
                                           "nvidia-h200/sweep.json"]
     assert not list(archive.parent.glob("*.partial"))
+
+
+def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
+    ur = _tool("update_readme")
+    one = lambda m: {"n": 1, "mean": m, "std": None, "min": m, "max": m}   # noqa: E731
+    three = lambda m: {"n": 3, "mean": m, "std": 0.001, "min": m, "max": m}   # noqa: E731
+    cpu = {"provenance": {"machine": "box"}, "device": "cpu", "train_precision": "float32"}
+    runs = lambda what: [{"name": "r", "training_record": {**cpu, "recipe": {"description": what}}}]  # noqa: E731
+    shipped = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small", "runs": runs(""), "test_accuracy": one(0.8946),
+               "test_accuracy_jpeg75": one(0.8069), "jpeg75_drop": one(0.0877)}
+    robust = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small_jpeg95", "runs": runs("95 % JPEG"),
+              "test_accuracy": three(0.8930), "test_accuracy_jpeg75": three(0.8750), "jpeg75_drop": three(0.018)}
+    rows = ur.jpeg_training_section([shipped, robust], ["b", "x"], [], [], rel=lambda p: p).splitlines()[2:]
+    assert rows[0].split(" | ")[:6] == ["| mobilenetv3_small (baseline)", "the shipped recipe", "1", "89.46 %", "80.69 %",
+                                        "8.77 pt"]   # one run: no spread to print
+    assert rows[1].split(" | ")[5:7] == ["1.80 pt (sd 0.10)", "-0.16 pt"]
 
 
 def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):

@@ -3,12 +3,18 @@
 (and TTA and JPEG-75 accuracy where recorded, with the JPEG drop) per seed, mean, sample standard deviation, min and max, and the
 training wall time of each run with its CPU load.
 
+--score-jpeg scores a run whose sidecar has no JPEG-75 top-1 (trained before that set existed) on it
+now, from the weights as stored, and says so in the run (`test_accuracy_jpeg75_scored_by`): a
+shipped checkpoint of that age can then be the baseline of a JPEG-robust retraining.
+
 Every figure is read from the sidecars `cifar-speed train` wrote; nothing is re-typed. Weights that
 are not shipped (runs/ is not in git) are identified by their sha256, and the sidecars are copied
 whole into the results file so that each number keeps its provenance.
 
     .venv/bin/python tools/seed_summary.py results/checkpoints/fast.json runs/fast_s1.json \\
         runs/fast_s2.json --out results/amd-epyc-2c-avx512bf16/fast-seeds.json
+    .venv/bin/python tools/seed_summary.py results/checkpoints/bases/mobilenetv3_small-scratch.json \\
+        --score-jpeg --out results/amd-epyc-2c-avx512bf16/mobilenetv3_small-seeds.json
 """
 from __future__ import annotations
 
@@ -39,11 +45,29 @@ def _recipe_name(meta: dict) -> str:
     return Path(recipe["path"]).stem if recipe.get("path") else recipe.get("name") or meta["name"]
 
 
-def summarise(sidecars: list[Path]) -> dict:
+def _score_jpeg75(model, meta, data_dir) -> dict:
+    """The JPEG-75 top-1 of a checkpoint whose training did not record it, scored as training scores it."""
+    from cifar_speed import data as D
+    from cifar_speed.evaluation import evaluate
+
+    jpeg = D.jpeg_test_split(data_dir, 75)
+    norm = meta["normalize"]
+    return {"test_accuracy_jpeg75": evaluate(model, jpeg, norm["mean"], norm["std"], "cpu")["accuracy"],
+            "jpeg75_sha256": D.content_sha256(jpeg), "test_accuracy_jpeg75_scored_by": "tools/seed_summary.py"}
+
+
+def _jpeg75(run: dict) -> float | None:
+    """A run's JPEG-75 top-1: as its training recorded it, else as --score-jpeg scored it."""
+    recorded = run["meta"].get("test_accuracy_jpeg75")
+    return recorded if recorded is not None else run["scored"].get("test_accuracy_jpeg75")
+
+
+def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> dict:
     runs = []
     for s in sidecars:
-        _, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
-        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta})
+        model, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
+        scored = _score_jpeg75(model, meta, data_dir) if score_jpeg and meta.get("test_accuracy_jpeg75") is None else {}
+        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "scored": scored})
     models = {r["meta"]["model"] for r in runs}
     recipes = {json.dumps({k: v for k, v in r["meta"]["recipe"].items() if k not in ("seed", "name", "path")}, sort_keys=True)
                for r in runs}
@@ -63,20 +87,21 @@ def summarise(sidecars: list[Path]) -> dict:
         "runs": [{"seed": r["seed"], "name": r["meta"]["name"], "sidecar": r["sidecar"],
                   "test_accuracy": r["meta"]["test_accuracy"],
                   "test_accuracy_tta": r["meta"].get("test_accuracy_tta"),
-                  "test_accuracy_jpeg75": r["meta"].get("test_accuracy_jpeg75"),
+                  "test_accuracy_jpeg75": _jpeg75(r),
                   "train_seconds": r["meta"]["train_seconds"],
                   "train_images_per_s": r["meta"]["train_images_per_s"],
                   "train_cpu_wall_ratio": r["meta"].get("train_cpu_wall_ratio"),
                   "train_disturbed": r["meta"].get("train_disturbed"),
                   "weights_sha256": trained_weights_sha256(r["meta"]),
-                  "training_record": r["meta"]} for r in runs],
+                  **{k: v for k, v in r["scored"].items() if k != "test_accuracy_jpeg75"},
+                  "training_record": r["meta"]} for r in runs],   # as training wrote it, never the scores added here
         "provenance": provenance(),
     }
-    for key in ("test_accuracy_tta", "test_accuracy_jpeg75"):
-        if all(r["meta"].get(key) is not None for r in runs):
-            out[key] = _stats([r["meta"][key] for r in runs])
-    if "test_accuracy_jpeg75" in out:   # what JPEG-75 inputs cost each seed, in points of top-1
-        out["jpeg75_drop"] = _stats([r["meta"]["test_accuracy"] - r["meta"]["test_accuracy_jpeg75"] for r in runs])
+    if all(r["meta"].get("test_accuracy_tta") is not None for r in runs):
+        out["test_accuracy_tta"] = _stats([r["meta"]["test_accuracy_tta"] for r in runs])
+    if all(_jpeg75(r) is not None for r in runs):   # with what JPEG-75 inputs cost each seed, in points of top-1
+        out["test_accuracy_jpeg75"] = _stats([_jpeg75(r) for r in runs])
+        out["jpeg75_drop"] = _stats([r["meta"]["test_accuracy"] - _jpeg75(r) for r in runs])
     return out
 
 
@@ -84,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sidecars", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--score-jpeg", action="store_true",
+                    help="score a run that has no JPEG-75 top-1 on that set now (from its stored weights)")
+    ap.add_argument("--data-dir", help="folder holding cifar-10-batches-py (for --score-jpeg)")
     args = ap.parse_args(argv)
     try:
-        summary = summarise(args.sidecars)
+        summary = summarise(args.sidecars, args.score_jpeg, args.data_dir)
     except CifarSpeedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n")
     acc = summary["test_accuracy"]
-    line = f"{summary['model']}: {acc['n']} seeds, test top-1 mean {acc['mean'] * 100:.2f} %"
+    line = f"{summary['model']}: {acc['n']} seed{'s' if acc['n'] > 1 else ''}, test top-1 mean {acc['mean'] * 100:.2f} %"
     if "test_accuracy_tta" in summary:
         line += f", with TTA {summary['test_accuracy_tta']['mean'] * 100:.2f} %"
     print(f"{line} -> {args.out}")

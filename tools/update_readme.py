@@ -560,6 +560,11 @@ def experiment_line(recipe: str, model: str) -> str:
     return max(lines, key=len) if lines else model
 
 
+def _sd_text(stat: dict) -> str:
+    """" (sd 0.25)" after a mean over seeds; nothing for a single run, which has no spread."""
+    return "" if stat.get("std") is None else f" (sd {stat['std'] * 100:.2f})"
+
+
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
                           overhead: list[str], rel) -> str:
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
@@ -604,7 +609,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
             label, changed = shipped_as(f, shipped), f["runs"][0]["training_record"]["recipe"].get("description", "")
             vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"])
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
-                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt (sd {drop['std'] * 100:.2f}) | {vs} | {trained_on_text(f)} | "
+                    f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt{_sd_text(drop)} | {vs} | {trained_on_text(f)} | "
                     f"[`{Path(path).name}`]({path}) |")
     for path in experiments:
         d = json.loads(Path(path).read_text())
