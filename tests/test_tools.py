@@ -227,12 +227,13 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     three = lambda m: {"n": 3, "mean": m, "std": 0.001, "min": m, "max": m}   # noqa: E731
     cpu = {"provenance": {"machine": "box"}, "device": "cpu", "train_precision": "float32"}
     runs = lambda what: [{"name": "r", "training_record": {**cpu, "recipe": {"description": what}}}]  # noqa: E731
-    shipped = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small", "runs": runs(""), "test_accuracy": one(0.8946),
+    shipped = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small", "runs": [{**runs("")[0], "seed": 42}],
+               "test_accuracy": one(0.8946),
                "test_accuracy_jpeg75": one(0.8069), "jpeg75_drop": one(0.0877)}
     robust = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small_jpeg95", "runs": runs("95 % JPEG"),
               "test_accuracy": three(0.8930), "test_accuracy_jpeg75": three(0.8750), "jpeg75_drop": three(0.018)}
     rows = ur.jpeg_training_section([shipped, robust], ["b", "x"], [], [], rel=lambda p: p).splitlines()[2:]
-    assert rows[0].split(" | ")[:6] == ["| mobilenetv3_small (baseline)", "the shipped recipe", "1", "89.46 %", "80.69 %",
+    assert rows[0].split(" | ")[:6] == ["| mobilenetv3_small (baseline)", "the shipped recipe", "1 (seed 42)", "89.46 %", "80.69 %",
                                         "8.77 pt"]   # one run: no spread to print
     assert rows[1].split(" | ")[5:7] == ["1.80 pt (sd 0.10)", "-0.16 pt"]
 
@@ -284,14 +285,20 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     # The model's recipe as recorded before the shipped one changed: the baseline; today's recipe is compared with it.
     from cifar_speed.train.recipe import load_recipe
 
-    now = load_recipe(ur.ROOT / "train" / "frontier_m.toml").augment.jpeg_fraction
-    before = {**seeds, "test_accuracy": stat(0.8857),
-              "runs": [{"training_record": {**cpu, "recipe": {"seed": 7, "augment": {"jpeg_fraction": now / 2}}}}]}
+    shipped_recipe = load_recipe(ur.ROOT / "train" / "frontier_m.toml").to_dict()
+    now = shipped_recipe["augment"]["jpeg_fraction"]
+    then = {**shipped_recipe, "seed": 7, "augment": {**shipped_recipe["augment"], "jpeg_fraction": now / 2}}
+    before = {**seeds, "test_accuracy": stat(0.8857), "runs": [{"training_record": {**cpu, "recipe": then}}]}
     rows = ur.jpeg_training_section([seeds, before], ["s", "b"], [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[0].split(" | ")[:2] == ["| frontier_m (shipped)", "the shipped recipe"]
     assert rows[0].split(" | ")[6] == "+0.03 pt"
     assert rows[1].split(" | ")[:2] == ["| frontier_m (baseline)", f"the recipe shipped before: augment.jpeg_fraction {now / 2} (now {now})"]
     assert rows[1].split(" | ")[6] == "-"
+    # A record from before the JPEG fields existed trained without JPEG: their defaults, not "unchanged".
+    old_fields = {k: v for k, v in shipped_recipe["augment"].items() if not k.startswith("jpeg_")}
+    older = {**before, "runs": [{"training_record": {**cpu, "recipe": {**then, "augment": old_fields}}}]}
+    assert ur.recipe_changes(older)[0] == f"augment.jpeg_fraction 0.0 (now {now})"
+    assert ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": shipped_recipe}}]}) == []
     # A shipped twin of another recipe (frontier_m_plain): its own baseline, never compared with frontier_m's.
     twin = {**seeds, "recipe": "frontier_m_plain", "test_accuracy": stat(0.88)}
     rows = ur.jpeg_training_section([before, twin], ["b", "t"], [], [], rel=lambda p: p).splitlines()[2:]

@@ -37,7 +37,7 @@ from cifar_speed.resultsfile import figure_quantile  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, eager_fp32_scores, fastest_cells, load_results, plot,  # noqa: E402
                                 plot_overview, render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
-from cifar_speed.train.recipe import load_recipe  # noqa: E402
+from cifar_speed.train.recipe import Recipe, load_recipe  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -520,12 +520,16 @@ _NOT_THE_RECIPE = {"seed", "name", "path", "description"}
 def recipe_changes(f: dict) -> list[str] | None:
     """How the recipe a seeds file's runs recorded differs from train/<recipe>.toml today, one
     "section.field recorded (now current)" each; [] where it is the same, None where no such file is
-    shipped (an experiment). Only fields the runs recorded are compared: one added since keeps its default."""
+    shipped (an experiment). A field added to a recorded section after the runs trained counts as its
+    default, which is what they trained with (mobilenetv3_small's record has no augment.jpeg_fraction: it trained without JPEG)."""
     path = ROOT / "train" / f"{f['recipe']}.toml"
     if not path.is_file():
         return None
     now = load_recipe(path).to_dict()
     then = (f["runs"][0].get("training_record") or {}).get("recipe", {}) if f.get("runs") else {}
+    if not then:
+        return []
+    defaults = Recipe(model=now["model"]).to_dict()
     out = []
     for section, value in then.items():
         if section in _NOT_THE_RECIPE:
@@ -535,6 +539,15 @@ def recipe_changes(f: dict) -> list[str] | None:
             current = now.get(section) if field is None else (now.get(section) or {}).get(field)
             if v != current:
                 out.append(f"{section}{'.' + field if field else ''} {v} (now {current})")
+    for section, fields in now.items():
+        if section in _NOT_THE_RECIPE or not isinstance(fields, dict):
+            continue
+        recorded = then.get(section)
+        if not isinstance(recorded, dict):   # a section the record does not hold: nothing to say
+            continue
+        for field, current in fields.items():
+            if field not in recorded and current != defaults[section][field]:
+                out.append(f"{section}.{field} {defaults[section][field]} (now {current})")
     return out
 
 
@@ -563,6 +576,12 @@ def experiment_line(recipe: str, model: str) -> str:
 def _sd_text(stat: dict) -> str:
     """" (sd 0.25)" after a mean over seeds; nothing for a single run, which has no spread."""
     return "" if stat.get("std") is None else f" (sd {stat['std'] * 100:.2f})"
+
+
+def _seeds_text(f: dict) -> str:
+    """How many seeds a seeds file gathers: "3", or "1 (seed 42)" for a single run, as the experiments' rows say it."""
+    n, seeds = f["test_accuracy"]["n"], [r.get("seed") for r in f.get("runs", [])]
+    return f"1 (seed {seeds[0]})" if n == 1 and seeds and seeds[0] is not None else str(n)
 
 
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
@@ -608,7 +627,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         else:
             label, changed = shipped_as(f, shipped), f["runs"][0]["training_record"]["recipe"].get("description", "")
             vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"])
-        rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {acc['n']} | {_pct(acc['mean'])} | "
+        rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {_seeds_text(f)} | {_pct(acc['mean'])} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt{_sd_text(drop)} | {vs} | {trained_on_text(f)} | "
                     f"[`{Path(path).name}`]({path}) |")
     for path in experiments:
