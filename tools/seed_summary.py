@@ -51,8 +51,7 @@ def _score_jpeg75(model, meta, data_dir) -> dict:
     from cifar_speed.evaluation import evaluate
 
     jpeg = D.jpeg_test_split(data_dir, 75)
-    norm = meta["normalize"]
-    return {"test_accuracy_jpeg75": evaluate(model, jpeg, norm["mean"], norm["std"], "cpu")["accuracy"],
+    return {"test_accuracy_jpeg75": evaluate(model, jpeg, meta.mean, meta.std, "cpu")["accuracy"],
             "jpeg75_sha256": D.content_sha256(jpeg), "test_accuracy_jpeg75_scored_by": "tools/seed_summary.py"}
 
 
@@ -66,8 +65,7 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
     runs = []
     for s in sidecars:
         model, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
-        scored = _score_jpeg75(model, meta, data_dir) if score_jpeg and meta.get("test_accuracy_jpeg75") is None else {}
-        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "scored": scored})
+        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "model": model})
     models = {r["meta"]["model"] for r in runs}
     recipes = {json.dumps({k: v for k, v in r["meta"]["recipe"].items() if k not in ("seed", "name", "path")}, sort_keys=True)
                for r in runs}
@@ -76,6 +74,9 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise CifarSpeedError(f"two checkpoints share a seed: {seeds}")
+    for r in runs:   # scored once the runs are known to belong together: a refusal costs no evaluation
+        unscored = score_jpeg and r["meta"].get("test_accuracy_jpeg75") is None
+        r["scored"] = _score_jpeg75(r["model"], r["meta"], data_dir) if unscored else {}
     out = {
         "schema": "cifar-speed-seeds/1",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
