@@ -308,3 +308,53 @@ def test_a_teacher_path_is_found_from_any_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "results/checkpoints/deepnn.json"')
     assert find_teacher(recipe, tmp_path) == REPO / "results" / "checkpoints" / "deepnn.json"
+
+
+def _pinned(sha: str, teacher: str = "deepnn") -> str:
+    return f'model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "{teacher}"\nteacher_sha256 = "{sha}"\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (_pinned("abc"), "teacher_sha256 must be 64 lowercase hex digits"),
+    ('model = "lightnn"\n[distill]\nteacher_sha256 = "' + "a" * 64 + '"\n', "pins the weights of a teacher the recipe does not name"),
+])
+def test_bad_teacher_pins_are_refused(text, message):
+    with pytest.raises(CifarSpeedError, match=message):
+        parse_recipe(text)
+
+
+def test_a_pinned_teacher_is_the_checkpoint_holding_its_weights_even_after_a_newer_one_ships(tmp_path, monkeypatch):
+    """A newer `deepnn` in --out and in results/checkpoints is passed over for the pinned weights,
+    kept in results/checkpoints/bases/ under another name; unpinned, the name decides."""
+    from cifar_speed.checkpoint import read_sidecar
+    from cifar_speed.train import teacher
+
+    shipped, out = tmp_path / "shipped", tmp_path / "out"
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", shipped)
+    newer = make_checkpoint(shipped, "deepnn", seed=1)
+    mine = make_checkpoint(out, "deepnn", seed=2)
+    first = make_checkpoint(shipped / "bases", "deepnn", seed=0, stem="deepnn-first")
+    sha = lambda p: read_sidecar(p).weights_sha256  # noqa: E731
+    assert len({sha(newer), sha(mine), sha(first)}) == 3
+    assert teacher.find_teacher(parse_recipe(_pinned(sha(first))), out) == first
+    assert teacher.find_teacher(parse_recipe(_pinned(sha(newer))), out) == newer
+    assert teacher.find_teacher(parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "deepnn"\n'), out) == mine
+    with pytest.raises(CifarSpeedError, match=r"'deepnn' with weights 000000000000\.\.\. \(\[distill\] teacher_sha256\) not found"):
+        teacher.find_teacher(parse_recipe(_pinned("0" * 64)), out)
+
+
+def test_a_teacher_trained_from_its_recipe_must_still_be_the_pinned_one(fake_data, tmp_path, no_shipped_teacher):
+    text = (REPO / "train" / "lightnn_kd.toml").read_text().replace(
+        'teacher = "deepnn"', 'teacher = "deepnn"\nteacher_sha256 = "' + "0" * 64 + '"')
+    assert "teacher_sha256" in text
+    with pytest.raises(CifarSpeedError, match=r"the teacher holds weights [0-9a-f]{12}\.\.\., not the 000000000000\.\.\."):
+        train(parse_recipe(text, name="kd"), data_dir=fake_data, out_dir=tmp_path, epochs=0.05, show_progress=False)
+
+
+def test_every_recipe_distilled_from_fast_pins_the_teacher_its_committed_runs_had():
+    from cifar_speed.checkpoint import read_sidecar
+
+    first = read_sidecar(REPO / "results" / "checkpoints" / "bases" / "fast-airbench94.json").weights_sha256
+    recipes = [load_recipe(p) for p in sorted((REPO / "train").rglob("*.toml"))]
+    from_fast = [r for r in recipes if r.distill.teacher == "fast"]
+    assert from_fast and {r.distill.teacher_sha256 for r in from_fast} == {first}

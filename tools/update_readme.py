@@ -521,15 +521,19 @@ def recipe_changes(f: dict) -> list[str] | None:
     """How the recipe a seeds file's runs recorded differs from train/<recipe>.toml today, one
     "section.field recorded (now current)" each; [] where it is the same, None where no such file is
     shipped (an experiment). A field added to a recorded section after the runs trained counts as its
-    default, which is what they trained with (mobilenetv3_small's record has no augment.jpeg_fraction: it trained without JPEG)."""
+    default, which is what they trained with (mobilenetv3_small's record has no augment.jpeg_fraction: it trained without JPEG),
+    and a teacher pin added later is the weights of the teacher the record names."""
     path = ROOT / "train" / f"{f['recipe']}.toml"
     if not path.is_file():
         return None
     now = load_recipe(path).to_dict()
-    then = (f["runs"][0].get("training_record") or {}).get("recipe", {}) if f.get("runs") else {}
+    record = (f["runs"][0].get("training_record") or {}) if f.get("runs") else {}
+    then = record.get("recipe", {})
     if not then:
         return []
     defaults = Recipe(model=now["model"]).to_dict()
+    # A teacher pinned after the runs trained: what they trained with is the teacher their record names.
+    defaults["distill"]["teacher_sha256"] = (record.get("teacher") or {}).get("weights_sha256", "")
     out = []
     for section, value in then.items():
         if section in _NOT_THE_RECIPE:

@@ -32,7 +32,7 @@ from .objectives import Objective, make_objective
 from .optim import Lookahead, build_optimizer, build_schedule
 from .recipe import Recipe, load_recipe
 from .state import TrainingState
-from .teacher import TeacherTargets, find_teacher, prepare_teacher, targets_for, teacher_recipe_path
+from .teacher import TeacherTargets, check_pin, find_teacher, prepare_teacher, targets_for, teacher_recipe_path
 
 NORMALIZATION = {"cifar": (D.CIFAR_MEAN, D.CIFAR_STD), "imagenet": (D.IMAGENET_MEAN, D.IMAGENET_STD)}
 
@@ -166,7 +166,9 @@ def ensure_teacher(recipe: Recipe, out_dir: Path, **train_kwargs) -> tuple[nn.Mo
     found = find_teacher(recipe, out_dir)
     if found is None:
         found = train(load_recipe(teacher_recipe_path(recipe)), out_dir=out_dir, **train_kwargs)
-    return load_checkpoint(found)
+    teacher, meta = load_checkpoint(found)
+    check_pin(recipe, meta)
+    return teacher, meta
 
 
 @dataclass

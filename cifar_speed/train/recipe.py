@@ -85,6 +85,9 @@ class DistillCfg:
     teacher: str = ""             # teacher checkpoint (sidecar path), relative to the repo root or absolute
     teacher_recipe: str = ""      # recipe that trains the teacher if the checkpoint is missing
     teacher_tta: int = 0          # kd: run the teacher with this test-time-augmentation level (fast: 0-2)
+    # The sha256 of the teacher's weights file: a distilled recipe keeps its teacher after a newer
+    # checkpoint ships under the teacher's name (the older one is found in results/checkpoints/bases/).
+    teacher_sha256: str = ""
     temperature: float = 2.0
     soft_weight: float = 0.25     # weight of the distillation term
     ce_weight: float = 0.75       # weight of the hard-label cross-entropy
@@ -254,6 +257,10 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
                               "never the official test set")
     if recipe.schedule.name == "plateau" and recipe.data.split == "official":
         raise CifarSpeedError(f"{source}: a plateau schedule needs a validation split, never the official test set")
+    if recipe.distill.teacher_sha256 and not re.fullmatch(r"[0-9a-f]{64}", recipe.distill.teacher_sha256):
+        raise CifarSpeedError(f"{source}: [distill] teacher_sha256 must be 64 lowercase hex digits")
+    if recipe.distill.teacher_sha256 and not recipe.distill.teacher:
+        raise CifarSpeedError(f"{source}: [distill] teacher_sha256 pins the weights of a teacher the recipe does not name")
     i = recipe.init
     if bool(i.checkpoint) != bool(i.weights_sha256):
         raise CifarSpeedError(f"{source}: [init] needs both checkpoint and weights_sha256 (the weights it starts from)")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import data as D
-from ..checkpoint import SHIPPED_DIR, paths_for
+from ..checkpoint import SHIPPED_DIR, paths_for, read_sidecar
 from ..devices import autocast
 from ..errors import CifarSpeedError
 from ..fileio import atomic_path
@@ -20,20 +20,42 @@ from .recipe import Recipe, named_file
 
 
 def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
-    """The teacher checkpoint: a path, or a name looked up in --out and then results/checkpoints.
-    None when it is missing but the recipe names a teacher recipe to train; an error otherwise."""
-    t = recipe.distill.teacher
+    """The teacher checkpoint: a path, or a name looked up in --out and then results/checkpoints; with
+    [distill] teacher_sha256, the first of those holding the pinned weights, else the one in
+    results/checkpoints/bases/ that does. None when it is missing but the recipe names a teacher
+    recipe to train; an error otherwise."""
+    t, pin = recipe.distill.teacher, recipe.distill.teacher_sha256
     # A path: relative to the working folder or else to the repository, as [distill] teacher_recipe.
     candidates = [Path(t), REPO_ROOT / t] if t.endswith(".json") else []
     name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
     candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
+    looked = ", ".join(map(str, candidates)) + (f", {SHIPPED_DIR / 'bases'}" if pin else "")
+    if pin:
+        candidates += sorted((SHIPPED_DIR / "bases").glob("*.json"))
     for c in candidates:
-        if paths_for(c)[1].is_file():
+        if paths_for(c)[1].is_file() and (not pin or _holds(c, pin)):
             return c
     if not recipe.distill.teacher_recipe:
-        raise CifarSpeedError(f"teacher checkpoint {t!r} not found (looked in {', '.join(map(str, candidates))}); "
+        pinned = f" with weights {pin[:12]}... ([distill] teacher_sha256)" if pin else ""
+        raise CifarSpeedError(f"teacher checkpoint {t!r}{pinned} not found (looked in {looked}); "
                               "train it first or set [distill] teacher_recipe")
     return None
+
+
+def _holds(sidecar: Path, weights_sha256: str) -> bool:
+    """Whether a sidecar says it holds these weights (loading it then checks the weights file)."""
+    try:
+        return read_sidecar(sidecar).weights_sha256 == weights_sha256
+    except CifarSpeedError:
+        return False
+
+
+def check_pin(recipe: Recipe, teacher_meta: dict) -> None:
+    """A teacher trained from [distill] teacher_recipe must still be the pinned one."""
+    pin, sha = recipe.distill.teacher_sha256, teacher_meta.get("weights_sha256")
+    if pin and sha != pin:
+        raise CifarSpeedError(f"the teacher holds weights {str(sha)[:12]}..., not the {pin[:12]}... "
+                              "[distill] teacher_sha256 pins")
 
 
 def teacher_recipe_path(recipe: Recipe) -> Path:
