@@ -158,8 +158,9 @@ def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: 
            "median_rse": harness.finite(harness.relative_se(per_process)), "median_of": "process medians",
            "lower_quartile_ms": figure, "lower_quartile_rse": harness.finite(harness.relative_se(figures)),
            "images_per_s": c.batch_size / (figure / 1e3), "ms_per_image": figure / c.batch_size}
-    base_pooled = [t for _, ts in baseline for t in ts] if baseline else None
-    cell = timed_cell(_build(c), c.batch_size, c.mode, c.threads, lat, pooled, base_pooled, flops, peak)
+    # No speed-up from the pooled trials: it is each process's (_per_process_speedups), which
+    # would otherwise replace most of the pooled fields and leave the rest (a range) from another rule.
+    cell = timed_cell(_build(c), c.batch_size, c.mode, c.threads, lat, pooled, None, flops, peak)
     cell.trials = [{**t.to_dict(), "process": k} for k, ts in own for t in ts]
     cell.processes = [{"process": k, "trials": len(ts), "median_ms": m, "lower_quartile_ms": f}
                       for (k, ts), m, f in zip(own, per_process, figures)]
@@ -171,11 +172,14 @@ def _merged_cell(c: Cell, own: list, baseline: list | None, flops: float, peak: 
 
 def _per_process_speedups(cell: Cell, own: list, base_by_process: dict) -> None:
     """Each process's speed-up (harness.figure_ratio, raw and in canary units; the per-round ratios'
-    median beside them) and the cell's: the median over processes."""
+    median beside them) and the cell's: the median over processes, its range that of every round's
+    ratio in every process."""
+    ranges: dict[bool, list[float]] = {False: [], True: []}
     for entry, (k, ts) in zip(cell.processes, own):
         for field, normalized in (("speedup_vs_eager_fp32", False), ("speedup_host_normalized", True)):
             r = harness.figure_ratio(base_by_process[k], ts, normalized) if k in base_by_process else None
             entry[field] = r["value"] if r else None
+            ranges[normalized] += [r["min"], r["max"]] if r else []
             if not normalized:
                 entry["speedup_paired_median"] = r["paired_median"] if r else None
     ratios = [e["speedup_vs_eager_fp32"] for e in cell.processes if e["speedup_vs_eager_fp32"] is not None]
@@ -184,9 +188,11 @@ def _per_process_speedups(cell: Cell, own: list, base_by_process: dict) -> None:
         cell.speedup_rse = harness.finite(harness.relative_se(ratios))
         cell.speedup_paired_median = statistics.median(e["speedup_paired_median"] for e in cell.processes
                                                        if e["speedup_paired_median"] is not None)
+        cell.speedup_range = [min(ranges[False]), max(ranges[False])]
     host = [e["speedup_host_normalized"] for e in cell.processes if e["speedup_host_normalized"] is not None]
     if len(host) == len(own):
         cell.speedup_host_normalized = statistics.median(host)
+        cell.speedup_host_normalized_range = [min(ranges[True]), max(ranges[True])]
 
 
 def _per_process_host_normalized(cell: Cell, own: list) -> None:

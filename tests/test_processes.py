@@ -183,3 +183,19 @@ def test_remerge_records_todays_statistics():
     old["harness"].pop("figure", None)
     out = processes.remerge(old)
     assert out["harness"]["figure_quantile"] == harness.FIGURE_QUANTILE and "lower quartile" in out["harness"]["figure"]
+
+
+def test_a_merged_speedup_range_spans_every_process_and_canary_units_need_every_process():
+    # Per round 2.0 in process 0, 2.5 and 3.0 in process 1: the range holds both processes' rounds.
+    eager, onnx = (Cell.from_dict(c) for c in processes.merge([_part([10, 10], [5, 5]), _part([15, 15], [6, 5])])["cells"])
+    assert onnx.speedup_range == pytest.approx([2.0, 3.0])
+    assert onnx.speedup_host_normalized_range == pytest.approx([2.0, 3.0])
+    # A process whose trials have no canary reading: no speed-up in canary units at all, as for the
+    # figure itself, rather than one from the processes that had it.
+    blind = _part([10, 10], [5, 5])
+    for c in blind["cells"]:
+        for t in c["trials"]:
+            t["canary_ms"] = None
+    onnx = Cell.from_dict(processes.merge([_part([10, 10], [5, 5]), blind])["cells"][1])
+    assert onnx.speedup_vs_eager_fp32 == pytest.approx(2.0) and onnx.speedup_range == pytest.approx([2.0, 2.0])
+    assert onnx.speedup_host_normalized is None and onnx.speedup_host_normalized_range is None
