@@ -98,6 +98,14 @@ def artifact_options(backend: str, options: dict | None) -> dict:
     return {k: (options or {}).get(k, declared[k].default) for k in shaping}
 
 
+def run_options(backend: str, options: dict | None) -> dict:
+    """Every option the backend applies when it loads an artifact to run it (its RUN_OPTIONS, e.g.
+    ONNX Runtime's thread spinning), at the value given or else its default: not part of the file."""
+    declared = backends.declared_options(backend)
+    running = getattr(backends.get_backend(backend), "RUN_OPTIONS", ())
+    return {k: (options or {}).get(k, declared[k].default) for k in running}
+
+
 def companion_paths(module, artifact: str | os.PathLike) -> list[Path]:
     """The files that belong with `artifact` (the backend's COMPANIONS suffixes), e.g. the IR's .bin."""
     return [Path(artifact).with_suffix(s) for s in getattr(module, "COMPANIONS", ())]
@@ -278,9 +286,12 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
         shaping = artifact_options(backend, options)
         built = compile_checkpoint(checkpoint, backend, precision, device, batch_sizes, out_dir=out_dir,
                                    options=shaping, calib=calib, architecture=architecture)
-        runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256)
+        running = run_options(backend, options)
+        runner, sidecar = load_artifact(built.artifact, device, verified_sha256=built.artifact_sha256,
+                                        run_options=running)
         runner.info.update({"artifact": str(built.artifact), "artifact_sha256": sidecar["artifact_sha256"],
                             "cache_hit": built.cache_hit, **({"artifact_options": shaping} if shaping else {}),
+                            **({"run_options": running} if running else {}),
                             **({"quantization": sidecar["quantization"]} if "quantization" in sidecar else {})})
         return runner
     if model is None:
@@ -290,9 +301,11 @@ def runner_for(checkpoint, backend: str, precision: str, device: str, batch_size
     return backends.build(backend, model, meta, precision, device, batch_sizes, cache_dir, **options)
 
 
-def load_artifact(path, device: str | None = None, verified_sha256: str | None = None) -> tuple[backends.Runner, dict]:
+def load_artifact(path, device: str | None = None, verified_sha256: str | None = None,
+                  run_options: dict | None = None) -> tuple[backends.Runner, dict]:
     """Load a compiled artifact after checking its sidecar and hash; refuse anything else.
-    `verified_sha256`: the file's hash as compile_checkpoint just checked or wrote it (not hashed again)."""
+    `verified_sha256`: the file's hash as compile_checkpoint just checked or wrote it (not hashed again);
+    `run_options`: the backend's RUN_OPTIONS (run_options()), for backends that have any."""
     path = Path(path)
     if path.name.endswith(".json") and path.with_suffix("").exists():
         path = path.with_suffix("")
@@ -312,4 +325,4 @@ def load_artifact(path, device: str | None = None, verified_sha256: str | None =
     if not companions_intact(module, path, meta):
         raise CifarSpeedError(f"{path}: a file that belongs with it ({', '.join(p.name for p in companion_paths(module, path))}) "
                               "is missing or does not match its sidecar: rebuild it with `cifar-speed compile --force`")
-    return module.load(path, meta, device), meta
+    return module.load(path, meta, device, **(run_options or {})), meta

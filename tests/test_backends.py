@@ -291,6 +291,22 @@ def test_artifact_option_variants_are_two_cache_entries_and_the_default_is_named
     assert moved.artifact == on.artifact and moved.key == off.key and not moved.cache_hit
 
 
+def test_onnxrt_spin_is_a_run_time_option_of_the_same_cached_file(tmp_path):
+    """--option onnxrt.spin=off: the session that runs the artifact lets its threads sleep after each
+    call; the file (and its cache entry) is the one spin=on runs, and the logits are the same."""
+    ckpt = make_checkpoint(tmp_path, "lightnn", seed=0)
+    assert artifacts.run_options("onnxrt", None) == {"spin": "on"} and artifacts.run_options("openvino", {}) == {}
+    x = torch.randn(4, 3, 32, 32)
+    on = artifacts.runner_for(ckpt, "onnxrt", "fp32", "cpu", [4], cache_dir=tmp_path / "c")
+    off = artifacts.runner_for(ckpt, "onnxrt", "fp32", "cpu", [4], options={"spin": "off"}, cache_dir=tmp_path / "c")
+    assert off.info["cache_hit"] and off.info["artifact"] == on.info["artifact"]
+    assert (on.info["spin"], off.info["spin"]) == ("on", "off") and off.info["run_options"] == {"spin": "off"}
+    assert torch.equal(on(x), off(x))
+    from cifar_speed.checkpoint import load_checkpoint
+
+    assert backends.build("onnxrt", *load_checkpoint(ckpt), "fp32", "cpu", [4], spin="off").info["spin"] == "off"
+
+
 def test_loaded_artifact_matches_eager(tmp_path):
     from cifar_speed.checkpoint import load_checkpoint
 

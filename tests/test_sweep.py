@@ -459,7 +459,7 @@ def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
 def test_declared_options_become_variants_and_an_axis_becomes_rows():
     pairs = [("eager", "fp32"), ("compile", "fp32"), ("onnxrt", "fp32")]
     default = sweep.variants(pairs)
-    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), (("fold_bn", "on"),)]
+    assert [v.options for v in default] == [(("memory_format", "nchw"),), (("mode", "default"),), (("fold_bn", "on"), ("spin", "on"))]
     assert [v.non_default for v in default] == [None, None, None]
     axes = backends.option_axes(["compile.mode=default,max-autotune", "eager.memory_format=nchw,channels_last"])
     got = sweep.variants(pairs, axes)
@@ -472,7 +472,7 @@ def test_declared_options_become_variants_and_an_axis_becomes_rows():
 
 @pytest.mark.parametrize("text,needle", [
     ("compile.mode", "expected BACKEND.NAME=VALUE"), ("tvm.mode=x", "unknown backend 'tvm'"),
-    ("onnxrt.mode=default", "has no option 'mode' (its options: fold_bn)"),
+    ("onnxrt.mode=default", "has no option 'mode' (its options: fold_bn, spin)"),
     ("openvino.mode=default", "has no option 'mode' (its options: fold_bn)"),
     ("compile.mode=fastest", "compile.mode takes default, max-autotune, reduce-overhead"),
 ])

@@ -84,8 +84,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
 # 2c-amx/sweep-s10.json) faster for int8 of every airbench-layout model, the same elsewhere.
 OPTIONS = {"fold_bn": Option(("off", "on"), "on",
                              "fold each BatchNorm into its conv before export, also through the max-pool of the "
-                             "airbench layout (fast, frontier_*; exact where every BN scale is positive)")}
+                             "airbench layout (fast, frontier_*; exact where every BN scale is positive)"),
+           "spin": Option(("on", "off"), "on",
+                          "CPU: the intra-op threads spin-wait for work after each call (ONNX Runtime's default) "
+                          "or sleep at once (session.intra_op.allow_spinning = 0: cores free between calls)")}
 ARTIFACT_OPTIONS = ("fold_bn",)
+RUN_OPTIONS = ("spin",)   # applied to the session that runs the file, not part of it
 
 
 def int8_settings(device: str) -> dict:
@@ -229,12 +233,13 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
 
 # -- sessions and runners --------------------------------------------------------------------------
 
-def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | None):
+def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | None, spin: str = "on"):
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if device == "cpu":
         so.intra_op_num_threads = torch.get_num_threads()
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "on" else "0")
         return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"]), "CPUExecutionProvider"
     have = ort.get_available_providers()
     providers: list = []
@@ -295,10 +300,11 @@ def _parallel_sessions(model_bytes: bytes, threads: int):
     return inflight
 
 
-def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None) -> Runner:
-    sess, provider = _session(Path(onnx_path), precision, device, cache_dir)
+def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None,
+               spin: str = "on") -> Runner:
+    sess, provider = _session(Path(onnx_path), precision, device, cache_dir, spin)
     info = {"provider": provider, "onnx": str(onnx_path), "threads": torch.get_num_threads() if device == "cpu" else None,
-            **(info or {})}
+            **({"spin": spin} if device == "cpu" else {}), **(info or {})}
     if device == "cpu":
         def run(x: torch.Tensor) -> torch.Tensor:
             # .numpy() shares the tensor's memory: no copy on the way in or out.
@@ -352,11 +358,12 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, **options
     if cache_dir:
         path = Path(cache_dir) / name
         extra = _write(model, meta, precision, device, path, max_batch, options)
-        return runner_for(path, precision, device, Path(cache_dir), extra)
+        return runner_for(path, precision, device, Path(cache_dir), extra, spin=options.get("spin", "on"))
     with tempfile.TemporaryDirectory(prefix="cifar-speed-onnx-") as tmp:
         path = Path(tmp) / name
         extra = _write(model, meta, precision, device, path, max_batch, options)
-        return runner_for(path, precision, device, None, {"onnx": "(temporary export)", **extra})
+        return runner_for(path, precision, device, None, {"onnx": "(temporary export)", **extra},
+                          spin=options.get("spin", "on"))
 
 
 # -- saved artifact ------------------------------------------------------------------------------------
@@ -371,10 +378,10 @@ def save(model, meta, precision, device, batch_sizes, path, profile=None, **opti
             "dynamic_batch": True, **extra}
 
 
-def load(path, sidecar: dict, device: str) -> Runner:
+def load(path, sidecar: dict, device: str, spin: str = OPTIONS["spin"].default) -> Runner:
     try:
         import onnx
         onnx.checker.check_model(str(path))
     except Exception as e:
         raise CifarSpeedError(f"{path} is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return runner_for(Path(path), sidecar["precision"], device, Path(path).parent, {"artifact": str(path)})
+    return runner_for(Path(path), sidecar["precision"], device, Path(path).parent, {"artifact": str(path)}, spin=spin)
