@@ -339,8 +339,14 @@ def test_a_pinned_teacher_is_the_checkpoint_holding_its_weights_even_after_a_new
     assert teacher.find_teacher(parse_recipe(_pinned(sha(first))), out) == first
     assert teacher.find_teacher(parse_recipe(_pinned(sha(newer))), out) == newer
     assert teacher.find_teacher(parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "deepnn"\n'), out) == mine
+    # Pinned weights nowhere: an error naming them, never a teacher trained over the ones present.
+    retrain = _pinned("0" * 64) + 'teacher_recipe = "train/deepnn.toml"\n'
+    with pytest.raises(CifarSpeedError, match=r"no teacher checkpoint holds the weights 000000000000\.\.\. "):
+        teacher.find_teacher(parse_recipe(retrain), out)
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(CifarSpeedError, match=r"'deepnn' with weights 000000000000\.\.\. \(\[distill\] teacher_sha256\) not found"):
-        teacher.find_teacher(parse_recipe(_pinned("0" * 64)), out)
+        teacher.find_teacher(parse_recipe(_pinned("0" * 64)), tmp_path / "empty")
+    assert teacher.find_teacher(parse_recipe(retrain), tmp_path / "empty") is None   # trained from its recipe
 
 
 def test_a_teacher_trained_from_its_recipe_must_still_be_the_pinned_one(fake_data, tmp_path, no_shipped_teacher):

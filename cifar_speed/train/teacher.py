@@ -32,9 +32,13 @@ def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
     looked = ", ".join(map(str, candidates)) + (f", {SHIPPED_DIR / 'bases'}" if pin else "")
     if pin:
         candidates += sorted((SHIPPED_DIR / "bases").glob("*.json"))
-    for c in candidates:
-        if paths_for(c)[1].is_file() and (not pin or _holds(c, pin)):
-            return c
+    present = [c for c in candidates if paths_for(c)[1].is_file()]
+    found = next((c for c in present if not pin or _holds(c, pin)), None)
+    if found is not None:
+        return found
+    if present:   # never retrain a teacher over a checkpoint of that name: the pin says which one to use
+        raise CifarSpeedError(f"no teacher checkpoint holds the weights {pin[:12]}... [distill] teacher_sha256 "
+                              f"pins ({present[0]} holds others; also looked in {looked})")
     if not recipe.distill.teacher_recipe:
         pinned = f" with weights {pin[:12]}... ([distill] teacher_sha256)" if pin else ""
         raise CifarSpeedError(f"teacher checkpoint {t!r}{pinned} not found (looked in {looked}); "
