@@ -93,17 +93,19 @@ def artifact_path(out_dir, checkpoint, backend: str, precision: str, device: str
 def artifact_options(backend: str, options: dict | None) -> dict:
     """Every option that shapes the backend's file, at the value given or else its default. All of
     them go into the cache key, so an entry built before a default changed is not served after it."""
-    declared = backends.declared_options(backend)
-    shaping = getattr(backends.get_backend(backend), "ARTIFACT_OPTIONS", ())
-    return {k: (options or {}).get(k, declared[k].default) for k in shaping}
+    return _option_values(backend, options, "ARTIFACT_OPTIONS")
 
 
 def run_options(backend: str, options: dict | None) -> dict:
     """Every option the backend applies when it loads an artifact to run it (its RUN_OPTIONS, e.g.
     ONNX Runtime's thread spinning), at the value given or else its default: not part of the file."""
+    return _option_values(backend, options, "RUN_OPTIONS")
+
+
+def _option_values(backend: str, options: dict | None, kind: str) -> dict:
+    """The options the backend lists under `kind`, each at the value given or else its default."""
     declared = backends.declared_options(backend)
-    running = getattr(backends.get_backend(backend), "RUN_OPTIONS", ())
-    return {k: (options or {}).get(k, declared[k].default) for k in running}
+    return {k: (options or {}).get(k, declared[k].default) for k in getattr(backends.get_backend(backend), kind, ())}
 
 
 def companion_paths(module, artifact: str | os.PathLike) -> list[Path]:

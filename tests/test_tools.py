@@ -627,14 +627,10 @@ def test_a_teacher_pin_added_after_the_runs_trained_is_the_teacher_their_record_
     f = json.loads((ur.ROOT / "results" / "intel-r-xeon-r-processor-2c-amx" / "frontier_m-s15-seeds.json").read_text())
     record = f["runs"][0]["training_record"]
     assert "teacher_sha256" not in record["recipe"]["distill"]   # trained before the pin existed
-    pin = load_recipe_dict("frontier_m")["distill"]["teacher_sha256"]
+    from cifar_speed.train.recipe import load_recipe
+
+    pin = load_recipe(REPO / "train" / "frontier_m.toml").distill.teacher_sha256
     assert record["teacher"]["weights_sha256"] == pin and ur.recipe_changes(f) == []
     other = {**record, "teacher": {**record["teacher"], "weights_sha256": "0" * 64}}
     assert ur.recipe_changes({**f, "runs": [{**f["runs"][0], "training_record": other}]}) == [
         f"distill.teacher_sha256 {'0' * 64} (now {pin})"]
-
-
-def load_recipe_dict(name: str) -> dict:
-    from cifar_speed.train.recipe import load_recipe
-
-    return load_recipe(REPO / "train" / f"{name}.toml").to_dict()

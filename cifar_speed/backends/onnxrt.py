@@ -233,7 +233,8 @@ def availability(precision: str, device: str) -> tuple[bool, str]:
 
 # -- sessions and runners --------------------------------------------------------------------------
 
-def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | None, spin: str = "on"):
+def _session(onnx_path: Path, precision: str, device: str, cache_dir: Path | None,
+             spin: str = OPTIONS["spin"].default):
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -301,7 +302,7 @@ def _parallel_sessions(model_bytes: bytes, threads: int):
 
 
 def runner_for(onnx_path: Path, precision: str, device: str, cache_dir: Path | None = None, info=None,
-               spin: str = "on") -> Runner:
+               spin: str = OPTIONS["spin"].default) -> Runner:
     sess, provider = _session(Path(onnx_path), precision, device, cache_dir, spin)
     info = {"provider": provider, "onnx": str(onnx_path), "threads": torch.get_num_threads() if device == "cpu" else None,
             **({"spin": spin} if device == "cpu" else {}), **(info or {})}
@@ -355,15 +356,15 @@ def build(model, meta, precision, device, batch_sizes, cache_dir=None, **options
     profile = batch_profile(batch_sizes)
     name = f"{getattr(model, 'model_name', 'model')}-{precision}.onnx"
     max_batch = max(1024, profile["max"])
+    spin = options.get("spin", OPTIONS["spin"].default)
     if cache_dir:
         path = Path(cache_dir) / name
         extra = _write(model, meta, precision, device, path, max_batch, options)
-        return runner_for(path, precision, device, Path(cache_dir), extra, spin=options.get("spin", "on"))
+        return runner_for(path, precision, device, Path(cache_dir), extra, spin=spin)
     with tempfile.TemporaryDirectory(prefix="cifar-speed-onnx-") as tmp:
         path = Path(tmp) / name
         extra = _write(model, meta, precision, device, path, max_batch, options)
-        return runner_for(path, precision, device, None, {"onnx": "(temporary export)", **extra},
-                          spin=options.get("spin", "on"))
+        return runner_for(path, precision, device, None, {"onnx": "(temporary export)", **extra}, spin=spin)
 
 
 # -- saved artifact ------------------------------------------------------------------------------------

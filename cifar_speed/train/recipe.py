@@ -229,6 +229,12 @@ def parse_recipe(text: str, name: str = "recipe", path: str = "") -> Recipe:
     return build_recipe(raw, name=name, path=path)
 
 
+def _check_sha256(value: str, field: str, source: str) -> None:
+    """A pinned weights hash, where the recipe sets one: 64 lowercase hex digits."""
+    if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise CifarSpeedError(f"{source}: {field} must be 64 lowercase hex digits")
+
+
 def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
     """A Recipe from a parsed TOML document, every key and value checked (types, choices, ranges)."""
     source = path or name
@@ -257,15 +263,13 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
                               "never the official test set")
     if recipe.schedule.name == "plateau" and recipe.data.split == "official":
         raise CifarSpeedError(f"{source}: a plateau schedule needs a validation split, never the official test set")
-    if recipe.distill.teacher_sha256 and not re.fullmatch(r"[0-9a-f]{64}", recipe.distill.teacher_sha256):
-        raise CifarSpeedError(f"{source}: [distill] teacher_sha256 must be 64 lowercase hex digits")
+    _check_sha256(recipe.distill.teacher_sha256, "[distill] teacher_sha256", source)
     if recipe.distill.teacher_sha256 and not recipe.distill.teacher:
         raise CifarSpeedError(f"{source}: [distill] teacher_sha256 pins the weights of a teacher the recipe does not name")
     i = recipe.init
     if bool(i.checkpoint) != bool(i.weights_sha256):
         raise CifarSpeedError(f"{source}: [init] needs both checkpoint and weights_sha256 (the weights it starts from)")
-    if i.weights_sha256 and not re.fullmatch(r"[0-9a-f]{64}", i.weights_sha256):
-        raise CifarSpeedError(f"{source}: [init] weights_sha256 must be 64 lowercase hex digits")
+    _check_sha256(i.weights_sha256, "[init] weights_sha256", source)
     a = recipe.augment
     if a.jpeg_quality_min > a.jpeg_quality_max:
         raise CifarSpeedError(f"{source}: [augment] jpeg_quality_min = {a.jpeg_quality_min} is above "
