@@ -192,6 +192,16 @@ def test_cli_train_and_eval(fake_data, tmp_path, capsys):
     assert out["accuracy"] == pytest.approx(out["recorded_accuracy"])
 
 
+def test_cli_epoch_lines_are_not_wrapped_in_a_log(fake_data, tmp_path, capsys):
+    """Piped to a log file, each epoch stays one line (rich's own console would wrap it at 80 columns)."""
+    text = (REPO / "train" / "lightnn.toml").read_text().replace('split = "official"', 'split = "holdout"\nval_size = 100')
+    (tmp_path / "holdout.toml").write_text(text)
+    assert main(["train", str(tmp_path / "holdout.toml"), "--epochs", "0.2", "--data-dir", str(fake_data),
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    epoch_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 1 and "val_acc" in epoch_lines[0] and len(epoch_lines[0]) > 80
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "train/cnn.toml", "--data-dir", "/nonexistent"], "CIFAR-10 not found"),
     (["train", "train/cnn.toml", "--device", "cuda"], "no CUDA GPU"),

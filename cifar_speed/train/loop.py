@@ -371,7 +371,10 @@ def _epoch_line(r: dict) -> str:
 
 
 def _progress(enabled: bool):
+    from ..console import make_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False,
+                    # the command's console: piped to a log, rich's own would wrap each epoch line at 80 columns
+                    console=make_console())
