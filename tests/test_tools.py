@@ -236,6 +236,10 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     assert rows[0].split(" | ")[:6] == ["| mobilenetv3_small (baseline)", "the shipped recipe", "1 (seed 42)", "89.46 %", "80.69 %",
                                         "8.77 pt"]   # one run: no spread to print
     assert rows[1].split(" | ")[5:7] == ["1.80 pt (sd 0.10)", "-0.16 pt"]
+    # A model with test-time augmentation (fast) shows that mean beside the plain one.
+    with_tta = {**robust, "test_accuracy_tta": three(0.9354)}
+    row = ur.jpeg_training_section([shipped, with_tta], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
+    assert row.split(" | ")[3] == "89.30 % (TTA 93.54 %)"
 
 
 def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):
