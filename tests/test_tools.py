@@ -257,7 +257,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     fast_jpeg = {**fast, "recipe": "fast_jpeg50", "runs": runs(gpu, "half JPEG"), "test_accuracy": stat(0.922)}
     exp = tmp_path / "train-x.json"
     exp.write_text(json.dumps({"model": "frontier_m", "name": "frontier_m_jpeg80", "test_accuracy": 0.878,
-                               "test_accuracy_jpeg75": 0.859, "recipe": {"description": "80 % JPEG", "seed": 0}, **cpu}))
+                               "test_accuracy_jpeg75": 0.859, "test_accuracy_tta": 0.8811, "recipe": {"description": "80 % JPEG", "seed": 0}, **cpu}))
     stale = tmp_path / "train-old.json"
     stale.write_text(json.dumps({"model": "frontier_m", "name": "before", "test_accuracy": 0.88, "recipe": {}}))
     cost = tmp_path / "overhead.json"
@@ -276,7 +276,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert rows[1].split(" | ")[:8] == ["| fast_jpeg50", "half JPEG", "3", "92.20 %", "84.60 %", "8.70 pt (sd 0.10)",
                                         "-1.10 pt", "gpu (cuda bfloat16)"]
     assert rows[2].startswith("| fast (baseline) | the shipped recipe |")
-    assert rows[3].split(" | ")[1:8] == ["80 % JPEG", "1 (seed 0)", "87.80 %", "85.90 %", "1.90 pt", "-0.80 pt",
+    assert rows[3].split(" | ")[1:8] == ["80 % JPEG", "1 (seed 0)", "87.80 % (TTA 88.11 %)", "85.90 %", "1.90 pt", "-0.80 pt",
                                          "box (cpu float32)"]
     # Trained on another lent GPU: compared with the GPU baseline, which the cell names; never with a CPU one.
     gpu2 = {"provenance": {"machine": "gpu2"}, "device": "cuda", "train_precision": "bfloat16"}

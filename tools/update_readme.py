@@ -592,7 +592,11 @@ def _top1_text(seeds: dict) -> str:
     """A seeds file's mean top-1, with its TTA mean where the model has one (fast): a recipe can keep the
     plain top-1 and still lose the TTA figure that a 94 % tier rests on."""
     tta = seeds.get("test_accuracy_tta")
-    return _pct(seeds["test_accuracy"]["mean"]) + (f" (TTA {_pct(tta['mean'])})" if tta else "")
+    return _pct(seeds["test_accuracy"]["mean"]) + _tta_text(tta["mean"] if tta else None)
+
+
+def _tta_text(tta: float | None) -> str:
+    return f" (TTA {_pct(tta)})" if tta is not None else ""
 
 
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
@@ -654,7 +658,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         else:
             vs = versus(experiment_line(recipe, d["model"]), (where,), clean)
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
-                    f"{_pct(clean)} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
+                    f"{_pct(clean)}{_tta_text(d.get('test_accuracy_tta'))} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | {vs} | {where} | "
                     f"[`{Path(path).name}`]({rel(path)}) |")
     text = "\n".join(rows)
     for path in overhead:
