@@ -87,6 +87,15 @@ def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
     assert "share a seed" in capsys.readouterr().err and not out.exists()
 
 
+def test_every_relative_link_in_the_readme_names_a_file_of_the_repository():
+    # Results move between per-machine folders; a link left behind sends a reader to nothing.
+    import re
+    text = (REPO / "README.md").read_text()
+    targets = {t for t in re.findall(r"\]\(([^)#\s]+)", text) if "://" not in t and not t.startswith("mailto:")}
+    assert targets, "the README links no files"
+    assert sorted(t for t in targets if not (REPO / t).exists()) == []
+
+
 def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
     ur = _tool("update_readme")
 
