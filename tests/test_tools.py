@@ -323,6 +323,12 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert rows[2].split(" | ")[:2] == ["| frontier_m_plain_jpeg95", "plain, more JPEG"] and rows[2].split(" | ")[6] == "-0.10 pt"
     assert ur.experiment_line("frontier_m_plain_jpeg95", "frontier_m") == "frontier_m_plain"
     assert ur.experiment_line("fast_jpeg50", "fast") == "fast" and ur.experiment_line("odd", "cnn") == "cnn"
+    # The shipped recipe's seeds on this machine without JPEG-75 figures: no row, but the baseline, named.
+    cpu_fast = {"model": "fast", "recipe": "fast", "test_accuracy": stat(0.9329), "runs": runs(cpu)}
+    cpu_exp = {**fast_jpeg, "recipe": "fast_jpeg80", "runs": runs(cpu, "80 %"), "test_accuracy": stat(0.9309)}
+    rows = ur.jpeg_training_section([fast, cpu_fast, cpu_exp], ["f", "c/fast-seeds.json", "x"], [], [],
+                                    rel=lambda p: p).splitlines()[2:]
+    assert len(rows) == 2 and rows[1].split(" | ")[6] == "-0.20 pt (vs `fast-seeds.json`)"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])

@@ -608,29 +608,35 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
-    files = [(f, p) for f, p in zip(seed_files, seed_paths) if f.get("jpeg75_drop")]
+    # Every seeds file of a shipped recipe can be a baseline, a JPEG-scored one first; only JPEG-scored files are rows.
+    everything = [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]
+    files = [(f, path, diff) for f, path, diff in everything if f.get("jpeg75_drop")]
     # Each shipped recipe (train/<recipe>.toml: frontier_m, frontier_m_plain, ...) is a baseline; an experiment
     # is compared with its own line's recipe (frontier_m for frontier_m_*, experiment_line), never a plain twin, which differs
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
-    files = [(f, path, recipe_changes(f)) for f, path in files]   # diff: None for an experiment
+    # diff: None for an experiment
     shipped = shipped_by_weights()
     earlier = {f["recipe"] for f, _, diff in files if diff}
-    base = {}
-    for f, _, diff in sorted(files, key=lambda row: bool(row[2])):   # earlier recipes last: they win
+    base = {}   # (recipe, where) -> (mean top-1, the file's name where it is no row of this table, else "")
+    # Earlier recipes last, and among equals JPEG-scored files last: they win.
+    for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
         if diff is not None:
-            base[f["recipe"], trained_on(f)] = f["test_accuracy"]["mean"]
+            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], "" if f.get("jpeg75_drop") else Path(path).name)
 
     def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float) -> str:
         """Against the baseline trained on the same machine; failing that, on one machine of the same
-        device and precision (two lent GPUs: same code path, another host), which the cell names."""
-        if (recipe, where) in base:
-            return f"{(clean - base[recipe, where]) * 100:+.2f} pt"
+        device and precision (two lent GPUs: same code path, another host), which the cell names. A
+        baseline without JPEG-75 figures is no row here, so the cell names its file."""
         kinds = {(w.device, w.precision) for w in where}
-        other = next((w for r, w in base if r == recipe and len(w) == 1 and len(kinds) == 1
-                      and (w[0].device, w[0].precision) in kinds), None)
-        return "-" if other is None else f"{(clean - base[recipe, other]) * 100:+.2f} pt (vs {other[0].machine})"
+        other = where if (recipe, where) in base else next(
+            (w for r, w in base if r == recipe and len(w) == 1 and len(kinds) == 1 and (w[0].device, w[0].precision) in kinds), None)
+        if other is None:
+            return "-"
+        mean, unlisted = base[recipe, other]
+        named = [n for n in (other[0].machine if other != where else "", f"`{unlisted}`" if unlisted else "") if n]
+        return f"{(clean - mean) * 100:+.2f} pt" + (f" (vs {', '.join(named)})" if named else "")
     for f, path, diff in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
         if diff:
