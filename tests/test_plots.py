@@ -63,6 +63,12 @@ def test_one_marker_per_model_whatever_the_order():
     assert plots.marker_map(reversed(MODELS)) == markers
 
 
+def test_the_round_looking_shapes_come_last():
+    # The AMX machine's overview draws 21 models: the shipped ones and the earlier weights of four of them.
+    shapes = list(map(str, plots.marker_map([f"model{i:02d}" for i in range(len(plots.MARKERS))]).values()))
+    assert len(set(shapes)) == len(shapes) and shapes[-2:] == ["8", "H"]
+
+
 def test_every_shipped_checkpoint_has_a_shape_of_its_own():
     from cifar_speed.checkpoint import shipped_checkpoints
 
@@ -112,6 +118,17 @@ def test_overview_labels_do_not_overlap(tmp_path, monkeypatch):
     assert len(boxes) >= 5
     for a, b in combinations(boxes, 2):
         assert not a.overlaps(b), (a, b)
+
+
+def test_overview_is_the_same_figure_on_a_busy_machine(tmp_path, monkeypatch):
+    """Label placement runs a fixed number of iterations, not a time budget: a clock that races (a
+    loaded machine) must not move a label, so regenerating the README leaves the PNG's bytes alone."""
+    import adjustText
+
+    first = report.plot_overview([crowded_results()], tmp_path / "idle").read_bytes()
+    ticks = iter(range(0, 10**9, 10))   # every reading 10 s after the last
+    monkeypatch.setattr(adjustText, "timer", lambda: next(ticks))
+    assert report.plot_overview([crowded_results()], tmp_path / "busy").read_bytes() == first
 
 
 def test_overview_front_leaves_out_superseded_cells(tmp_path, monkeypatch):
