@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from .errors import CifarSpeedError
-from .provenance import cpu_has_fast_bf16
+from .provenance import cpu_bf16_trains_faster
 
 
 def resolve_device(name: str) -> torch.device:
@@ -19,11 +19,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(wanted: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 where the hardware computes it natively (AMX / AVX512-BF16 CPUs, Ampere+ GPUs)."""
+    """auto: bf16 where it trains faster than fp32 (AMX CPUs, AMD CPUs with AVX512-BF16, Ampere+ GPUs;
+    cpu_bf16_trains_faster says why not every CPU with native bf16), else fp16 on older GPUs, fp32 on CPUs."""
     if wanted == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return torch.bfloat16 if cpu_bf16_trains_faster() else torch.float32
     if wanted == "fp16" and device.type != "cuda":
         raise CifarSpeedError("fp16 training needs a CUDA GPU; use bf16 or fp32 on the CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]

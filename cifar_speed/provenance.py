@@ -29,11 +29,13 @@ def _version(dist: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """CPU model name and the vector / matrix features that decide which precisions are fast."""
-    model, flags = platform.processor() or "unknown", set()
+    model, vendor, flags = platform.processor() or "unknown", "unknown", set()
     try:
         text = Path("/proc/cpuinfo").read_text()
         if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
             model = m.group(1).strip()
+        if m := re.search(r"^vendor_id\s*:\s*(.+)$", text, re.M):
+            vendor = m.group(1).strip()
         if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
             flags = set(m.group(1).split())
     except OSError:
@@ -41,6 +43,7 @@ def cpu_info() -> dict:
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_fp16"]
     return {
         "model": model,
+        "vendor": vendor,
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "features": [f for f in wanted if f in flags],
@@ -51,6 +54,16 @@ def cpu_has_fast_bf16() -> bool:
     """True where the CPU has native bf16 arithmetic (AMX or AVX512-BF16): bf16 is then worth it."""
     feats = set(cpu_info()["features"])
     return bool(feats & {"amx_bf16", "avx512_bf16"})
+
+
+def cpu_bf16_trains_faster() -> bool:
+    """Whether training's `precision = "auto"` takes bf16 on this CPU: with AMX, or AVX512-BF16 on an AMD
+    CPU. Native bf16 alone is not enough: bench/test_training.py measured every model's step slower in
+    bf16 than in fp32 on an Intel Xeon whose AMX the VM hides (oneDNN's AVX512-BF16 kernels), while on
+    AMD Zen 4 bf16 was the faster one for all but MobileNetV3 (results/<machine>/train-throughput.json)."""
+    info = cpu_info()
+    feats = set(info["features"])
+    return "amx_bf16" in feats or ("avx512_bf16" in feats and info.get("vendor") == "AuthenticAMD")
 
 
 def cpu_has_fast_int8() -> bool:

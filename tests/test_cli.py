@@ -223,6 +223,9 @@ def test_doctor_default_is_this_device_with_runtimes_and_data(fake_data, capsys)
     assert "execution providers:" in out and "CPUExecutionProvider" in out
     assert "CIFAR-10 found and verified" in out
     assert "over 1 / 5 / 15 min" in out
+    from cifar_speed.commands.doctor import auto_training_precision
+
+    assert f'precision = "auto" trains in {auto_training_precision(device)} on {device}' in out
     assert cli.main(["doctor", "--all", "--data-dir", str(fake_data)]) == 0
     out = capsys.readouterr().out
     verdicts = [l for l in out.splitlines() if l.startswith("  ") and l.split()[1] in ("cpu", "cuda")]

@@ -94,6 +94,21 @@ def test_every_recipe_trains_end_to_end(name, fake_data, tmp_path, teacher_dir):
         assert meta["teacher"]["name"] == Path(recipe.distill.teacher).stem  # deepnn, or fast for the frontier
 
 
+@pytest.mark.parametrize(("vendor", "features", "expected"), [
+    ("GenuineIntel", ["avx512_bf16", "amx_bf16"], torch.bfloat16),   # AMX
+    ("AuthenticAMD", ["avx512_bf16"], torch.bfloat16),               # Zen 4: bf16 steps ran faster
+    ("GenuineIntel", ["avx512_bf16"], torch.float32),                # AMX hidden: every model's bf16 step ran slower
+    ("AuthenticAMD", ["avx2"], torch.float32),
+])
+def test_auto_precision_trains_in_bf16_only_where_it_is_the_faster(monkeypatch, vendor, features, expected):
+    from cifar_speed import provenance
+    from cifar_speed.devices import resolve_precision
+
+    monkeypatch.setattr(provenance, "cpu_info", lambda: {"vendor": vendor, "features": features})
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16   # asked for: never overridden
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["fast", "frontier_l", "lightnn"])
 def test_training_on_cuda_end_to_end(name, fake_data, tmp_path):

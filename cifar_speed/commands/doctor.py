@@ -155,6 +155,15 @@ def load_text(load: list[float] | None, cores: int) -> str:
     return f"load {one:.2f} / {five:.2f} / {fifteen:.2f} over 1 / 5 / 15 min on {cores} usable cores: {verdict}"
 
 
+def auto_training_precision(device: str) -> str:
+    """What `precision = "auto"` resolves to here: bf16 only where it trains faster (devices.resolve_precision)."""
+    import torch
+
+    from ..devices import resolve_precision
+
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[resolve_precision("auto", torch.device(device))]
+
+
 def run(args) -> int:
     from .. import backends
     from ..console import make_console, step
@@ -200,6 +209,7 @@ def run(args) -> int:
     console.print(f"[bold]machine[/]: {prov['machine']}  host {prov['host']}  commit {prov['git_commit']}")
     console.print(f"[bold]cpu[/]: {cpu['model']}, {cpu['usable_cpus']} usable cores, features "
                   f"{' '.join(cpu['features']) or '-'}; torch threads {prov['torch_threads']}")
+    console.print(f"[bold]training[/]: a recipe's precision = \"auto\" trains in {auto_training_precision(device)} on {device}")
     console.print(f"[bold]load[/]: {load_text(prov['load_average'], cpu['usable_cpus'])}")
     console.print(f"[bold]gpu[/]: {gpu['name'] + ', driver ' + str(gpu.get('driver')) if gpu else 'none'}")
     console.print("[bold]versions[/]: " + ", ".join(f"{k} {val}" for k, val in prov["versions"].items() if val))

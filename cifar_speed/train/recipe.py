@@ -67,7 +67,7 @@ class TrainCfg:
     early_stopping_patience: int = 0  # epochs without val-loss improvement; 0 = off. Restores the best weights.
     label_smoothing: float = 0.0
     loss_reduction: str = "mean"  # airbench sums the loss over the batch (its lr is scaled for that)
-    precision: str = "auto"       # auto | fp32 | bf16 | fp16: auto = bf16 where the CPU/GPU has it
+    precision: str = "auto"       # auto | fp32 | bf16 | fp16: auto = bf16 where it trains faster (devices.resolve_precision)
     channels_last: bool = True
     lookahead_every: int = 0      # airbench's EMA/lookahead every k steps; 0 = off
     whiten_bias_epochs: float = 0.0  # fast: train the whitening conv's bias for this many epochs
