@@ -609,14 +609,13 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     # Every seeds file of a shipped recipe can be a baseline, a JPEG-scored one first; only JPEG-scored files are rows.
-    everything = [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]
+    everything = [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]   # diff: None for an experiment
     files = [(f, path, diff) for f, path, diff in everything if f.get("jpeg75_drop")]
     # Each shipped recipe (train/<recipe>.toml: frontier_m, frontier_m_plain, ...) is a baseline; an experiment
     # is compared with its own line's recipe (frontier_m for frontier_m_*, experiment_line), never a plain twin, which differs
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
-    # diff: None for an experiment
     shipped = shipped_by_weights()
     earlier = {f["recipe"] for f, _, diff in files if diff}
     base = {}   # (recipe, where) -> (mean top-1, the file's name where it is no row of this table, else "")
