@@ -159,9 +159,11 @@ def auto_training_precision(device: str) -> str:
     """What `precision = "auto"` resolves to here: bf16 only where it trains faster (devices.resolve_precision)."""
     import torch
 
+    from ..backends import TORCH_DTYPES
     from ..devices import resolve_precision
 
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[resolve_precision("auto", torch.device(device))]
+    dtype = resolve_precision("auto", torch.device(device))
+    return next(name for name, d in TORCH_DTYPES.items() if d == dtype)
 
 
 def run(args) -> int:
