@@ -285,19 +285,22 @@ def batches(split: Split, batch_size: int, mean, std, *, augment: Augment | None
 # The encoder is Pillow's (libjpeg-turbo in its wheels), baseline, 4:2:0 chroma subsampling, no
 # optimisation passes: the common default of cameras and web pipelines. A different libjpeg build may
 # round differently; `jpeg_test_split` records the content hash so a reader can tell.
-JPEG_SUBSAMPLING = 2  # Pillow's code for 4:2:0
 # sha256 of the official test set after the quality-75 round trip with Pillow 13's libjpeg-turbo: a
 # regression check on the encoder (tests), and how `data jpeg` tells a reader whether their copy matches.
 JPEG75_TEST_SHA256 = "b698d41aa1bb3aac2930e97e34e4b1e42590c494dd5190151a30ba1d80a0cbed"
+JPEG_SUBSAMPLINGS = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}  # Pillow's codes
 
 
-def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
-    """uint8 [N,3,H,W] -> the same images encoded as JPEG at `quality` (one int, or one per image) and
-    decoded back, uint8 [N,3,H,W]. Deterministic: same input, same Pillow, same bytes."""
+def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor, subsampling: str = "4:2:0") -> torch.Tensor:
+    """uint8 [N,3,H,W] -> the same images encoded as JPEG at `quality` (one int, or one per image) with
+    `subsampling` chroma and decoded back, uint8 [N,3,H,W]. Deterministic: same input, same Pillow,
+    same bytes. The test set and the augmentation use 4:2:0; tools/jpeg_breakdown.py the others."""
     from PIL import Image
 
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise CifarSpeedError(f"jpeg_roundtrip needs uint8 [N,3,H,W] images, got {images.dtype} {tuple(images.shape)}")
+    if subsampling not in JPEG_SUBSAMPLINGS:
+        raise CifarSpeedError(f"JPEG chroma subsampling must be one of {', '.join(JPEG_SUBSAMPLINGS)}, got {subsampling!r}")
     n = images.shape[0]
     qualities = quality.tolist() if isinstance(quality, torch.Tensor) else [int(quality)] * n
     if any(not 1 <= q <= 100 for q in qualities):
@@ -306,7 +309,7 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int | torch.Tensor) -> torch.T
     out = np.empty_like(hwc)
     for i in range(n):
         buf = io.BytesIO()
-        Image.fromarray(hwc[i]).save(buf, format="JPEG", quality=qualities[i], subsampling=JPEG_SUBSAMPLING)
+        Image.fromarray(hwc[i]).save(buf, format="JPEG", quality=qualities[i], subsampling=JPEG_SUBSAMPLINGS[subsampling])
         buf.seek(0)
         out[i] = np.asarray(Image.open(buf).convert("RGB"))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

@@ -41,6 +41,17 @@ def test_batched_roundtrip_gives_pillows_bytes_at_every_quality(data_dir):
         assert torch.equal(D.jpeg_roundtrip_batched(x, q), D.jpeg_roundtrip(x, q))
 
 
+def test_roundtrip_subsampling_chooses_the_chroma_resolution():
+    """4:4:4 keeps each pixel's colour, 4:2:0 one per 2x2 block: on noise, even at quality 100, the
+    second loses far more; 4:2:0 is the default (the test set and the augmentation)."""
+    x = _images()
+    err = lambda s: (D.jpeg_roundtrip(x, 100, s).float() - x.float()).abs().mean().item()  # noqa: E731
+    assert err("4:4:4") < err("4:2:2") < err("4:2:0")
+    assert torch.equal(D.jpeg_roundtrip(x, 75), D.jpeg_roundtrip(x, 75, "4:2:0"))
+    with pytest.raises(CifarSpeedError, match="subsampling"):
+        D.jpeg_roundtrip(x, 75, "420")
+
+
 @pytest.mark.parametrize("bad", [0, 101, -5])
 def test_roundtrip_refuses_bad_quality(bad):
     with pytest.raises(CifarSpeedError, match="quality"):

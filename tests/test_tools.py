@@ -77,6 +77,36 @@ def test_seed_summary_scores_jpeg75_only_where_training_did_not_and_keeps_the_tr
     assert "test_accuracy_jpeg75" not in seeds.summarise([old])   # not asked: nothing scored
 
 
+def test_jpeg_breakdown_scores_each_checkpoint_on_the_tools_set_and_on_each_part_of_it(tmp_path, fake_data, monkeypatch):
+    tool = _tool("jpeg_breakdown")
+    from cifar_speed import data as D
+    from cifar_speed.checkpoint import load_checkpoint
+    from cifar_speed.evaluation import evaluate
+
+    ckpt, out = _run(tmp_path, 0, 0.90), tmp_path / "breakdown.json"
+    monkeypatch.setenv("CIFAR_SPEED_DATA", str(fake_data))
+    monkeypatch.setattr(sys, "argv", ["jpeg_breakdown", str(ckpt), "--out", str(out)])
+    assert tool.main() == 0
+    doc = json.loads(out.read_text())
+    row, sets = doc["rows"][0], doc["sets"]
+    model, meta = load_checkpoint(ckpt)
+    jpeg75 = D.jpeg_test_split(fake_data)
+    assert row["top1_jpeg"] == evaluate(model, jpeg75, meta.mean, meta.std, "cpu")["accuracy"]   # top1_jpeg75's set
+    assert sets["top1_jpeg"]["sha256"] == D.content_sha256(jpeg75)
+    assert len({s["sha256"] for s in sets.values()}) == 4
+    assert row["drop_points"] == round(100 * (row["top1"] - row["top1_jpeg"]), 2)
+    assert sets["top1"]["mean_abs_pixel_error"] == 0 < sets["top1_subsampling_only"]["mean_abs_pixel_error"]
+
+
+def test_jpeg_breakdown_refuses_a_missing_checkpoint_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    tool = _tool("jpeg_breakdown")
+    out = tmp_path / "breakdown.json"
+    monkeypatch.setattr(sys, "argv", ["jpeg_breakdown", str(tmp_path / "nope.json"), "--out", str(out)])
+    assert tool.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jpeg_breakdown: error:") and err.count("\n") == 1 and not out.exists()
+
+
 def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
     seeds = _tool("seed_summary")
     a, b = _run(tmp_path, 0, 0.9), _run(tmp_path, 1, 0.9, lr=0.2)
