@@ -260,6 +260,17 @@ def test_gpu_verify_packs_its_output_folder_into_one_archive(tmp_path):
     assert not list(archive.parent.glob("*.partial"))
 
 
+def test_readme_jpeg_section_shows_each_breakdown_row_from_its_file(tmp_path):
+    ur = _tool("update_readme")
+    path = tmp_path / "jpeg-breakdown.json"
+    path.write_text(json.dumps({"quality": 75, "provenance": {"machine": "box"}, "rows": [
+        {"checkpoint": "fast", "top1": 0.9342, "drop_points": 9.04, "drop_quantisation_points": 5.77,
+         "drop_subsampling_points": 0.96}]}))
+    text = ur.jpeg_training_section([], [], [], [], rel=lambda p: "results/box/jpeg-breakdown.json", breakdown=[str(path)])
+    assert "[`jpeg-breakdown.json`](results/box/jpeg-breakdown.json)" in text and "on box" in text
+    assert text.splitlines()[-1] == "| fast | 93.42 % | 9.04 pt | 5.77 pt | 0.96 pt |"
+
+
 def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     ur = _tool("update_readme")
     one = lambda m: {"n": 1, "mean": m, "std": None, "min": m, "max": m}   # noqa: E731

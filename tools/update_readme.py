@@ -600,7 +600,7 @@ def _tta_text(tta: float | None) -> str:
 
 
 def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
-                          overhead: list[str], rel) -> str:
+                          overhead: list[str], rel, breakdown: list[str] = ()) -> str:
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
     as it was before it changed, or an experiment), then each single-run experiment (a training sidecar:
     its recipe says what changed). Clean top-1 is compared with the baseline of the same line trained on
@@ -676,6 +676,24 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
                  + (f" (± {1.96 * rse:.1%} at 95 % confidence)" if rse is not None else "")
                  + f", median of {d['rounds']} interleaved rounds (single rounds ranged from {lo:+.0%} to {hi:+.0%}), "
                  f"on {d['provenance']['machine']} with {d['threads']} threads.")
+    return text + jpeg_breakdown_text(list(breakdown), rel)
+
+
+def jpeg_breakdown_text(paths: list[str], rel) -> str:
+    """tools/jpeg_breakdown.py's files: each checkpoint's JPEG drop beside the drops of its two parts."""
+    text = ""
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        q = d["quality"]
+        text += (f"\n\nWhich part of the round trip costs the top-1 ([`{Path(path).name}`]({rel(path)}), "
+                 f"`tools/jpeg_breakdown.py`, single view, on {d['provenance']['machine']}): quantisation alone is "
+                 f"quality {q} with 4:4:4 chroma, subsampling alone is quality 100 with 4:2:0 chroma; the two "
+                 f"parts need not add up to the whole.\n\n"
+                 f"| checkpoint | top-1 | drop at quality {q}, 4:2:0 (the JPEG-75 set) | quantisation alone | "
+                 f"4:2:0 subsampling alone |\n|---|---:|---:|---:|---:|")
+        for r in d["rows"]:
+            text += (f"\n| {r['checkpoint']} | {_pct(r['top1'])} | {r['drop_points']:.2f} pt | "
+                     f"{r['drop_quantisation_points']:.2f} pt | {r['drop_subsampling_points']:.2f} pt |")
     return text
 
 
@@ -695,6 +713,7 @@ def main() -> int:
     ap.add_argument("--jpeg-experiment", action="append", default=[],
                     help="a training sidecar of a JPEG-robustness experiment (one seed)")
     ap.add_argument("--jpeg-overhead", action="append", default=[], help="a results file of tools/jpeg_augment_overhead.py")
+    ap.add_argument("--jpeg-breakdown", action="append", default=[], help="a results file of tools/jpeg_breakdown.py")
     ap.add_argument("--jpeg-seeds", action="append", default=[],
                     help="a multi-seed file for the JPEG table only (a baseline trained elsewhere, or an experiment)")
     ap.add_argument("--bench-summary", action="append", default=[],
@@ -749,7 +768,7 @@ def main() -> int:
         jpeg_files = seed_files + [json.loads(Path(p).read_text()) for p in args.jpeg_seeds]
         jpeg_paths = seed_paths + [rel_any(p) for p in args.jpeg_seeds]
         text = replace(text, "jpeg-training", jpeg_training_section(jpeg_files, jpeg_paths, args.jpeg_experiment,
-                                                                    args.jpeg_overhead, rel_any))
+                                                                    args.jpeg_overhead, rel_any, args.jpeg_breakdown))
     atomic_write_text(args.readme, text)
     print(f"updated {args.readme}")
     return 0
