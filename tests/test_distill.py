@@ -103,3 +103,58 @@ teacher_tta = 2
     assert 0 <= meta["test_accuracy_jpeg75"] <= 1 and meta["recipe"]["distill"]["teacher_tta"] == 2
     # A summed kd loss is reported per sample, like a mean one (it read ~batch-size times too high).
     assert 0 < meta["history"][0]["train_loss"] < 20
+
+
+def test_a_view_teacher_sees_the_students_flips_and_crops_before_jpeg():
+    """[distill] teacher_view = "view": the teacher's batch is the student's after flip and crop, and the
+    student's is that batch JPEG-compressed (every image, at fraction 1); "stored" hands no batch over."""
+    from types import SimpleNamespace
+
+    from cifar_speed import data as D
+    from cifar_speed.train.loop import _augment
+
+    images = torch.randint(0, 256, (8, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    x, idx = D.normalize(images, mean, std), torch.arange(8)
+    flip = torch.tensor([True, False] * 4)
+    jpeg = D.JpegAugment(fraction=1.0, quality_min=60, quality_max=60)
+    data = SimpleNamespace(augmenting=False, jpeg=jpeg, mean=mean, std=std)
+
+    def run(view):
+        return SimpleNamespace(data=data, device=torch.device("cpu"), channels_last=False,
+                               recipe=SimpleNamespace(distill=SimpleNamespace(teacher_view=view)))
+    student, teacher = _augment(run("view"), x, idx, flip, torch.Generator().manual_seed(1))
+    flipped = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    assert torch.equal(teacher, flipped)
+    assert torch.equal(student, jpeg(flipped, mean, std, torch.Generator().manual_seed(1)))
+    assert not torch.equal(student, teacher)
+    same_student, none = _augment(run("stored"), x, idx, flip, torch.Generator().manual_seed(1))
+    assert none is None and torch.equal(same_student, student)
+
+
+def test_kd_from_the_students_views_trains_and_caches_nothing(fake_data, tmp_path, monkeypatch):
+    from cifar_speed.checkpoint import save_checkpoint
+    from cifar_speed.models import create_model
+    from cifar_speed.train.loop import train
+    from cifar_speed.train.recipe import parse_recipe
+
+    monkeypatch.setenv("CIFAR_SPEED_CACHE", str(tmp_path / "cache"))
+    save_checkpoint(tmp_path / "teacher", create_model("frontier_s"), {
+        "model": "frontier_s", "name": "teacher", "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}})
+    recipe = parse_recipe(f"""
+model = "frontier_s"
+[data]
+batch_size = 256
+[augment]
+translate = 2
+jpeg_fraction = 0.5
+[distill]
+kind = "kd"
+teacher = "{tmp_path / 'teacher.json'}"
+teacher_view = "view"
+""", name="student")
+    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
+    import json
+
+    assert json.loads(sidecar.read_text())["recipe"]["distill"]["teacher_view"] == "view"
+    assert not (tmp_path / "cache" / "teacher-logits").exists()   # computed per step, never cached

@@ -43,6 +43,8 @@ def test_tutorial_hyperparameters_are_kept():
     ('model = "cnn"\n[optim]\nname = "lion"', "is not one of"),
     ('model = "cnn"\n[train]\nearly_stopping_patience = 3', "never the official test set"),
     ('model = "lightnn"\n[distill]\nkind = "kd"', "needs a teacher"),
+    ('model = "fast"\n[distill]\nteacher_view = "view"', "teacher_view = 'view' needs a \\[distill\\] kind"),
+    ('model = "fast"\n[distill]\nkind = "kd"\nteacher = "fast"\nteacher_view = "jpeg"', "is not one of"),
     ('model = "cnn"\n[data]\nbatch = 3', "valid: split"),
     ("model = ", "not valid TOML"),
     ('model = "fast"\n[train]\nwhiten_eps = 0', "whiten_eps"),

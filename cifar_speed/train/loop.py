@@ -264,7 +264,8 @@ def _train_epoch(run: Run, st: TrainingState, epoch: int, bar, task) -> dict:
                                shuffle=True, gen=st.generator, device=run.device, rank=run.ddp.rank, world_size=world):
         if p["step"] >= run.total_steps:
             break
-        logits, loss = _step(run, st, _augment(run, x, idx, flip_mask, st.generator), y, idx)
+        x, teacher_view = _augment(run, x, idx, flip_mask, st.generator)
+        logits, loss = _step(run, st, x, y, idx, teacher_view)
         with torch.no_grad():
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -296,23 +297,28 @@ def _train_epoch(run: Run, st: TrainingState, epoch: int, bar, task) -> dict:
             "cpu_wall_ratio": round(epoch_cpu_s / epoch_s, 2), **machine}
 
 
-def _augment(run: Run, x: torch.Tensor, idx: torch.Tensor, flip_mask, gen: torch.Generator) -> torch.Tensor:
+def _augment(run: Run, x: torch.Tensor, idx: torch.Tensor, flip_mask, gen: torch.Generator):
+    """(the student's batch, the teacher's: the same flips and crops before JPEG where the recipe's
+    [distill] teacher_view = "view", else None)."""
     data = run.data
     if flip_mask is not None:
         x = torch.where(flip_mask[idx].to(run.device).view(-1, 1, 1, 1), x.flip(-1), x)
     if data.augmenting:
         x = data.augment(x, gen)
-    x = data.jpeg(x, data.mean, data.std, gen)
+    view = x if run.recipe.distill.teacher_view == "view" else None
+    x = data.jpeg(x, data.mean, data.std, gen)   # a new tensor where it compresses: `view` stays clean
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x
+        view = view.contiguous(memory_format=torch.channels_last) if view is not None else None
+    return x, view
 
 
-def _step(run: Run, st: TrainingState, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+def _step(run: Run, st: TrainingState, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+          teacher_view: torch.Tensor | None = None):
     """One optimiser step on one batch; returns (fp32 logits, loss)."""
     with autocast(run.device, run.dtype):
         out = run.student(x)
-        teacher_out = run.targets(idx, y) if run.targets is not None else None
+        teacher_out = run.targets(idx, y, teacher_view) if run.targets is not None else None
         logits, loss = run.objective.loss(out, teacher_out, y)
     st.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:

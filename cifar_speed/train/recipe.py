@@ -85,6 +85,11 @@ class DistillCfg:
     teacher: str = ""             # teacher checkpoint (sidecar path), relative to the repo root or absolute
     teacher_recipe: str = ""      # recipe that trains the teacher if the checkpoint is missing
     teacher_tta: int = 0          # kd: run the teacher with this test-time-augmentation level (fast: 0-2)
+    # What the teacher sees of each training image: "stored", the image as stored, once per image (kd
+    # caches those logits on disk), so every flip, crop and JPEG copy of it is pulled to one target;
+    # "view", the student's own flipped and cropped copy before JPEG compression, every step (a teacher
+    # forward per batch), so a compressed copy is pulled to what the teacher says of that very copy clean.
+    teacher_view: str = "stored"
     # The sha256 of the teacher's weights file: a distilled recipe keeps its teacher after a newer
     # checkpoint ships under the teacher's name (the older one is found in results/checkpoints/bases/).
     teacher_sha256: str = ""
@@ -130,6 +135,7 @@ _CHOICES = {
     ("train", "precision"): {"auto", "fp32", "bf16", "fp16"},
     ("train", "loss_reduction"): {"mean", "sum"},
     ("distill", "kind"): {"", "kd", "cosine", "regressor"},
+    ("distill", "teacher_view"): {"stored", "view"},
 }
 
 
@@ -263,6 +269,8 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
                               "never the official test set")
     if recipe.schedule.name == "plateau" and recipe.data.split == "official":
         raise CifarSpeedError(f"{source}: a plateau schedule needs a validation split, never the official test set")
+    if recipe.distill.teacher_view != "stored" and not recipe.distill.kind:
+        raise CifarSpeedError(f"{source}: [distill] teacher_view = {recipe.distill.teacher_view!r} needs a [distill] kind")
     _check_sha256(recipe.distill.teacher_sha256, "[distill] teacher_sha256", source)
     if recipe.distill.teacher_sha256 and not recipe.distill.teacher:
         raise CifarSpeedError(f"{source}: [distill] teacher_sha256 pins the weights of a teacher the recipe does not name")

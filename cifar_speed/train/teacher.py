@@ -121,7 +121,11 @@ class TeacherTargets:
         self.output, self.split, self.mean, self.std = output, split, mean, std
         self.device, self.dtype, self.precomputed = device, dtype, precomputed
 
-    def __call__(self, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, idx: torch.Tensor, labels: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """The targets of the batch `idx`; of `views` (normalised, as the student's) where given."""
+        if views is not None:
+            with torch.no_grad():
+                return self.output(views).float()
         if self.precomputed is not None:
             return self.precomputed[idx].to(self.device)
         batch = D.Split(self.split.images[idx], labels.cpu())
@@ -132,9 +136,13 @@ def targets_for(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Disti
                 device, dtype, augmenting: bool) -> TeacherTargets:
     """kd: the teacher sees each clean training image once; the student learns those soft targets
     through its own augmentations (flip, crop, JPEG). Cached on disk: every seed and every student of
-    one teacher reuses them. The feature objectives compute theirs up front unless the run augments."""
+    one teacher reuses them. The feature objectives compute theirs up front unless the run augments.
+    [distill] teacher_view = "view": none up front; the teacher sees each step's flipped and cropped
+    batch before JPEG (the loop passes it)."""
     output = lambda x: objective.teacher_output(teacher, x)  # noqa: E731
-    if objective.cached_targets:
+    if recipe.distill.teacher_view == "view":   # the loop hands each batch's views in
+        pre = None
+    elif objective.cached_targets:
         pre = cached_teacher_logits(teacher, meta, recipe.distill.teacher_tta, split, mean, std, device, dtype)
     elif not augmenting:
         pre = teacher_targets(output, split, mean, std, device, dtype)
