@@ -336,6 +336,13 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
                                     rel=lambda p: p).splitlines()[2:]
     assert rows[1].split(" | ")[6:8] == ["-0.02 pt (vs gpu)", "gpu2 (cuda bfloat16)"]
     assert rows[3].split(" | ")[6] == "-"
+    # Trained on a CPU in fp32 where the baseline trained on another CPU in bf16: compared with that one,
+    # the cell naming its machine and precision; never with the GPU baseline.
+    bf16_box = {"provenance": {"machine": "box2"}, "device": "cpu", "train_precision": "bfloat16"}
+    fast_cpu = {**fast, "runs": runs(bf16_box)}
+    fp32_run = {**fast_jpeg, "recipe": "fast_kd", "runs": runs(cpu, "kd"), "test_accuracy": stat(0.930)}
+    rows = ur.jpeg_training_section([fast, fast_cpu, fp32_run], ["f", "c", "k"], [], [], rel=lambda p: p).splitlines()[2:]
+    assert rows[2].split(" | ")[6:8] == ["-0.30 pt (vs box2 cpu bfloat16)", "box (cpu float32)"]
     # The model's recipe as recorded before the shipped one changed: the baseline; today's recipe is compared with it.
     from cifar_speed.train.recipe import load_recipe
 

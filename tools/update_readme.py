@@ -626,15 +626,23 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
 
     def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float) -> str:
         """Against the baseline trained on the same machine; failing that, on one machine of the same
-        device and precision (two lent GPUs: same code path, another host), which the cell names. A
-        baseline without JPEG-75 figures is no row here, so the cell names its file."""
+        device and precision (two lent GPUs: same code path, another host), which the cell names;
+        failing that, of the same device in another precision (a CPU whose recipe's "auto" picks fp32
+        where another picked bf16), which the cell names with its precision. A baseline without
+        JPEG-75 figures is no row here, so the cell names its file."""
         kinds = {(w.device, w.precision) for w in where}
+        alike = lambda w, key: len(w) == 1 and len(kinds) == 1 and key(w[0]) in {key(TrainedOn("", *k)) for k in kinds}  # noqa: E731
         other = where if (recipe, where) in base else next(
-            (w for r, w in base if r == recipe and len(w) == 1 and len(kinds) == 1 and (w[0].device, w[0].precision) in kinds), None)
+            (w for r, w in base if r == recipe and alike(w, lambda t: (t.device, t.precision))), None)
+        precision = ""
+        if other is None:
+            other = next((w for r, w in base if r == recipe and alike(w, lambda t: t.device)), None)
+            precision = f"{other[0].device} {other[0].precision}" if other is not None else ""
         if other is None:
             return "-"
         mean, unlisted = base[recipe, other]
-        named = [n for n in (other[0].machine if other != where else "", f"`{unlisted}`" if unlisted else "") if n]
+        machine = " ".join(n for n in (other[0].machine if other != where else "", precision) if n)
+        named = [n for n in (machine, f"`{unlisted}`" if unlisted else "") if n]
         return f"{(clean - mean) * 100:+.2f} pt" + (f" (vs {', '.join(named)})" if named else "")
     for f, path, diff in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
