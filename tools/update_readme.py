@@ -630,14 +630,15 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         failing that, of the same device in another precision (a CPU whose recipe's "auto" picks fp32
         where another picked bf16), which the cell names with its precision. A baseline without
         JPEG-75 figures is no row here, so the cell names its file."""
-        kinds = {(w.device, w.precision) for w in where}
-        alike = lambda w, key: len(w) == 1 and len(kinds) == 1 and key(w[0]) in {key(TrainedOn("", *k)) for k in kinds}  # noqa: E731
-        other = where if (recipe, where) in base else next(
-            (w for r, w in base if r == recipe and alike(w, lambda t: (t.device, t.precision))), None)
+        def single_baseline(same):
+            """A baseline of this recipe from one machine with this run's `same(where)`, if the run has one kind."""
+            if len({(w.device, w.precision) for w in where}) != 1:
+                return None
+            return next((w for r, w in base if r == recipe and len(w) == 1 and same(w[0]) == same(where[0])), None)
+        other = where if (recipe, where) in base else single_baseline(lambda t: (t.device, t.precision))
         precision = ""
-        if other is None:
-            other = next((w for r, w in base if r == recipe and alike(w, lambda t: t.device)), None)
-            precision = f"{other[0].device} {other[0].precision}" if other is not None else ""
+        if other is None and (other := single_baseline(lambda t: t.device)) is not None:
+            precision = f"{other[0].device} {other[0].precision}"
         if other is None:
             return "-"
         mean, unlisted = base[recipe, other]
