@@ -67,18 +67,17 @@ def test_kd_loss_matches_a_hand_computation():
     assert abs(got - expected) < 1e-5
 
 
-def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypatch):
-    """kd is not tied to deepnn/lightnn: a frontier student learns from a FastNet teacher with TTA, and
-    the teacher's logits are cached once for every later run."""
+def _kd_student(fake_data, tmp_path, monkeypatch, distill: str):
+    """One epoch of a frontier_s student distilled from an untrained FastNet teacher (a FastNet like
+    `fast`, with the same TTA, at a test's cost) on the fake data, with `distill` added to [distill]."""
     from cifar_speed.checkpoint import save_checkpoint
     from cifar_speed.models import create_model
     from cifar_speed.train.loop import train
     from cifar_speed.train.recipe import parse_recipe
 
     monkeypatch.setenv("CIFAR_SPEED_CACHE", str(tmp_path / "cache"))
-    teacher = create_model("frontier_s")  # a FastNet like `fast`, with the same TTA, at a test's cost
-    save_checkpoint(tmp_path / "teacher", teacher, {"model": "frontier_s", "name": "teacher",
-                                                    "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}})
+    save_checkpoint(tmp_path / "teacher", create_model("frontier_s"), {
+        "model": "frontier_s", "name": "teacher", "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}})
     recipe = parse_recipe(f"""
 model = "frontier_s"
 [data]
@@ -91,9 +90,15 @@ jpeg_fraction = 0.5
 [distill]
 kind = "kd"
 teacher = "{tmp_path / 'teacher.json'}"
-teacher_tta = 2
+{distill}
 """, name="student")
-    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
+    return train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
+
+
+def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypatch):
+    """kd is not tied to deepnn/lightnn: a frontier student learns from a FastNet teacher with TTA, and
+    the teacher's logits are cached once for every later run."""
+    sidecar = _kd_student(fake_data, tmp_path, monkeypatch, "teacher_tta = 2")
     assert sidecar.is_file()
     cached = list((tmp_path / "cache" / "teacher-logits").glob("*-tta2-*.npy"))
     assert len(cached) == 1
@@ -133,27 +138,7 @@ def test_a_view_teacher_sees_the_students_flips_and_crops_before_jpeg():
 
 
 def test_kd_from_the_students_views_trains_and_caches_nothing(fake_data, tmp_path, monkeypatch):
-    from cifar_speed.checkpoint import save_checkpoint
-    from cifar_speed.models import create_model
-    from cifar_speed.train.loop import train
-    from cifar_speed.train.recipe import parse_recipe
-
-    monkeypatch.setenv("CIFAR_SPEED_CACHE", str(tmp_path / "cache"))
-    save_checkpoint(tmp_path / "teacher", create_model("frontier_s"), {
-        "model": "frontier_s", "name": "teacher", "normalize": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]}})
-    recipe = parse_recipe(f"""
-model = "frontier_s"
-[data]
-batch_size = 256
-[augment]
-translate = 2
-jpeg_fraction = 0.5
-[distill]
-kind = "kd"
-teacher = "{tmp_path / 'teacher.json'}"
-teacher_view = "view"
-""", name="student")
-    sidecar = train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
+    sidecar = _kd_student(fake_data, tmp_path, monkeypatch, 'teacher_view = "view"')
     import json
 
     assert json.loads(sidecar.read_text())["recipe"]["distill"]["teacher_view"] == "view"
