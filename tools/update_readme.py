@@ -698,7 +698,7 @@ def jpeg_breakdown_text(paths: list[str], rel) -> str:
                  f"`tools/jpeg_breakdown.py`, single view, on {d['provenance']['machine']}): quantisation alone is "
                  f"quality {q} with 4:4:4 chroma, subsampling alone is quality 100 with 4:2:0 chroma; the two "
                  f"parts need not add up to the whole.\n\n"
-                 f"| checkpoint | top-1 | drop at quality {q}, 4:2:0 (the JPEG-75 set) | quantisation alone | "
+                 f"| checkpoint | top-1 | drop at quality {q}, 4:2:0 (the JPEG-{q} set) | quantisation alone | "
                  f"4:2:0 subsampling alone |\n|---|---:|---:|---:|---:|")
         for r in d["rows"]:
             text += (f"\n| {r['checkpoint']} | {_pct(r['top1'])} | {r['drop_points']:.2f} pt | "
