@@ -117,6 +117,25 @@ def test_seed_summary_refuses_runs_of_different_recipes(tmp_path, capsys):
     assert "share a seed" in capsys.readouterr().err and not out.exists()
 
 
+def test_seed_summary_takes_a_field_added_after_a_run_at_its_default(tmp_path):
+    # Seed 0 trained before [distill] teacher_view existed, seeds 1 and 2 record its default: one recipe.
+    seeds = _tool("seed_summary")
+    old = _run(tmp_path, 0, 0.9)
+    meta = json.loads(old.read_text())
+    runs = [_run(tmp_path, 1, 0.9), _run(tmp_path, 2, 0.9)]
+    for run in runs:
+        record = json.loads(run.read_text())
+        record["recipe"]["distill"] = {"teacher_view": "stored"}
+        run.write_text(json.dumps(record))
+    assert "distill" not in meta["recipe"]
+    assert seeds.summarise([old, *runs])["seeds"] == [0, 1, 2]
+    changed = json.loads(runs[1].read_text())
+    changed["recipe"]["distill"] = {"teacher_view": "view"}
+    runs[1].write_text(json.dumps(changed))
+    with pytest.raises(CifarSpeedError, match="not one recipe"):
+        seeds.summarise([old, *runs])
+
+
 def test_every_relative_link_in_the_readme_names_a_file_of_the_repository():
     # Results move between per-machine folders; a link left behind sends a reader to nothing.
     import re

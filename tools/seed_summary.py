@@ -31,6 +31,7 @@ from cifar_speed.checkpoint import load_checkpoint, trained_weights_sha256  # no
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
+from cifar_speed.train.recipe import Recipe  # noqa: E402
 
 
 def _stats(values: list[float]) -> dict:
@@ -43,6 +44,16 @@ def _recipe_name(meta: dict) -> str:
     """The recipe file's stem (`fast_jpeg50`), not the run's --name (`fast_jpeg50_s1`)."""
     recipe = meta["recipe"]
     return Path(recipe["path"]).stem if recipe.get("path") else recipe.get("name") or meta["name"]
+
+
+def _settings(recorded: dict) -> dict:
+    """A recorded recipe without its seed and name, a field added to recipes after the run at its
+    default: a new field's default keeps what runs did before it existed, so two seeds of one recipe
+    trained either side of its addition compare equal."""
+    settings = Recipe(model=recorded["model"]).to_dict()
+    for key, value in recorded.items():
+        settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
+    return {k: v for k, v in settings.items() if k not in ("seed", "name", "path")}
 
 
 def _score_jpeg75(model, meta, data_dir) -> dict:
@@ -67,8 +78,7 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
         model, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
         runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "model": model})
     models = {r["meta"]["model"] for r in runs}
-    recipes = {json.dumps({k: v for k, v in r["meta"]["recipe"].items() if k not in ("seed", "name", "path")}, sort_keys=True)
-               for r in runs}
+    recipes = {json.dumps(_settings(r["meta"]["recipe"]), sort_keys=True) for r in runs}
     if len(models) != 1 or len(recipes) != 1:
         raise CifarSpeedError("these checkpoints are not one recipe trained with different seeds")
     seeds = [r["seed"] for r in runs]
