@@ -54,6 +54,20 @@ def test_bad_recipes_are_refused(text, message):
         parse_recipe(text)
 
 
+def test_a_recorded_recipe_gets_the_fields_added_since_at_their_defaults():
+    from cifar_speed.train.recipe import Recipe, with_added_fields
+
+    today = load_recipe(REPO / "train" / "fast.toml").to_dict()
+    augment = {k: v for k, v in today["augment"].items() if not k.startswith("jpeg_")}
+    recorded = {**{k: v for k, v in today.items() if k != "distill"}, "augment": augment}
+    filled = with_added_fields(recorded)
+    defaults = Recipe(model="fast").to_dict()
+    assert filled["distill"] == defaults["distill"]     # a section added since: all its defaults
+    assert list(filled["augment"]) == [*augment, "jpeg_fraction", "jpeg_quality_min", "jpeg_quality_max"]
+    assert filled["augment"]["jpeg_fraction"] == defaults["augment"]["jpeg_fraction"] == 0
+    assert with_added_fields(today) == today and "distill" not in recorded   # nothing to add; input untouched
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, _fake_cifar_folder):
     """One short deepnn teacher shared by the distillation tests (trained on the fake data)."""

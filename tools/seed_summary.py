@@ -31,7 +31,7 @@ from cifar_speed.checkpoint import load_checkpoint, trained_weights_sha256  # no
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
-from cifar_speed.train.recipe import Recipe  # noqa: E402
+from cifar_speed.train.recipe import with_added_fields  # noqa: E402
 
 
 def _stats(values: list[float]) -> dict:
@@ -47,13 +47,9 @@ def _recipe_name(meta: dict) -> str:
 
 
 def _settings(recorded: dict) -> dict:
-    """A recorded recipe without its seed and name, a field added to recipes after the run at its
-    default: a new field's default keeps what runs did before it existed, so two seeds of one recipe
-    trained either side of its addition compare equal."""
-    settings = Recipe(model=recorded["model"]).to_dict()
-    for key, value in recorded.items():
-        settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
-    return {k: v for k, v in settings.items() if k not in ("seed", "name", "path")}
+    """A recorded recipe without its seed and name, fields added since at their defaults, so two seeds of
+    one recipe trained either side of a field's addition compare equal."""
+    return {k: v for k, v in with_added_fields(recorded).items() if k not in ("seed", "name", "path")}
 
 
 def _score_jpeg75(model, meta, data_dir) -> dict:

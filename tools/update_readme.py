@@ -37,7 +37,7 @@ from cifar_speed.resultsfile import figure_quantile  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, eager_fp32_scores, fastest_cells, load_results, plot,  # noqa: E402
                                 plot_overview, render_markdown)
 from cifar_speed.sweep import cells_of  # noqa: E402
-from cifar_speed.train.recipe import Recipe, load_recipe  # noqa: E402
+from cifar_speed.train.recipe import Recipe, load_recipe, with_added_fields  # noqa: E402
 
 # The report's figures (../shared/seed/report-fr.txt), cited: accuracy as it reported it, on its own
 # splits, and its "ms/image" (1,000 images through Keras predict on a T4 GPU).
@@ -534,24 +534,17 @@ def recipe_changes(f: dict) -> list[str] | None:
     defaults = Recipe(model=now["model"]).to_dict()
     # A teacher pinned after the runs trained: what they trained with is the teacher their record names.
     defaults["distill"]["teacher_sha256"] = (record.get("teacher") or {}).get("weights_sha256", "")
+    filled = with_added_fields(then, defaults)
     out = []
-    for section, value in then.items():
+    for section in then:   # a section the record does not hold: nothing to say
         if section in _NOT_THE_RECIPE:
             continue
+        value = filled[section]
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
         for field, v in pairs:
             current = now.get(section) if field is None else (now.get(section) or {}).get(field)
             if v != current:
                 out.append(f"{section}{'.' + field if field else ''} {v} (now {current})")
-    for section, fields in now.items():
-        if section in _NOT_THE_RECIPE or not isinstance(fields, dict):
-            continue
-        recorded = then.get(section)
-        if not isinstance(recorded, dict):   # a section the record does not hold: nothing to say
-            continue
-        for field, current in fields.items():
-            if field not in recorded and current != defaults[section][field]:
-                out.append(f"{section}.{field} {defaults[section][field]} (now {current})")
     return out
 
 

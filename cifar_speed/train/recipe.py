@@ -127,6 +127,22 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+def with_added_fields(recorded: dict, defaults: dict | None = None) -> dict:
+    """A recipe as a run recorded it (Recipe.to_dict() then), every field added to recipes since at its
+    default: a new field's default keeps what runs did before it existed. In each section the recorded
+    fields come first, in their order, then the added ones. `defaults`: Recipe(model=...).to_dict(),
+    or a caller's own where it knows better (a teacher pin added later is the teacher the run names)."""
+    defaults = Recipe(model=recorded["model"]).to_dict() if defaults is None else defaults
+    filled = dict(recorded)
+    for section, default in defaults.items():
+        if not isinstance(default, dict):
+            filled.setdefault(section, default)
+            continue
+        have = recorded.get(section) or {}
+        filled[section] = {**have, **{k: v for k, v in default.items() if k not in have}}
+    return filled
+
+
 _CHOICES = {
     ("data", "split"): {"official", "report", "holdout"},
     ("data", "normalize"): {"cifar", "imagenet"},
