@@ -314,6 +314,10 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     shipped_tta = {**shipped, "test_accuracy_tta": one(0.9388)}
     row = ur.jpeg_training_section([shipped_tta, with_tta], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
     assert row.split(" | ")[6:8] == ["-0.16 pt, TTA -0.34 pt", "**missed**: TTA"]
+    # Judged on the exact means: a miss that the two decimals print as the bound itself says by how much.
+    tie = {**with_tta, "test_accuracy_tta": three(0.9388 - 0.003033)}
+    row = ur.jpeg_training_section([shipped_tta, tie], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
+    assert row.split(" | ")[6:8] == ["-0.16 pt, TTA -0.30 pt", "**missed**: TTA (-0.303 pt)"]
 
 
 def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):
