@@ -630,8 +630,8 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
     as it was before it changed, or an experiment), then each single-run experiment (a training sidecar:
     its recipe says what changed). Clean top-1 is compared with the baseline of the same line trained on
-    the same machine (else on one of the same device and precision, named); then what the augmentation
-    costs a step."""
+    the same machine (else on one of the same device and precision, named), and the goal column says whether
+    the run keeps within the issue's bars (_goal_text); then what the augmentation costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | goal | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
     # Every seeds file of a shipped recipe can be a baseline, a JPEG-scored one first; only JPEG-scored files are rows.
