@@ -584,8 +584,12 @@ def _seeds_text(f: dict) -> str:
 def _top1_text(seeds: dict) -> str:
     """A seeds file's mean top-1, with its TTA mean where the model has one (fast): a recipe can keep the
     plain top-1 and still lose the TTA figure that a 94 % tier rests on."""
-    tta = seeds.get("test_accuracy_tta")
-    return _pct(seeds["test_accuracy"]["mean"]) + _tta_text(tta["mean"] if tta else None)
+    return _pct(seeds["test_accuracy"]["mean"]) + _tta_text(_tta_mean(seeds))
+
+
+def _tta_mean(seeds: dict) -> float | None:
+    """A seeds file's mean TTA top-1; None for a model without test-time augmentation."""
+    return (seeds.get("test_accuracy_tta") or {}).get("mean")
 
 
 def _tta_text(tta: float | None) -> str:
@@ -648,8 +652,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # Earlier recipes last, and among equals JPEG-scored files last: they win.
     for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
         if diff is not None:
-            tta = (f.get("test_accuracy_tta") or {}).get("mean")
-            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], tta, "" if f.get("jpeg75_drop") else Path(path).name)
+            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f), "" if f.get("jpeg75_drop") else Path(path).name)
 
     def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float, tta: float | None) -> Versus | None:
         """Against the baseline trained on the same machine; failing that, on one machine of the same
@@ -675,7 +678,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named))
     for f, path, diff in files:
         acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        tta = (f.get("test_accuracy_tta") or {}).get("mean")
+        tta = _tta_mean(f)
         if diff:
             label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), None
         elif diff is not None and f["recipe"] in earlier:
