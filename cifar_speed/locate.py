@@ -59,20 +59,23 @@ def resolve_checkpoint(ref: str | os.PathLike) -> Path:
 
 
 # Names that load a shipped checkpoint as another architecture with the same weights: `fast_tta` is
-# `fast` with airbench's level-2 test-time augmentation (6 forwards per image).
-VIEWS = {"fast_tta": ("fast", "fast_tta")}
+# `fast` with airbench's level-2 test-time augmentation (6 forwards per image), `fast_jpeg_tta` the
+# same for the JPEG-robust `fast_jpeg`.
+VIEWS = {"fast_tta": ("fast", "fast_tta"), "fast_jpeg_tta": ("fast_jpeg", "fast_tta")}
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A checkpoint and the architecture to load it as (None: the one its sidecar names)."""
+    """A checkpoint and the architecture to load it as (None: the one its sidecar names); `view`: the
+    row name where it is not the architecture's (fast_jpeg_tta, built as fast_tta)."""
     path: Path
     architecture: str | None = None
+    view: str | None = None
 
     @property
     def name(self) -> str:
         """The row name in results: the view's name, else the checkpoint file's stem."""
-        return self.architecture or Path(self.path).with_suffix("").name
+        return self.view or self.architecture or Path(self.path).with_suffix("").name
 
     def __str__(self) -> str:
         return f"{self.path} as {self.architecture}" if self.architecture else str(self.path)
@@ -84,7 +87,7 @@ def resolve_model(ref: str | os.PathLike) -> ModelRef:
     p = Path(ref)
     if p.name in VIEWS and len(p.parts) == 1 and not p.suffix and not p.exists():
         base, architecture = VIEWS[p.name]
-        return ModelRef(resolve_checkpoint(base), architecture)
+        return ModelRef(resolve_checkpoint(base), architecture, p.name if p.name != architecture else None)
     return ModelRef(resolve_checkpoint(ref))
 
 

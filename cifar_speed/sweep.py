@@ -669,7 +669,7 @@ def _build_model(cfg, results, ckpt, model, meta, ev: EvalSet, device, batches, 
     # (lightnn and its distilled variants) and must not merge into one row.
     ref = _ref(ckpt)
     architecture = ref.architecture or meta.architecture
-    name = ref.architecture or paths_for(ref.path)[1].stem
+    name = ref.view or ref.architecture or paths_for(ref.path)[1].stem
     while name in results["models"]:
         name += "+"
     flops = flops_per_image(model)

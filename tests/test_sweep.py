@@ -433,6 +433,24 @@ def test_fast_tta_is_a_view_of_the_fast_checkpoint(tmp_path, monkeypatch):
     assert by["fast_tta"]["accuracy"]["max_logit_diff"] == 0.0
 
 
+def test_fast_jpeg_tta_is_a_view_of_the_fast_jpeg_checkpoint_in_a_row_of_its_own(tmp_path, monkeypatch):
+    """The JPEG-robust fast's TTA view is built as fast_tta but named fast_jpeg_tta: it must not merge with
+    (or be taken for) the fast_tta row of the other weights."""
+    from cifar_speed import locate
+
+    fast, fast_jpeg = make_checkpoint(tmp_path, name="fast"), make_checkpoint(tmp_path, name="fast", seed=1, stem="fast_jpeg")
+    monkeypatch.setattr(locate, "shipped", lambda: {"fast": fast, "fast_jpeg": fast_jpeg})
+    ref = locate.resolve_model("fast_jpeg_tta")
+    assert ref == locate.ModelRef(fast_jpeg, "fast_tta", "fast_jpeg_tta") and ref.name == "fast_jpeg_tta"
+    res = sweep.run_sweep(cfg(tmp_path, checkpoints=[locate.resolve_model("fast_tta"), ref], backends=["eager"],
+                              precisions=["fp32"], batches=[4], test_split=fake_split(8), jpeg_split=None,
+                              jpeg_quality=None), progress=False)
+    assert set(res["models"]) == {"fast_tta", "fast_jpeg_tta"}
+    assert res["models"]["fast_jpeg_tta"]["architecture"] == "fast_tta"
+    assert res["models"]["fast_jpeg_tta"]["checkpoint"].endswith("fast_jpeg.json")
+    assert {c["model"] for c in res["cells"]} == {"fast_tta", "fast_jpeg_tta"}
+
+
 @pytest.mark.gpu
 def test_cuda_sweep_times_with_events_in_both_modes(tmp_path):
     res = sweep.run_sweep(cfg(tmp_path, backends=["eager", "compile"], precisions=["fp32", "fp16"], batches=[1, 8],

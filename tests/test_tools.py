@@ -561,6 +561,25 @@ def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_o
     assert "†" not in ur.models_section()
 
 
+def test_readme_models_table_says_whether_the_seeds_behind_a_checkpoint_meet_the_jpeg_goal(monkeypatch):
+    """A shipped checkpoint whose weights are a seed of a JPEG-scored seeds file with a baseline gets that
+    file's verdict (the JPEG table's) in its target cell; a baseline's own checkpoint gets none."""
+    ur = _tool("update_readme")
+    stat = lambda m: {"n": 3, "mean": m, "std": 0.001, "min": m, "max": m}   # noqa: E731
+    cpu = {"provenance": {"machine": "box"}, "device": "cpu", "train_precision": "float32"}
+    run = lambda sha: {"name": "r", "weights_sha256": sha, "training_record": {**cpu, "recipe": {"description": "d"}}}  # noqa: E731
+    fast = {"model": "fast", "recipe": "fast", "runs": [run("b" * 64)], "test_accuracy": stat(0.933),
+            "test_accuracy_tta": stat(0.941), "test_accuracy_jpeg75": stat(0.846), "jpeg75_drop": stat(0.087)}
+    robust = {**fast, "recipe": "fast_kd_jpeg75", "runs": [run("a" * 64)], "test_accuracy": stat(0.931),
+              "test_accuracy_tta": stat(0.9385), "test_accuracy_jpeg75": stat(0.912), "jpeg75_drop": stat(0.019)}
+    monkeypatch.setattr(ur, "shipped_by_weights", lambda: {"a" * 64: "fast_jpeg", "b" * 64: "fast"})
+    assert ur.jpeg_goals([fast, robust], ["f", "r"]) == {"fast_jpeg": "met"}
+    assert ur.jpeg_goals([fast, {**robust, "jpeg75_drop": stat(0.021)}], ["f", "r"]) == {"fast_jpeg": "**missed**: drop"}
+    assert ur.jpeg_goals([robust], ["r"]) == {}   # no baseline to judge against: no verdict
+    row = next(r for r in ur.models_section(goals={"fast_jpeg": "met"}).splitlines() if r.startswith("| [fast_jpeg]("))
+    assert "| JPEG goal (drop ≤ 2 pt, top-1 within 0.3 pt): met |" in row
+
+
 def test_readme_acceptance_table_counts_the_figures_past_issue_11s_bounds(tmp_path):
     from cifar_speed import sweep
     from cifar_speed.provenance import provenance

@@ -163,8 +163,10 @@ def training_cost(m: dict) -> str:
 
 
 def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] | None = None,
-                   jpeg_bench: dict[str, tuple[float, str]] | None = None, rel=lambda p: p) -> str:
-    seed_files, jpeg_bench, from_bench = seed_files or [], jpeg_bench or {}, False
+                   jpeg_bench: dict[str, tuple[float, str]] | None = None, rel=lambda p: p,
+                   goals: dict[str, str] | None = None) -> str:
+    """The shipped checkpoints' table; `goals`: jpeg_goals, issue 15's verdict per checkpoint, in its target cell."""
+    seed_files, jpeg_bench, goals, from_bench = seed_files or [], jpeg_bench or {}, goals or {}, False
     rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 (drop) | target | epochs | training time | train img/s | where trained | stored |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     sidecars = shipped_checkpoints()
@@ -201,6 +203,8 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
             reached = (f"{reached}; " if reached else "") + (
                 f"distillation {(m['test_accuracy'] - plain['test_accuracy']) * 100:+.2f} pt "
                 f"(JPEG-75 {(m['test_accuracy_jpeg75'] - plain['test_accuracy_jpeg75']) * 100:+.2f} pt) vs {m['name']}_plain")
+        if m.get("name") in goals:
+            reached = (f"{reached}; " if reached else "") + f"JPEG goal (drop ≤ 2 pt, top-1 within 0.3 pt): {goals[m['name']]}"
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
         jpeg, jpeg_source = m.get("test_accuracy_jpeg75"), ""
@@ -629,15 +633,20 @@ def _goal_text(drop: float, vs: Versus | None) -> str:
     return f"**missed**: {', '.join(misses)}" if misses else "met"
 
 
-def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
-                          overhead: list[str], rel, breakdown: list[str] = ()) -> str:
-    """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or
-    as it was before it changed, or an experiment), then each single-run experiment (a training sidecar:
-    its recipe says what changed). Clean top-1 is compared with the baseline of the same line trained on
-    the same machine (else on one of the same device and precision, named), and the goal column says whether
-    the run keeps within the issue's bars (_goal_text); then what the augmentation costs a step."""
-    rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | goal | trained on | source |",
-            "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+class JpegRow(NamedTuple):
+    """One multi-seed file's row of issue 15's table: what it is (label: "baseline", "shipped", "shipped as
+    frontier_l", "" for an experiment), what changed, and its clean top-1 against its baseline (None: none)."""
+    seeds: dict
+    path: str
+    label: str
+    changed: str
+    versus: Versus | None
+
+
+def jpeg_rows(seed_files: list[dict], seed_paths: list[str]) -> list[JpegRow]:
+    """Each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or as it was before it
+    changed, or an experiment), with the baseline its clean top-1 is compared with: the same line trained on
+    the same machine (else on one of the same device and precision, named)."""
     # Every seeds file of a shipped recipe can be a baseline, a JPEG-scored one first; only JPEG-scored files are rows.
     everything = [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]   # diff: None for an experiment
     files = [(f, path, diff) for f, path, diff in everything if f.get("jpeg75_drop")]
@@ -646,51 +655,84 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
-    shipped = shipped_by_weights()
+    shipped, base = shipped_by_weights(), _baselines(everything)
     earlier = {f["recipe"] for f, _, diff in files if diff}
-    base = {}   # (recipe, where) -> (mean top-1, mean TTA top-1 or None, the file's name where it is no row of this table, else "")
-    # Earlier recipes last, and among equals JPEG-scored files last: they win.
-    for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
-        if diff is not None:
-            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f), "" if f.get("jpeg75_drop") else Path(path).name)
-
-    def versus(recipe: str, where: tuple[TrainedOn, ...], clean: float, tta: float | None) -> Versus | None:
-        """Against the baseline trained on the same machine; failing that, on one machine of the same
-        device and precision (two lent GPUs: same code path, another host), which the cell names;
-        failing that, of the same device in another precision (a CPU whose recipe's "auto" picks fp32
-        where another picked bf16), which the cell names with its precision. A baseline without
-        JPEG-75 figures is no row here, so the cell names its file. Where both have a TTA top-1 (fast),
-        its difference too: a recipe can keep the plain top-1 and lose the TTA figure a 94 % tier rests on."""
-        def single_baseline(same):
-            """A baseline of this recipe from one machine with this run's `same(where)`, if the run has one kind."""
-            if len({(w.device, w.precision) for w in where}) != 1:
-                return None
-            return next((w for r, w in base if r == recipe and len(w) == 1 and same(w[0]) == same(where[0])), None)
-        other = where if (recipe, where) in base else single_baseline(lambda t: (t.device, t.precision))
-        precision = ""
-        if other is None and (other := single_baseline(lambda t: t.device)) is not None:
-            precision = f"{other[0].device} {other[0].precision}"
-        if other is None:
-            return None
-        mean, base_tta, unlisted = base[recipe, other]
-        machine = " ".join(n for n in (other[0].machine if other != where else "", precision) if n)
-        named = [n for n in (machine, f"`{unlisted}`" if unlisted else "") if n]
-        return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named))
+    rows = []
     for f, path, diff in files:
-        acc, jpeg, drop, where = f["test_accuracy"], f["test_accuracy_jpeg75"], f["jpeg75_drop"], trained_on(f)
-        tta = _tta_mean(f)
+        acc, where, tta = f["test_accuracy"], trained_on(f), _tta_mean(f)
         if diff:
             label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), None
         elif diff is not None and f["recipe"] in earlier:
-            label, changed, vs = "shipped", "the shipped recipe", versus(f["recipe"], where, acc["mean"], tta)
+            label, changed, vs = "shipped", "the shipped recipe", _versus(base, f["recipe"], where, acc["mean"], tta)
         elif diff is not None:
             label, changed, vs = "baseline", "the shipped recipe", None
         else:
             label, changed = shipped_as(f, shipped), f["runs"][0]["training_record"]["recipe"].get("description", "")
-            vs = versus(experiment_line(f["recipe"], f["model"]), where, acc["mean"], tta)
+            vs = _versus(base, experiment_line(f["recipe"], f["model"]), where, acc["mean"], tta)
+        rows.append(JpegRow(f, path, label, changed, vs))
+    return rows
+
+
+def _baselines(everything: list[tuple[dict, str, list[str] | None]]) -> dict:
+    """(recipe, where) -> (mean top-1, mean TTA top-1 or None, the file's name where it is no row of the JPEG
+    table, else "") for every seeds file of a shipped recipe, as (file, path, recipe_changes) triples."""
+    base = {}
+    # Earlier recipes last, and among equals JPEG-scored files last: they win.
+    for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
+        if diff is not None:
+            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f), "" if f.get("jpeg75_drop") else Path(path).name)
+    return base
+
+
+def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float, tta: float | None) -> Versus | None:
+    """Against the baseline trained on the same machine; failing that, on one machine of the same
+    device and precision (two lent GPUs: same code path, another host), which the cell names;
+    failing that, of the same device in another precision (a CPU whose recipe's "auto" picks fp32
+    where another picked bf16), which the cell names with its precision. A baseline without
+    JPEG-75 figures is no row here, so the cell names its file. Where both have a TTA top-1 (fast),
+    its difference too: a recipe can keep the plain top-1 and lose the TTA figure a 94 % tier rests on."""
+    def single_baseline(same):
+        """A baseline of this recipe from one machine with this run's `same(where)`, if the run has one kind."""
+        if len({(w.device, w.precision) for w in where}) != 1:
+            return None
+        return next((w for r, w in base if r == recipe and len(w) == 1 and same(w[0]) == same(where[0])), None)
+    other = where if (recipe, where) in base else single_baseline(lambda t: (t.device, t.precision))
+    precision = ""
+    if other is None and (other := single_baseline(lambda t: t.device)) is not None:
+        precision = f"{other[0].device} {other[0].precision}"
+    if other is None:
+        return None
+    mean, base_tta, unlisted = base[recipe, other]
+    machine = " ".join(n for n in (other[0].machine if other != where else "", precision) if n)
+    named = [n for n in (machine, f"`{unlisted}`" if unlisted else "") if n]
+    return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named))
+
+
+def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
+    """Shipped checkpoint -> issue 15's verdict on the seeds file that holds its weights ("met", "**missed**: ..."),
+    for the models table; only where the file has a baseline to judge it against."""
+    shipped, out = shipped_by_weights(), {}
+    for row in jpeg_rows(seed_files, seed_paths):
+        for run in row.seeds.get("runs", []):
+            name = shipped.get(run.get("weights_sha256"))
+            if name and row.versus is not None:
+                out[name] = _goal_text(row.seeds["jpeg75_drop"]["mean"], row.versus)
+    return out
+
+
+def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
+                          overhead: list[str], rel, breakdown: list[str] = ()) -> str:
+    """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (jpeg_rows), then each single-run
+    experiment (a training sidecar: its recipe says what changed); the goal column says whether the run keeps
+    within the issue's bars (_goal_text); then what the augmentation costs a step."""
+    rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | goal | trained on | source |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+    for f, path, label, changed, vs in jpeg_rows(seed_files, seed_paths):
+        jpeg, drop = f["test_accuracy_jpeg75"], f["jpeg75_drop"]
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {_seeds_text(f)} | {_top1_text(f)} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt{_sd_text(drop)} | {_versus_text(vs)} | "
                     f"{_goal_text(drop['mean'], vs)} | {trained_on_text(f)} | [`{Path(path).name}`]({path}) |")
+    base = _baselines([(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)])
     for path in experiments:
         d = json.loads(Path(path).read_text())
         clean, jpeg = d["test_accuracy"], d.get("test_accuracy_jpeg75")
@@ -702,7 +744,7 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
         if start.get("test_accuracy") is not None:   # a fine-tune: against the very weights it started from
             vs = Versus(clean - start["test_accuracy"], None, f"its start, {Path(start['checkpoint']).stem}")
         else:
-            vs = versus(experiment_line(recipe, d["model"]), (where,), clean, d.get("test_accuracy_tta"))
+            vs = _versus(base, experiment_line(recipe, d["model"]), (where,), clean, d.get("test_accuracy_tta"))
         rows.append(f"| {d['name']} | {d['recipe'].get('description', '')} | 1 (seed {d['recipe'].get('seed', 0)}) | "
                     f"{_pct(clean)}{_tta_text(d.get('test_accuracy_tta'))} | {_pct(jpeg)} | {(clean - jpeg) * 100:.2f} pt | "
                     f"{_versus_text(vs)} | {_goal_text(clean - jpeg, vs)} | {where} | [`{Path(path).name}`]({rel(path)}) |")
@@ -773,7 +815,10 @@ def main() -> int:
     seed_files = [json.loads(Path(p).read_text()) for p in args.seeds]
     seed_paths = [os.path.relpath(p, args.readme.parent) for p in args.seeds]
     rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
-    text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results), rel))
+    jpeg_files = seed_files + [json.loads(Path(p).read_text()) for p in args.jpeg_seeds]
+    jpeg_paths = seed_paths + [rel(p) for p in args.jpeg_seeds]
+    text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results), rel,
+                                                  jpeg_goals(jpeg_files, jpeg_paths)))
     if results:
         machines: dict[Path, list[dict]] = {}
         earlier = earlier_weights(paths, results)
@@ -806,8 +851,6 @@ def main() -> int:
     if args.ov_profile:
         text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
     if args.jpeg_experiment or args.jpeg_overhead or args.jpeg_seeds:
-        jpeg_files = seed_files + [json.loads(Path(p).read_text()) for p in args.jpeg_seeds]
-        jpeg_paths = seed_paths + [rel_any(p) for p in args.jpeg_seeds]
         text = replace(text, "jpeg-training", jpeg_training_section(jpeg_files, jpeg_paths, args.jpeg_experiment,
                                                                     args.jpeg_overhead, rel_any, args.jpeg_breakdown))
     atomic_write_text(args.readme, text)

@@ -17,7 +17,7 @@ from ..fileio import check_output_file
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark checkpoints across backends, precisions and batch sizes")
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
-                   help="shipped checkpoint names (`cifar-speed models`; fast_tta = fast with test-time augmentation), "
+                   help="shipped checkpoint names (`cifar-speed models`; fast_tta, fast_jpeg_tta = fast, fast_jpeg with test-time augmentation), "
                         "or sidecars / stems "
                         "(default: every checkpoint in ./results/checkpoints/)")
     p.add_argument("--backend", action="append", metavar="NAMES",
