@@ -640,6 +640,11 @@ def test_jpeg_before_after_scores_each_checkpoint_by_the_weights_a_sweep_timed(t
     cnn, mlp = tool.table(before, [], 0.85, sidecars=[new, low]).splitlines()[2:]
     assert cnn.startswith("| cnn_s0 | 90.00 % | 85.00 % | 5.00 pt | 90.00 % | 89.00 % | 1.00 pt | +0.00 pt | met |")
     assert mlp.startswith("| mlp_s0 | 50.00 % | 49.00 % | 1.00 pt |") and "not bound (below the bar)" in mlp
+    # A checkpoint shipped later beside the model it was made from takes that model's before.
+    (row,) = tool.table(before, [], 0.85, sidecars=[new], successors={"cnn_s0": "mlp_s0"}).splitlines()[2:]
+    assert row.startswith("| cnn_s0 | 50.00 % | 49.00 % | 1.00 pt | 90.00 % | 89.00 % | 1.00 pt | +40.00 pt | met |")
+    with pytest.raises(SystemExit):
+        tool.main(["--before", before[0], "--successor", "fast_jpeg"])
 
 
 def test_host_around_cells_pairs_each_cells_change_with_the_host_readings_around_its_trials(tmp_path, capsys):

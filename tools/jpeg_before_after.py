@@ -9,7 +9,9 @@ before: per model, the weights that the --before files timed (the first file nam
 by an eager fp32 cell of any --before or --scored file that timed those same weights (weights_sha256).
 after: the sidecar of the checkpoint shipped now (results/checkpoints/); its JPEG-75 top-1 from the
 sidecar, else from an eager fp32 cell of the same weights. A model shipped after the --before files
-counts as unchanged. Only models at or above --min-top1 (before or after) are bound by the 2-point goal.
+counts as unchanged, unless --successor NEW=OLD names the model it was made from (fast_jpeg=fast: the
+JPEG-robust fast, shipped beside fast), whose before it takes. Only models at or above --min-top1 (before
+or after) are bound by the 2-point goal.
 """
 from __future__ import annotations
 
@@ -55,13 +57,15 @@ def _drop(top1, jpeg) -> str:
     return f"{(top1 - jpeg) * 100:.2f} pt" if top1 is not None and jpeg is not None else "-"
 
 
-def table(before_paths: list[str], scored_paths: list[str], min_top1: float, sidecars: list[Path] | None = None) -> str:
-    """The Markdown table, a row per shipped checkpoint (or per sidecar in `sidecars`)."""
+def table(before_paths: list[str], scored_paths: list[str], min_top1: float, sidecars: list[Path] | None = None,
+          successors: dict[str, str] | None = None) -> str:
+    """The Markdown table, a row per shipped checkpoint (or per sidecar in `sidecars`); `successors`: new
+    checkpoint -> the model whose before it takes."""
     from cifar_speed.checkpoint import read_sidecar, shipped_checkpoints
 
     cells = scored_cells(before_paths + scored_paths)
     before = before_weights(before_paths)
-    rows = ["| model | before: top-1 | JPEG-75 | drop | after: top-1 | JPEG-75 | drop | clean change | drop ≤ 2 pt | before from; after from |",
+    rows = ["| checkpoint | before: top-1 | JPEG-75 | drop | after: top-1 | JPEG-75 | drop | clean change | drop ≤ 2 pt | before from; after from |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for ckpt in sidecars if sidecars is not None else shipped_checkpoints():
         meta = read_sidecar(ckpt)
@@ -69,7 +73,8 @@ def table(before_paths: list[str], scored_paths: list[str], min_top1: float, sid
         now = cells.get((name, sha))
         jpeg = meta.get("test_accuracy_jpeg75")
         after = (meta.test_accuracy, jpeg if jpeg is not None else (now[1] if now else None))
-        was = cells.get((name, before.get(name))) if name in before else now
+        origin = (successors or {}).get(name, name)
+        was = cells.get((origin, before.get(origin))) if origin in before else now
         b = was or (None, None, "-")
         change = f"{(after[0] - b[0]) * 100:+.2f} pt" if None not in (after[0], b[0]) else "-"
         if max(after[0] or 0, b[0] or 0) < min_top1:
@@ -88,11 +93,16 @@ def main(argv=None) -> int:
     p.add_argument("--before", nargs="+", required=True, help="results files that timed the checkpoints of before")
     p.add_argument("--scored", nargs="*", default=[], help="more results files whose eager fp32 cells score weights")
     p.add_argument("--min-top1", type=float, default=85.0, help="the bar (percent) above which the 2-point goal binds")
+    p.add_argument("--successor", action="append", default=[], metavar="NEW=OLD",
+                   help="a checkpoint shipped after the --before files, made from model OLD: its before is OLD's")
     a = p.parse_args(argv)
+    bad = [s for s in a.successor if s.count("=") != 1 or not all(s.split("="))]
+    if bad:
+        p.error(f"--successor takes NEW=OLD, got {bad[0]!r}")
     missing = [f for f in a.before + a.scored if not Path(f).is_file()]
     if missing:
         p.error(f"no such results file: {missing[0]}")
-    print(table(a.before, a.scored, a.min_top1 / 100))
+    print(table(a.before, a.scored, a.min_top1 / 100, successors=dict(s.split("=") for s in a.successor)))
     return 0
 
 
