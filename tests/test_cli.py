@@ -173,6 +173,17 @@ def test_eval_accepts_a_shipped_name(shipped_here, fake_data, capsys):
     assert json.loads(capsys.readouterr().out)["checkpoint"].endswith("tiny.json")
 
 
+def test_eval_takes_a_view_name_as_the_checkpoint_built_with_test_time_augmentation(shipped_here, fake_data, capsys):
+    """`eval fast_jpeg_tta` is `eval fast_jpeg --model fast_tta`: the same checkpoint, six views an image."""
+    make_checkpoint(shipped_here / "results" / "checkpoints", "fast", stem="fast_jpeg")
+    args = ["--data-dir", str(fake_data), "--json", "--device", "cpu"]
+    assert cli.main(["eval", "fast_jpeg_tta", *args]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", "fast_jpeg", "--model", "fast_tta", *args]) == 0
+    assert json.loads(capsys.readouterr().out) == view
+    assert view["checkpoint"].endswith("fast_jpeg.json") and view["model"] == "fast_tta"
+
+
 def test_unknown_name_is_one_line(shipped_here, capsys):
     assert cli.main(["eval", "nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -9,7 +9,8 @@ from rich.table import Table
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on the official CIFAR-10 test set")
     p.add_argument("checkpoint", metavar="CKPT",
-                   help="a shipped checkpoint's name (`cifar-speed models`), or a sidecar (.json) / weights (.safetensors)")
+                   help="a shipped checkpoint's name (`cifar-speed models`; fast_tta, fast_jpeg_tta = fast, fast_jpeg with "
+                        "test-time augmentation), or a sidecar (.json) / weights (.safetensors)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--model", help="expected architecture (refuses a checkpoint of another one); "
@@ -31,7 +32,7 @@ def run(args) -> int:
     from .. import data as D
     from ..checkpoint import load_checkpoint
     from ..console import clear_status, make_console, status, status_count
-    from ..locate import resolve_checkpoint
+    from ..locate import resolve_model
 
     status("loading PyTorch")
     from ..backends import default_device
@@ -40,7 +41,8 @@ def run(args) -> int:
 
     device = resolve_device(args.device or default_device())
     status("loading the checkpoint")
-    model, meta = load_checkpoint(resolve_checkpoint(args.checkpoint), model_name=args.model, device=str(device))
+    ref = resolve_model(args.checkpoint)
+    model, meta = load_checkpoint(ref.path, model_name=args.model or ref.architecture, device=str(device))
     status("loading and verifying the test set")
     test = D.load_split("test", args.data_dir)
     status(f"evaluating on {len(test):,} test images ({device})")
@@ -53,8 +55,8 @@ def run(args) -> int:
     jpeg_result = evaluate(model, jpeg, meta.mean, meta.std, device, on_batch=status_count)
     jpeg_cm = confusion_matrix(jpeg_result["pred"], test.labels)
     per_class = {c: cm[i, i].item() / cm[i].sum().item() for i, c in enumerate(D.CLASSES)}
-    recorded_key = "test_accuracy_tta" if args.model == "fast_tta" else "test_accuracy"
-    out = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "device": str(device), "model": getattr(model, "model_name", meta.architecture),
+    recorded_key = "test_accuracy_tta" if (args.model or ref.architecture) == "fast_tta" else "test_accuracy"
+    out = {"checkpoint": str(ref.path), "device": str(device), "model": getattr(model, "model_name", meta.architecture),
            "accuracy": result["accuracy"], "recorded_accuracy": meta.get(recorded_key),
            "per_class_accuracy": per_class, "confusion_matrix": cm.tolist(), "images": len(test),
            f"top1_jpeg{args.jpeg_quality}": jpeg_result["accuracy"], "jpeg_quality": args.jpeg_quality,
