@@ -47,7 +47,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "what runs on this machine: a verdict per backend, runtimes, data set, machine facts",
     "eval": "evaluate a checkpoint on the official CIFAR-10 test set",
     "export": "export a checkpoint for serving (a Triton Inference Server model repository)",
-    "models": "list the model registry and the shipped checkpoints with params, FLOPs and top-1",
+    "models": "list the model registry and the shipped checkpoints with params, FLOPs and top-1 (clean, JPEG-75)",
     "recommend": "the fastest model/backend/precision that meets an accuracy bar, from measured results",
     "report": "render Markdown tables and PNG plots from bench results",
     "train": "train a model from a recipe file",

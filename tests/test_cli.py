@@ -199,6 +199,7 @@ def test_models_lists_registry_and_shipped(shipped_here, capsys):
     lightnn = next(r for r in doc["registry"] if r["name"] == "lightnn")
     tiny = next(r for r in doc["shipped"] if r["name"] == "tiny")
     assert tiny["model"] == "lightnn" and tiny["params"] == lightnn["params"] and tiny["test_top1"] == 0.1
+    assert tiny["test_top1_jpeg75"] is None   # its sidecar records none: shown as "-", never as a number
 
 
 # -- one width policy; results under the current folder ------------------------------------------
