@@ -690,8 +690,24 @@ def test_ship_checkpoints_as_a_model_name_keeps_the_runs_own_name(tmp_path, data
     assert ship.main([str(run), "--as", "mlp", "--out", str(out), "--data-dir", str(data_dir)]) == 0
     meta = json.loads((out / "mlp.json").read_text())
     assert meta["name"] == "mlp" and meta["shipping"]["trained_as"] == "mlp_s1"
+    assert set(meta["shipping"]["checked"]) == {"top-1", "JPEG-75 top-1"}   # fp16 storage must keep both
     with pytest.raises(SystemExit):
         ship.main([str(run), str(run), "--as", "mlp", "--out", str(out)])
+
+
+def test_ship_checkpoints_stores_fp16_only_where_every_figure_it_ships_stays(tmp_path, fake_data, monkeypatch):
+    """fast is checked with its test-time augmentation too, and one changed figure keeps fp32 storage."""
+    ship = _tool("ship_checkpoints")
+    run, out = _run(tmp_path, 0, 0.5, model="fast"), tmp_path / "shipped"
+    ship.ship(run, out, fake_data)
+    shipping = json.loads((out / "fast_s0.json").read_text())["shipping"]
+    assert set(shipping["checked"]) == {"top-1", "JPEG-75 top-1", "fast_tta top-1", "fast_tta JPEG-75 top-1"}
+    real = ship.top1_by_set
+    monkeypatch.setattr(ship, "top1_by_set", lambda sidecar, sets, fp16: {
+        **real(sidecar, sets, fp16), **({"fast_tta top-1": -1.0} if fp16 else {})})
+    ship.ship(run, out, fake_data)
+    shipping = json.loads((out / "fast_s0.json").read_text())["shipping"]
+    assert shipping["storage"] == "float32" and shipping["why"] == "fp16 rounding changed the fast_tta top-1"
 
 
 def test_readme_jpeg_table_labels_an_experiment_whose_seed_was_shipped(monkeypatch):
