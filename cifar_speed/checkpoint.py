@@ -182,6 +182,11 @@ def _allowed_kwarg(default, value) -> bool:
     return False  # strings (paths), None, anything else
 
 
+# Architectures a checkpoint of another loads as, their weights being the same: fast_tta is fast with
+# test-time augmentation (architecture -> the one it is also built as).
+SHARED_WEIGHTS = {"fast": "fast_tta"}
+
+
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, device: str = "cpu",
                     verify_hash: bool = True) -> tuple[nn.Module, Checkpoint]:
     """Build the model the sidecar names and load its weights (fp32, eval mode) after checking them.
@@ -192,7 +197,7 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None, devi
     weights, sidecar = paths_for(path)
     meta = read_sidecar(path)
     name = model_name or meta.architecture
-    if name != meta.architecture and {name, meta.architecture} != {"fast", "fast_tta"}:
+    if name != meta.architecture and {name, meta.architecture} not in [{a, b} for a, b in SHARED_WEIGHTS.items()]:
         raise CifarSpeedError(f"{sidecar} is a {meta.architecture!r} checkpoint, not {name!r}")
     require_file(weights, "checkpoint weights")
     blob = weights.read_bytes()  # hashed and parsed from the same bytes: no swap in between

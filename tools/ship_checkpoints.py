@@ -23,13 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifar_speed import data as D  # noqa: E402
-from cifar_speed.checkpoint import SHIPPED_DIR, load_checkpoint, read_sidecar, save_checkpoint  # noqa: E402
+from cifar_speed.checkpoint import SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint, read_sidecar, save_checkpoint  # noqa: E402
 from cifar_speed.evaluation import evaluate  # noqa: E402
-
-
-# Architectures whose checkpoints are also built as another that shares their weights (checkpoint.load_checkpoint):
-# fast's test-time-augmentation figure is one of its headline numbers, so fp16 storage must keep it too.
-VIEWS = {"fast": "fast_tta"}
 
 
 def top1_by_set(sidecar: Path, sets: dict[str, D.Split], fp16_rounded: bool) -> dict[str, float]:
@@ -37,7 +32,8 @@ def top1_by_set(sidecar: Path, sets: dict[str, D.Split], fp16_rounded: bool) -> 
     trained or rounded to fp16: {"top-1": .., "JPEG-75 top-1": .., "fast_tta top-1": ..}."""
     out = {}
     architecture = read_sidecar(sidecar).architecture
-    for view in [None] + ([VIEWS[architecture]] if architecture in VIEWS else []):
+    # fast's test-time-augmentation figure is one of its headline numbers: fp16 storage must keep it too.
+    for view in [None] + ([SHARED_WEIGHTS[architecture]] if architecture in SHARED_WEIGHTS else []):
         model, meta = load_checkpoint(sidecar, model_name=view)
         if fp16_rounded:
             with torch.no_grad():

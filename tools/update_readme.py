@@ -643,19 +643,24 @@ class JpegRow(NamedTuple):
     versus: Versus | None
 
 
-def jpeg_rows(seed_files: list[dict], seed_paths: list[str]) -> list[JpegRow]:
+def _with_recipe_changes(seed_files: list[dict], seed_paths: list[str]) -> list[tuple[dict, str, list[str] | None]]:
+    """(file, path, recipe_changes) for each seeds file: read once for the rows and the baselines alike."""
+    return [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]   # diff: None for an experiment
+
+
+def jpeg_rows(everything: list[tuple[dict, str, list[str] | None]], base: dict) -> list[JpegRow]:
     """Each multi-seed file that records JPEG-75 accuracy (a shipped recipe, today's or as it was before it
     changed, or an experiment), with the baseline its clean top-1 is compared with: the same line trained on
-    the same machine (else on one of the same device and precision, named)."""
+    the same machine (else on one of the same device and precision, named). `everything`: _with_recipe_changes;
+    `base`: its _baselines."""
     # Every seeds file of a shipped recipe can be a baseline, a JPEG-scored one first; only JPEG-scored files are rows.
-    everything = [(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)]   # diff: None for an experiment
     files = [(f, path, diff) for f, path, diff in everything if f.get("jpeg75_drop")]
     # Each shipped recipe (train/<recipe>.toml: frontier_m, frontier_m_plain, ...) is a baseline; an experiment
     # is compared with its own line's recipe (frontier_m for frontier_m_*, experiment_line), never a plain twin, which differs
     # by its distillation. Where a file records a shipped recipe as it was before it changed (issue 15
     # retrained frontier_m), that earlier recipe is the baseline: "within 0.3 point of today's" means the
     # accuracy before the change, and today's recipe is compared with it like an experiment.
-    shipped, base = shipped_by_weights(), _baselines(everything)
+    shipped = shipped_by_weights()
     earlier = {f["recipe"] for f, _, diff in files if diff}
     rows = []
     for f, path, diff in files:
@@ -711,8 +716,8 @@ def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float,
 def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
     """Shipped checkpoint -> issue 15's verdict on the seeds file that holds its weights ("met", "**missed**: ..."),
     for the models table; only where the file has a baseline to judge it against."""
-    shipped, out = shipped_by_weights(), {}
-    for row in jpeg_rows(seed_files, seed_paths):
+    shipped, out, everything = shipped_by_weights(), {}, _with_recipe_changes(seed_files, seed_paths)
+    for row in jpeg_rows(everything, _baselines(everything)):
         for run in row.seeds.get("runs", []):
             name = shipped.get(run.get("weights_sha256"))
             if name and row.versus is not None:
@@ -727,12 +732,13 @@ def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experim
     within the issue's bars (_goal_text); then what the augmentation costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | goal | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
-    for f, path, label, changed, vs in jpeg_rows(seed_files, seed_paths):
+    everything = _with_recipe_changes(seed_files, seed_paths)
+    base = _baselines(everything)   # also the single-run experiments' below
+    for f, path, label, changed, vs in jpeg_rows(everything, base):
         jpeg, drop = f["test_accuracy_jpeg75"], f["jpeg75_drop"]
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {_seeds_text(f)} | {_top1_text(f)} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt{_sd_text(drop)} | {_versus_text(vs)} | "
                     f"{_goal_text(drop['mean'], vs)} | {trained_on_text(f)} | [`{Path(path).name}`]({path}) |")
-    base = _baselines([(f, path, recipe_changes(f)) for f, path in zip(seed_files, seed_paths)])
     for path in experiments:
         d = json.loads(Path(path).read_text())
         clean, jpeg = d["test_accuracy"], d.get("test_accuracy_jpeg75")
