@@ -4,6 +4,8 @@
   marker   model, the same in every figure of one call (assigned over every results file given)
   hollow   eager in channels_last layout, where a run made the layout an axis
   red ring a disturbed cell (another process shared the CPU while it was timed)
+  whisker  from a point down (or up) to the same cell's top-1 on the JPEG-compressed test set, where
+           it was scored on one: the vertical drop is what compression costs that artifact
 
 File names say what a figure shows: machine, measure, batch size, input mode and, for the figures of
 one results file, its models. Width is kept under MAX_WIDTH_PX; labels are moved apart by adjustText.
@@ -89,8 +91,31 @@ def _pyplot():
     return plt
 
 
+def jpeg_top1(c: dict) -> tuple[str, float] | None:
+    """('JPEG-75', top-1 in %) of a cell scored on a JPEG-compressed test set as well, else None."""
+    for key, value in sorted((c.get("accuracy") or {}).items()):
+        quality = re.fullmatch(r"top1_jpeg(\d+)", key)
+        if quality and value is not None:
+            return f"JPEG-{quality.group(1)}", value * 100
+    return None
+
+
+def _whisker_points(cells: list[dict]) -> tuple[list[float], list[float]]:
+    """Where the whiskers end, for label placement to keep clear of them as of the points."""
+    ends = [(c["images_per_s"], jpeg_top1(c)[1]) for c in cells if jpeg_top1(c)]
+    return [x for x, _ in ends], [y for _, y in ends]
+
+
 def _scatter(ax, cells: list[dict], markers: dict[str, str | tuple]) -> None:
-    """Every cell as a point: x images/s, y top-1, colour backend x precision, marker model."""
+    """Every cell as a point: x images/s, y top-1, colour backend x precision, marker model; a
+    whisker in the cell's colour to its JPEG top-1, ended by a short bar, where it has one."""
+    scored = [c for c in cells if jpeg_top1(c)]
+    if scored:
+        xs = [c["images_per_s"] for c in scored]
+        ends = [jpeg_top1(c)[1] for c in scored]
+        tints = [colour(*combo_key(c)[:2]) for c in scored]
+        ax.vlines(xs, ends, [c["accuracy"]["top1"] * 100 for c in scored], colors=tints, linewidths=0.9, zorder=2)
+        ax.scatter(xs, ends, marker="_", s=36, c=tints, linewidths=1.2, zorder=2)
     for c in cells:
         key = combo_key(c)
         face = "none" if key[2] else colour(key[0], key[1])
@@ -112,6 +137,10 @@ def _legends(ax, cells: list[dict], markers: dict[str, str | tuple]):
                      markerfacecolor="none" if k[2] else colour(k[0], k[1]),
                      markeredgecolor=colour(k[0], k[1]) if k[2] else "black", markeredgewidth=0.5,
                      label=combo_label(k)) for k in combo_order(combo_key(c) for c in cells)]
+    jpeg = next((jpeg_top1(c)[0] for c in cells if jpeg_top1(c)), None)
+    if jpeg:
+        combos.append(Line2D([], [], linestyle="none", marker="$\u22a5$", markersize=8, markerfacecolor="0.3",
+                             markeredgecolor="0.3", label=f"whisker: top-1 on {jpeg}"))
     if any(c.get("disturbed") for c in cells):
         combos.append(Line2D([], [], linestyle="none", marker="o", markersize=10, markerfacecolor="none",
                              markeredgecolor="red", label="disturbed"))
@@ -137,7 +166,7 @@ def _speed_tick(x: float, _pos=None) -> str:
     return f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"
 
 
-def _accuracy_axes(ax, batch: int, mode: str) -> None:
+def _accuracy_axes(ax, batch: int, mode: str, jpeg: str | None = None) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xscale("log")
@@ -147,7 +176,7 @@ def _accuracy_axes(ax, batch: int, mode: str) -> None:
     ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
     ax.xaxis.set_minor_formatter(FuncFormatter(_speed_tick))
     ax.set_xlabel(f"images/s at batch {batch}, {mode}-resident inputs (log scale)")
-    ax.set_ylabel("top-1 on the test set (%)")
+    ax.set_ylabel("top-1 on the test set (%)" + (f"\nwhiskers: on the {jpeg} test set" if jpeg else ""))
     ax.grid(True, alpha=0.3)
 
 
@@ -163,7 +192,7 @@ def accuracy_vs_throughput(cells: list[dict], markers: dict[str, str | tuple], t
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.2))
     _scatter(ax, cells, markers)
-    _accuracy_axes(ax, batch, mode)
+    _accuracy_axes(ax, batch, mode, next((jpeg_top1(c)[0] for c in cells if jpeg_top1(c)), None))
     if front:
         from adjustText import adjust_text
 
@@ -179,7 +208,9 @@ def accuracy_vs_throughput(cells: list[dict], markers: dict[str, str | tuple], t
         ax.autoscale_view()
         lo, hi = ax.get_xlim()
         ax.set_xlim(lo, hi * 2.5)   # room on the right for the fastest points' labels
-        adjust_text(texts, ax=ax, x=[c["images_per_s"] for c in cells], y=[c["accuracy"]["top1"] * 100 for c in cells],
+        ends_x, ends_y = _whisker_points(cells)
+        adjust_text(texts, ax=ax, x=[c["images_per_s"] for c in cells] + ends_x,
+                    y=[c["accuracy"]["top1"] * 100 for c in cells] + ends_y,
                     expand=(1.3, 1.6), min_arrow_len=0, iter_lim=LABEL_ITERATIONS,
                     arrowprops={"arrowstyle": "-", "color": "0.3", "linewidth": 0.6})
     ax.set_title(title, fontsize=10)

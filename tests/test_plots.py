@@ -173,3 +173,30 @@ def test_width_stays_under_the_limit(tmp_path, n_models):
 def test_speed_ticks_read_as_people_write_them():
     assert [plots._speed_tick(x) for x in (500, 2000, 500_000, 1_000_000, 2_000_000)] == \
         ["500", "2k", "500k", "1M", "2M"]
+
+
+def test_jpeg_top1_is_drawn_as_a_whisker_from_the_clean_point(tmp_path, monkeypatch):
+    """Issue 15: the accuracy-vs-speed figure shows both top-1s: each cell scored on the JPEG set gets
+    a vertical segment from its clean top-1 to its JPEG top-1, at its own throughput; others get none."""
+    r = synthetic_results()
+    ok = [c for c in r["cells"] if c.get("status") == "ok" and c["batch_size"] == 128]
+    for c in ok[:2]:
+        c["accuracy"] = {**c["accuracy"], "top1_jpeg75": c["accuracy"]["top1"] - 0.05}
+    axes = []
+    real_save = plots.save
+
+    def keep(fig, path, extra=None):
+        axes.append(fig.axes[0])
+        return real_save(fig, path, extra)
+
+    monkeypatch.setattr(plots, "save", keep)
+    assert report.plot_overview([r], tmp_path) is not None
+    from matplotlib.collections import LineCollection
+
+    (whiskers,) = [col for col in axes[0].collections if isinstance(col, LineCollection)]
+    segments = sorted(tuple(map(tuple, s.round(6))) for s in whiskers.get_segments())
+    expected = sorted(((c["images_per_s"], round(c["accuracy"]["top1_jpeg75"] * 100, 6)),
+                       (c["images_per_s"], round(c["accuracy"]["top1"] * 100, 6))) for c in ok[:2])
+    assert segments == expected
+    assert "JPEG-75" in axes[0].get_ylabel()
+    assert plots.jpeg_top1(ok[2]) is None and plots.jpeg_top1(ok[0])[0] == "JPEG-75"
