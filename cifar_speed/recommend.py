@@ -4,6 +4,10 @@ accuracy bar on the full 10,000-image test set *in that cell*.
 An int8 or bf16 cell is judged by its own top-1, never by its fp32 sibling's, so a model that loses
 accuracy when quantised meets a bar only at the precision that keeps it. Machines are never mixed:
 the answer is per machine (results folder), from the committed sweep files or the ones given.
+
+A cell that timed weights the shipped checkpoint of its name no longer holds (the model was retrained
+since) still answers: its speed is the shipped network's, same shapes and operators. Its top-1s are the
+earlier weights', so the answer says so and gives the shipped weights' own top-1s beside them.
 """
 from __future__ import annotations
 
@@ -28,6 +32,39 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """A checkpoint as shipped today: its stored weights' sha256, the trained weights an fp16 copy was made
+    from (they score the same: ship_checkpoints checks it), and the top-1s its sidecar records."""
+    name: str
+    weights_sha256: str
+    source_weights_sha256: str | None
+    top1: float | None
+    top1_jpeg75: float | None
+
+    def holds(self, weights_sha256: str) -> bool:
+        return weights_sha256 in (self.weights_sha256, self.source_weights_sha256)
+
+
+def shipped_weights(sidecars: dict[str, dict]) -> dict[str, Shipped]:
+    """checkpoint name -> Shipped, from the shipped sidecars (name -> its JSON)."""
+    return {name: Shipped(name, meta.get("weights_sha256") or "", (meta.get("shipping") or {}).get("source_weights_sha256"),
+                          meta.get("test_accuracy"), meta.get("test_accuracy_jpeg75"))
+            for name, meta in sidecars.items()}
+
+
+def superseded_by(model: str, weights_sha256: str | None, shipped: dict[str, Shipped]) -> Shipped | None:
+    """The checkpoint shipped today under `model`'s name (a view's: its checkpoint's, fast for fast_tta)
+    where it holds other weights than those a results file timed; None where it holds them, or where
+    nothing of that name is shipped or the file does not say which weights it timed."""
+    from .locate import VIEWS
+
+    now = shipped.get(VIEWS.get(model, (model,))[0])
+    if now is None or not weights_sha256 or not now.weights_sha256 or now.holds(weights_sha256):
+        return None
+    return now
+
+
+@dataclass(frozen=True)
 class Choice:
     machine: str
     results_file: str
@@ -46,6 +83,7 @@ class Choice:
     top1_jpeg75: float | None
     disturbed: bool | None
     command: str
+    shipped_now: Shipped | None = None    # set where the cell timed earlier weights than those shipped today
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,7 +146,7 @@ def _bench_name(cell: Cell, model_info: dict) -> str:
     return Path(checkpoint).stem if checkpoint.endswith(".json") else checkpoint
 
 
-def _choice(cell: Cell, results: dict, path: str) -> Choice:
+def _choice(cell: Cell, results: dict, path: str, shipped: dict[str, Shipped]) -> Choice:
     model_info = (results.get("models") or {}).get(cell.model, {})
     lat = cell.latency or {}
     acc = cell.accuracy or {}
@@ -119,7 +157,8 @@ def _choice(cell: Cell, results: dict, path: str) -> Choice:
         threads=cell.threads, mode=cell.mode, batch=cell.batch_size, images_per_s=cell.images_per_s,
         latency_ms=lat.get("median_ms"), latency_spread_ms=_trial_range(lat),
         top1=acc["top1"], top1_jpeg75=acc.get("top1_jpeg75"), disturbed=cell.disturbed,
-        command=reproduce_command(cell, _bench_name(cell, model_info)))
+        command=reproduce_command(cell, _bench_name(cell, model_info)),
+        shipped_now=superseded_by(cell.model, model_info.get("weights_sha256"), shipped))
 
 
 def _trial_range(latency: dict) -> list | None:
@@ -133,8 +172,9 @@ def folder_of(path: str) -> str:
     return Path(path).parent.name
 
 
-def recommend(results: list[tuple[str, dict]], q: Query) -> dict[str, Choice | None]:
-    """machine folder -> the fastest cell meeting the query (None where no cell does)."""
+def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shipped] | None = None) -> dict[str, Choice | None]:
+    """machine folder -> the fastest cell meeting the query (None where no cell does). `shipped`
+    (shipped_weights): what is shipped today, so that an answer from earlier weights says so."""
     best: dict[str, tuple[float, Cell, dict, str] | None] = {}
     for path, res in results:
         machine = folder_of(path)
@@ -144,7 +184,7 @@ def recommend(results: list[tuple[str, dict]], q: Query) -> dict[str, Choice | N
                 continue
             if best[machine] is None or cell.images_per_s > best[machine][0]:
                 best[machine] = (cell.images_per_s, cell, res, path)
-    return {m: (_choice(b[1], b[2], b[3]) if b else None) for m, b in best.items()}
+    return {m: (_choice(b[1], b[2], b[3], shipped or {}) if b else None) for m, b in best.items()}
 
 
 def default_results_files(root: Path) -> list[Path]:

@@ -105,3 +105,38 @@ def test_a_gpu_machine_is_answered_from_its_cuda_cells_with_the_command_that_rep
                          "--option compile.mode=reduce-overhead")
     assert c.label() == "fast_tta compile bf16 (reduce-overhead) on cuda"
     assert recommend([("results/gpu/sweep-a.json", res)], Query(min_top1=0.94, device="cpu"))["gpu"] is None
+
+
+def test_an_answer_from_weights_retrained_since_says_so_with_todays_top1():
+    """The cell still answers (its speed is the shipped network's) but names the checkpoint shipped now,
+    whose weights it did not score; a view (fast_tta) is judged by its checkpoint (fast)."""
+    from cifar_speed.recommend import shipped_weights
+
+    res = _results(CELLS)
+    timed = res["models"]["big"]["weights_sha256"]
+    now = shipped_weights({"big": {"weights_sha256": "f" * 64, "test_accuracy": 0.941, "test_accuracy_jpeg75": 0.93}})
+    c = recommend([("results/m1/sweep-a.json", res)], Query(min_top1=0.93), now)["m1"]
+    assert c.checkpoint == "big" and c.top1 == 0.935
+    assert (c.shipped_now.name, c.shipped_now.top1, c.shipped_now.top1_jpeg75) == ("big", 0.941, 0.93)
+    assert json.loads(json.dumps(c.to_dict()))["shipped_now"]["weights_sha256"] == "f" * 64
+    # Today's weights, as stored or as trained (an fp16 copy's source), or nothing shipped by that name: no flag.
+    for sidecars in ({"big": {"weights_sha256": timed}},
+                     {"big": {"weights_sha256": "f" * 64, "shipping": {"source_weights_sha256": timed}}},
+                     {"other": {"weights_sha256": "f" * 64}}):
+        assert recommend([("results/m1/sweep-a.json", res)], Query(min_top1=0.93), shipped_weights(sidecars))["m1"].shipped_now is None
+    view = _results([_cell("fast_tta", "eager", "fp32", 1_000, 0.94)])
+    view["models"]["fast_tta"] = {**_real()["models"]["fast"]}
+    flagged = recommend([("results/m1/sweep-a.json", view)], Query(min_top1=0.93), now | shipped_weights(
+        {"fast": {"weights_sha256": "e" * 64}}))["m1"]
+    assert flagged.shipped_now.name == "fast"
+
+
+def test_cli_names_the_shipped_checkpoint_an_answer_no_longer_describes(tmp_path):
+    path = tmp_path / "m1" / "sweep-a.json"
+    path.parent.mkdir()
+    res = _results([_cell("frontier_l", "eager", "fp32", 1_000, 0.915)])
+    res["models"]["frontier_l"] = {**_real()["models"]["fast"], "weights_sha256": "0" * 64}   # not what is shipped
+    path.write_text(json.dumps(res))
+    r = _cli("--min-top1", "90", "--results", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "earlier weights: frontier_l was retrained after this run (now top-1" in " ".join(r.stdout.split())

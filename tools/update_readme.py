@@ -313,13 +313,14 @@ def earlier_weights(paths: list[str], results_list: list[dict]) -> dict[tuple[st
     """(results file, model) -> that file's record of the model, where it timed other weights than the
     checkpoint shipped today (the model was retrained since): its speeds still describe the shipped
     model (same architecture and shapes), its accuracies describe the earlier weights."""
-    shipped = shipped_sidecars()
+    from cifar_speed.recommend import shipped_weights, superseded_by
+
+    shipped = shipped_weights(shipped_sidecars())
     out = {}
     for path, res in zip(paths, results_list):
         for model, rec in (res.get("models") or {}).items():
-            now = shipped.get(model)
-            if now and rec.get("weights_sha256") and rec["weights_sha256"] != now.get("weights_sha256"):
-                out[path, model] = {**rec, "shipped_sha256": now["weights_sha256"], "shipped_top1": now.get("test_accuracy")}
+            if now := superseded_by(model, rec.get("weights_sha256"), shipped):   # what `recommend` flags too
+                out[path, model] = {**rec, "shipped_sha256": now.weights_sha256, "shipped_top1": now.top1}
     return out
 
 

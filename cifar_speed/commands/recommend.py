@@ -38,9 +38,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoint import shipped_checkpoints
     from ..locate import CHECKPOINTS, shipped_dirs
-    from ..recommend import Query, default_results_files, recommend
+    from ..recommend import Query, default_results_files, recommend, shipped_weights
     from ..report import load_results
+    from ..schemas import read_json_file
 
     if args.results:
         files = args.results
@@ -51,7 +53,8 @@ def run(args) -> int:
     q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
               min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
               include_disturbed=args.include_disturbed, mode=args.mode)
-    answer = recommend(loaded, q)
+    shipped = shipped_weights({p.stem: read_json_file(p, "checkpoint sidecar") for p in shipped_checkpoints()})
+    answer = recommend(loaded, q, shipped)
     if args.json:
         print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()}},
                          indent=2))
@@ -74,3 +77,14 @@ def _print(answer, q) -> None:
         jpeg = f", JPEG-75 {c.top1_jpeg75:.2%}" if c.top1_jpeg75 is not None else ""
         out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.label()}[/] — {speed}; top-1 {c.top1:.2%}{jpeg}")
         out.print(f"  from {c.results_file}; reproduce: {c.command}")
+        if c.shipped_now:
+            out.print(f"  [yellow]earlier weights[/]: {_retrained(c.shipped_now)}")
+
+
+def _retrained(now) -> str:
+    """What an answer from earlier weights means for the checkpoint shipped today."""
+    scores = ", ".join(f"{what} {value:.2%}" for what, value in (("top-1", now.top1), ("JPEG-75", now.top1_jpeg75))
+                       if value is not None)
+    return (f"{now.name} was retrained after this run{f' (now {scores}, by its sidecar)' if scores else ''}; "
+            "the speed holds (the same network), the top-1s above are the earlier weights': the command "
+            "above measures today's")
