@@ -140,3 +140,15 @@ def test_cli_names_the_shipped_checkpoint_an_answer_no_longer_describes(tmp_path
     r = _cli("--min-top1", "90", "--results", str(path))
     assert r.returncode == 0, r.stderr
     assert "earlier weights: frontier_l was retrained after this run (now top-1" in " ".join(r.stdout.split())
+
+
+def test_cli_takes_a_machine_folder_for_its_sweep_files(tmp_path):
+    path = tmp_path / "m1" / "sweep-a.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_results(CELLS)))
+    (tmp_path / "m1" / "seeds.json").write_text("{}")   # not a sweep file: not read
+    by_folder = _cli("--min-top1", "85", "--results", str(path.parent), "--json")
+    assert by_folder.returncode == 0, by_folder.stderr
+    assert json.loads(by_folder.stdout)["answer"] == json.loads(_cli("--min-top1", "85", "--results", str(path), "--json").stdout)["answer"]
+    empty = _cli("--min-top1", "85", "--results", str(tmp_path))
+    assert empty.returncode == 2 and "no results files named sweep-*.json" in empty.stderr and "Traceback" not in empty.stderr

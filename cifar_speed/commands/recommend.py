@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
                    help="batch size the cell was measured at (default 128; 1 = latency)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="only cells of this device (default: each machine's "
                    "fastest, on whichever device its results were measured)")
-    p.add_argument("--results", nargs="+", metavar="FILE",
-                   help="results files (default: every results/*/sweep-*.json); machines are never mixed")
+    p.add_argument("--results", nargs="+", metavar="PATH",
+                   help="results files, or folders standing for their sweep-*.json (default: every "
+                   "results/*/sweep-*.json); machines are never mixed")
     p.add_argument("--mode", default="device", choices=["device", "host", "async"],
                    help="device: one call at a time on resident inputs (default); async: requests in flight")
     p.add_argument("--include-disturbed", action="store_true",
@@ -45,7 +46,7 @@ def run(args) -> int:
     from ..schemas import read_json_file
 
     if args.results:
-        files = args.results
+        files = _expand_folders(args.results)
     else:
         roots = [d.parent for d in shipped_dirs()] or [CHECKPOINTS.parent]
         files = [str(f) for f in default_results_files(roots[0])]
@@ -61,6 +62,25 @@ def run(args) -> int:
         return 0 if any(answer.values()) else 1
     _print(answer, q)
     return 0 if any(answer.values()) else 1
+
+
+def _expand_folders(paths: list[str]) -> list[str]:
+    """--results as given, each folder replaced by its sweep-*.json files (a machine's folder, as the default
+    reads it)."""
+    from pathlib import Path
+
+    from ..errors import CifarSpeedError
+
+    files = []
+    for path in paths:
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(Path(path).glob("sweep-*.json"))
+        if not found:
+            raise CifarSpeedError(f"{path} holds no results files named sweep-*.json: give the files themselves")
+        files += map(str, found)
+    return files
 
 
 def _print(answer, q) -> None:
