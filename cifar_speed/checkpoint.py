@@ -229,3 +229,8 @@ def shipped_checkpoints(directory: str | os.PathLike | None = None) -> list[Path
 
         return sorted(shipped().values(), key=lambda p: p.stem)
     return sorted(p for p in Path(directory).glob("*.json") if (p.with_suffix(".safetensors")).is_file())
+
+
+def shipped_sidecars() -> dict[str, dict]:
+    """checkpoint name -> its shipped sidecar's JSON (shipped_checkpoints), read as data only."""
+    return {p.stem: read_json_file(p, "checkpoint sidecar") for p in shipped_checkpoints()}

@@ -26,7 +26,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifar_speed.checkpoint import shipped_checkpoints, trained_weights_sha256  # noqa: E402
+from cifar_speed.checkpoint import shipped_checkpoints, shipped_sidecars, trained_weights_sha256  # noqa: E402
 from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare, figure_of,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
@@ -125,11 +125,6 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
             line += f"; with TTA mean {_pct(tta['mean'])} (std {tta['std'] * 100:.2f} pt, min {_pct(tta['min'])})"
         out.append(line + f". Trained on {trained_on_text(f)}.")
     return out
-
-
-def shipped_sidecars() -> dict[str, dict]:
-    """checkpoint name -> its shipped sidecar (results/checkpoints/NAME.json)."""
-    return {p.stem: json.loads(p.read_text()) for p in shipped_checkpoints()}
 
 
 def jpeg75_from_bench(paths: list[str], results_list: list[dict]) -> dict[str, tuple[float, str]]:

@@ -39,11 +39,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import shipped_checkpoints
+    from ..checkpoint import shipped_sidecars
     from ..locate import CHECKPOINTS, shipped_dirs
     from ..recommend import Query, default_results_files, recommend, shipped_weights
     from ..report import load_results
-    from ..schemas import read_json_file
 
     if args.results:
         files = _expand_folders(args.results)
@@ -54,8 +53,7 @@ def run(args) -> int:
     q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
               min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
               include_disturbed=args.include_disturbed, mode=args.mode)
-    shipped = shipped_weights({p.stem: read_json_file(p, "checkpoint sidecar") for p in shipped_checkpoints()})
-    answer = recommend(loaded, q, shipped)
+    answer = recommend(loaded, q, shipped_weights(shipped_sidecars()))
     if args.json:
         print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()}},
                          indent=2))
