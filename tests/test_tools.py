@@ -77,6 +77,27 @@ def test_seed_summary_scores_jpeg75_only_where_training_did_not_and_keeps_the_tr
     assert "test_accuracy_jpeg75" not in seeds.summarise([old])   # not asked: nothing scored
 
 
+def test_seed_summary_takes_a_run_whose_weights_are_gone_from_its_record(tmp_path, capsys):
+    # A session's runs/ does not survive it: an earlier seed is known only by its committed training record.
+    seeds = _tool("seed_summary")
+    kept, gone = _run(tmp_path, 1, 0.92, jpeg=0.90), _run(tmp_path, 42, 0.90, jpeg=0.87)
+    record = tmp_path / "train-lightnn.json"
+    record.write_text(gone.with_suffix(".json").read_text())   # the sidecar alone, as results/ holds it
+    summary = seeds.summarise([kept], recorded=[record])
+    assert summary["seeds"] == [1, 42]
+    assert summary["test_accuracy"]["mean"] == pytest.approx(0.91)
+    assert summary["jpeg75_drop"]["mean"] == pytest.approx(0.025)
+    assert [r["weights_verified"] for r in summary["runs"]] == [True, False]
+    assert summary["runs"][1]["sidecar"] == str(record)
+    unscored = tmp_path / "train-old.json"
+    old = json.loads(_run(tmp_path, 3, 0.9).with_suffix(".json").read_text())
+    unscored.write_text(json.dumps(old))
+    with pytest.raises(CifarSpeedError, match="weights were not kept"):
+        seeds.summarise([kept], score_jpeg=True, recorded=[unscored])
+    out = tmp_path / "seeds.json"
+    assert seeds.main(["--out", str(out)]) == 2 and "no runs" in capsys.readouterr().err and not out.exists()
+
+
 def test_jpeg_breakdown_scores_each_checkpoint_on_the_tools_set_and_on_each_part_of_it(tmp_path, fake_data, monkeypatch):
     tool = _tool("jpeg_breakdown")
     from cifar_speed import data as D

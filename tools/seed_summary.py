@@ -3,6 +3,10 @@
 (and TTA and JPEG-75 accuracy where recorded, with the JPEG drop) per seed, mean, sample standard deviation, min and max, and the
 training wall time of each run with its CPU load.
 
+--recorded takes a run whose weights were not kept (a session's runs/ folder is gone) from its training
+record as committed in results/ (`train-*.json`): read and validated as a sidecar, never loaded as
+weights, so its figures are those training wrote and the run says `weights_verified: false`.
+
 --score-jpeg scores a run whose sidecar has no JPEG-75 top-1 (trained before that set existed) on it
 now, from the weights as stored, and says so in the run (`test_accuracy_jpeg75_scored_by`): a
 shipped checkpoint of that age can then be the baseline of a JPEG-robust retraining.
@@ -15,6 +19,8 @@ whole into the results file so that each number keeps its provenance.
         runs/fast_s2.json --out results/amd-epyc-2c-avx512bf16/fast-seeds.json
     .venv/bin/python tools/seed_summary.py results/checkpoints/bases/mobilenetv3_small-scratch.json \\
         --score-jpeg --out results/amd-epyc-2c-avx512bf16/mobilenetv3_small-seeds.json
+    .venv/bin/python tools/seed_summary.py runs/m_s1.json runs/m_s2.json \\
+        --recorded results/amd-epyc-2c-avx512bf16/train-m.json --out results/amd-epyc-2c-avx512bf16/m-seeds.json
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifar_speed.checkpoint import load_checkpoint, trained_weights_sha256  # noqa: E402
+from cifar_speed.checkpoint import load_checkpoint, read_sidecar, trained_weights_sha256  # noqa: E402
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
@@ -68,11 +74,16 @@ def _jpeg75(run: dict) -> float | None:
     return recorded if recorded is not None else run["scored"].get("test_accuracy_jpeg75")
 
 
-def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> dict:
+def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None, recorded: list[Path] = ()) -> dict:
     runs = []
     for s in sidecars:
         model, meta = load_checkpoint(s)  # verifies the weights' sha256 against the sidecar
         runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "model": model})
+    for s in recorded:   # validated as a sidecar; its weights are gone, so nothing to verify or score
+        meta = read_sidecar(s)
+        runs.append({"sidecar": str(s), "seed": meta["recipe"]["seed"], "meta": meta, "model": None})
+    if not runs:
+        raise CifarSpeedError("no runs given")
     models = {r["meta"]["model"] for r in runs}
     recipes = {json.dumps(_settings(r["meta"]["recipe"]), sort_keys=True) for r in runs}
     if len(models) != 1 or len(recipes) != 1:
@@ -82,6 +93,8 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
         raise CifarSpeedError(f"two checkpoints share a seed: {seeds}")
     for r in runs:   # scored once the runs are known to belong together: a refusal costs no evaluation
         unscored = score_jpeg and r["meta"].get("test_accuracy_jpeg75") is None
+        if unscored and r["model"] is None:
+            raise CifarSpeedError(f"{r['sidecar']} records no JPEG-75 top-1 and its weights were not kept to score one")
         r["scored"] = _score_jpeg75(r["model"], r["meta"], data_dir) if unscored else {}
     out = {
         "schema": "cifar-speed-seeds/1",
@@ -100,6 +113,7 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
                   "train_cpu_wall_ratio": r["meta"].get("train_cpu_wall_ratio"),
                   "train_disturbed": r["meta"].get("train_disturbed"),
                   "weights_sha256": trained_weights_sha256(r["meta"]),
+                  "weights_verified": r["model"] is not None,
                   **{k: v for k, v in r["scored"].items() if k != "test_accuracy_jpeg75"},
                   "training_record": r["meta"]} for r in runs],   # as training wrote it, never the scores added here
         "provenance": provenance(),
@@ -114,14 +128,16 @@ def summarise(sidecars: list[Path], score_jpeg: bool = False, data_dir=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sidecars", nargs="+", type=Path)
+    ap.add_argument("sidecars", nargs="*", type=Path)
+    ap.add_argument("--recorded", action="append", default=[], type=Path,
+                    help="a run's committed training record whose weights were not kept (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--score-jpeg", action="store_true",
                     help="score a run that has no JPEG-75 top-1 on that set now (from its stored weights)")
     ap.add_argument("--data-dir", help="folder holding cifar-10-batches-py (for --score-jpeg)")
     args = ap.parse_args(argv)
     try:
-        summary = summarise(args.sidecars, args.score_jpeg, args.data_dir)
+        summary = summarise(args.sidecars, args.score_jpeg, args.data_dir, args.recorded)
     except CifarSpeedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
