@@ -95,13 +95,16 @@ teacher = "{tmp_path / 'teacher.json'}"
     return train(recipe, data_dir=fake_data, out_dir=tmp_path / "out", epochs=1, show_progress=False)
 
 
-def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypatch):
+def test_kd_trains_any_student_from_a_tta_teacher(fake_data, tmp_path, monkeypatch, capsys):
     """kd is not tied to deepnn/lightnn: a frontier student learns from a FastNet teacher with TTA, and
     the teacher's logits are cached once for every later run."""
     sidecar = _kd_student(fake_data, tmp_path, monkeypatch, "teacher_tta = 2")
     assert sidecar.is_file()
     cached = list((tmp_path / "cache" / "teacher-logits").glob("*-tta2-*.npy"))
     assert len(cached) == 1
+    # The minutes a CPU spends on them come before any epoch line: said once, with where they are kept.
+    said = capsys.readouterr().err
+    assert said.count("teacher logits: teacher (TTA 2)") == 1 and str(cached[0]) in said
     import json
 
     meta = json.loads(sidecar.read_text())

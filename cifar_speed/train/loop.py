@@ -21,6 +21,7 @@ from torch import nn
 from .. import data as D
 from .. import harness
 from ..checkpoint import load_checkpoint, paths_for
+from ..console import make_console
 from ..devices import autocast, resolve_device, resolve_precision
 from ..errors import CifarSpeedError
 from ..evaluation import evaluate
@@ -62,7 +63,7 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                                                show_progress=show_progress)
         teacher = prepare_teacher(teacher, teacher_meta, recipe, objective, dev, data.mean)
         targets = targets_for(teacher, teacher_meta, recipe, objective, data.train, data.mean, data.std, dev, dtype,
-                              data.augmenting)
+                              data.augmenting, _status_line(ddp.main))
     objective.build(recipe.seed, dev)
 
     steps_per_epoch = math.ceil(len(data.train) / recipe.data.batch_size)
@@ -376,8 +377,13 @@ def _epoch_line(r: dict) -> str:
     return s
 
 
+def _status_line(enabled: bool):
+    """Where a one-off status line goes (rank 0 alone): stderr, as written (no markup), a path never broken."""
+    console = make_console(stderr=True)
+    return lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True) if enabled else None
+
+
 def _progress(enabled: bool):
-    from ..console import make_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

@@ -4,6 +4,7 @@ Training a missing teacher is the loop's explicit prerequisite step (loop.ensure
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -92,9 +93,10 @@ def teacher_targets(output, split: D.Split, mean, std, device, dtype, batch_size
 
 
 def cached_teacher_logits(teacher: nn.Module, teacher_meta: dict, tta: int, split: D.Split, mean, std, device,
-                          dtype) -> torch.Tensor:
+                          dtype, say: Callable[[str], None] = lambda line: None) -> torch.Tensor:
     """The teacher's logits for every image of `split`, kept in the cache folder under the teacher's
-    weights hash, its TTA level and the images' hash (numpy .npy: loaded without pickle)."""
+    weights hash, its TTA level and the images' hash (numpy .npy: loaded without pickle). `say` gets one
+    line before they are computed: on a CPU that takes minutes before the first epoch line."""
     import numpy as np
 
     key = f"{teacher_meta.get('weights_sha256', 'unhashed')[:16]}-tta{tta}-{D._sha256(split.images.numpy())[:16]}"
@@ -106,6 +108,8 @@ def cached_teacher_logits(teacher: nn.Module, teacher_meta: dict, tta: int, spli
                 return torch.from_numpy(arr)
         except (OSError, ValueError, EOFError):
             pass  # rebuilt below
+    say(f"teacher logits: {teacher_meta.get('name') or 'the teacher'} (TTA {tta}) on {len(split):,} training images, "
+        f"computed once before the first epoch and cached for later runs in {path}")
     logits = teacher_targets(teacher, split, mean, std, device, dtype).cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
@@ -133,17 +137,17 @@ class TeacherTargets:
 
 
 def targets_for(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Distillation, split: D.Split, mean, std,
-                device, dtype, augmenting: bool) -> TeacherTargets:
+                device, dtype, augmenting: bool, say: Callable[[str], None] = lambda line: None) -> TeacherTargets:
     """kd: the teacher sees each clean training image once; the student learns those soft targets
     through its own augmentations (flip, crop, JPEG). Cached on disk: every seed and every student of
     one teacher reuses them. The feature objectives compute theirs up front unless the run augments.
     [distill] teacher_view = "view": none up front; the teacher sees each step's flipped and cropped
-    batch before JPEG (the loop passes it)."""
+    batch before JPEG (the loop passes it). `say`: where a status line goes (cached_teacher_logits)."""
     output = lambda x: objective.teacher_output(teacher, x)  # noqa: E731
     if recipe.distill.teacher_view == "view":   # the loop hands each batch's views in
         pre = None
     elif objective.cached_targets:
-        pre = cached_teacher_logits(teacher, meta, recipe.distill.teacher_tta, split, mean, std, device, dtype)
+        pre = cached_teacher_logits(teacher, meta, recipe.distill.teacher_tta, split, mean, std, device, dtype, say)
     elif not augmenting:
         pre = teacher_targets(output, split, mean, std, device, dtype)
     else:
