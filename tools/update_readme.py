@@ -26,7 +26,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cifar_speed.checkpoint import shipped_checkpoints, shipped_sidecars, trained_weights_sha256  # noqa: E402
+from cifar_speed.checkpoint import shipped_sidecars, trained_weights_sha256  # noqa: E402
 from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare, figure_of,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
 from cifar_speed.fileio import atomic_write_text  # noqa: E402
@@ -164,11 +164,11 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
     seed_files, jpeg_bench, goals, from_bench = seed_files or [], jpeg_bench or {}, goals or {}, False
     rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 (drop) | target | epochs | training time | train img/s | where trained | stored |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-    sidecars = shipped_checkpoints()
-    metas = [json.loads(s.read_text()) for s in sidecars]
+    shipped = shipped_sidecars()
+    metas = list(shipped.values())
     plain_student = next((m["test_accuracy"] for m in metas if m.get("name") == "lightnn"), None)
     by_name = {m.get("name"): m for m in metas}
-    for sidecar, m in zip(sidecars, metas):
+    for stem, m in shipped.items():
         acc = _pct(m.get("test_accuracy"))
         if "test_accuracy_tta" in m:
             acc += f" ({_pct(m['test_accuracy_tta'])} with TTA)"
@@ -207,7 +207,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
             jpeg, path = jpeg_bench[m["name"]]
             jpeg_source, from_bench = f" [†]({rel(path)})", True
         jpeg_text = "-" if jpeg is None else f"{_pct(jpeg)} ({(jpeg - m['test_accuracy']) * 100:+.2f} pt){jpeg_source}"
-        rows.append(f"| [{m['name']}](results/checkpoints/{sidecar.name}){fine_tuned_text(m)} | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
+        rows.append(f"| [{m['name']}](results/checkpoints/{stem}.json){fine_tuned_text(m)} | {m['model']} | {count_params(create_model(m['model']), trainable_only=False):,} | "
                     f"{m.get('flops_per_image', 0) / 1e6:,.1f} | {acc} | {jpeg_text} | {reached} | {training_cost(m)} | "
                     f"{m.get('train_images_per_s', 0):,.0f} | {where} | "
                     f"{m.get('storage_dtype')} |")
@@ -287,7 +287,7 @@ def _dawn(results_list, model):
 def vs_report_section(results_list) -> str:
     rows = ["| model | theirs: accuracy | theirs: speed | ours: official test top-1 | ours: batch-1 latency (DAWNBench, 10,000 images one at a time) | ours: batch-128 time per image (best backend) |",
             "|---|---|---|---:|---:|---:|"]
-    metas = {m["name"]: m for m in (json.loads(s.read_text()) for s in shipped_checkpoints())}
+    metas = {m["name"]: m for m in shipped_sidecars().values()}
     for name, (acc, speed) in THEIRS.items():
         m = metas.get(name)
         ours = _pct(m["test_accuracy"]) if m else "not trained yet"
