@@ -185,11 +185,23 @@ def machine_slug() -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def cpu_isa_tier() -> str:
-    """The best matrix/vector tier of this CPU. Cloud VMs report the same model name ("AMD EPYC") for
-    processors with and without AVX-512, whose speeds differ by 2-4x, so results folders need it."""
-    feats = set(cpu_info()["features"])
+def cpu_isa_tier(features: list[str] | None = None) -> str:
+    """The best matrix/vector tier of this CPU (or of a recorded feature list). Cloud VMs report the same
+    model name ("AMD EPYC") for processors with and without AVX-512, whose speeds differ by 2-4x, so
+    results folders need it."""
+    feats = set(cpu_info()["features"] if features is None else features)
     for tier, needed in (("amx", "amx_tile"), ("avx512bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
         if needed in feats:
             return tier
     return "base"
+
+
+def recorded_machine(prov: dict) -> str:
+    """The machine a recorded provenance names, spelled as machine_slug() spells it today. Files written
+    before the slug carried the CPU's tier say "amd-epyc-2c" for AMD EPYCs with and without AVX-512;
+    the CPU features they recorded tell which."""
+    machine, cpu = str(prov.get("machine", "?")), prov.get("cpu") or {}
+    if prov.get("gpu") or not cpu.get("features"):
+        return machine
+    tier = cpu_isa_tier(cpu["features"])
+    return machine if machine.endswith(f"-{tier}") else f"{machine}-{tier}"

@@ -275,6 +275,19 @@ def test_default_results_path_is_per_machine():
     assert p.parent.name == machine_slug() and p.parent.parent.name == "results" and p.name == "x.json"
 
 
+def test_recorded_machine_spells_an_old_slug_with_its_cpu_tier():
+    """Files from before the slug carried the CPU's tier name both AMD EPYCs "amd-epyc-2c"; their recorded
+    features tell which, so a baseline and a run from the same kind of machine compare as one machine."""
+    from cifar_speed.provenance import recorded_machine
+    avx512 = {"machine": "amd-epyc-2c", "gpu": None, "cpu": {"features": ["avx2", "avx512f", "avx512_bf16"]}}
+    assert recorded_machine(avx512) == "amd-epyc-2c-avx512bf16"
+    assert recorded_machine({**avx512, "cpu": {"features": ["avx2"]}}) == "amd-epyc-2c-avx2"
+    assert recorded_machine({**avx512, "machine": "amd-epyc-2c-avx512bf16"}) == "amd-epyc-2c-avx512bf16"
+    assert recorded_machine({**avx512, "machine": "nvidia-h200", "gpu": {"name": "NVIDIA H200"}}) == "nvidia-h200"
+    assert recorded_machine({"machine": "amd-epyc-2c"}) == "amd-epyc-2c"   # no features recorded: as written
+    assert recorded_machine({}) == "?"
+
+
 def test_validate_rejects_foreign():
     with pytest.raises(CifarSpeedError, match="not a cifar-speed results file"):
         sweep.validate_results({"schema": "other", "cells": []})

@@ -33,6 +33,7 @@ from cifar_speed.fileio import atomic_write_text  # noqa: E402
 from cifar_speed.harness import FIGURE_QUANTILE, relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.processes import remerge  # noqa: E402
+from cifar_speed.provenance import recorded_machine  # noqa: E402
 from cifar_speed.resultsfile import figure_quantile  # noqa: E402
 from cifar_speed.report import (best_cells_markdown, eager_fp32_scores, fastest_cells, load_results, plot,  # noqa: E402
                                 plot_overview, render_markdown)
@@ -93,7 +94,7 @@ class TrainedOn(NamedTuple):
 
 def _trained_where(sidecar: dict) -> TrainedOn:
     """Where a training sidecar's run trained: nvidia-h100-80gb-hbm3, cuda, bfloat16."""
-    return TrainedOn(str(sidecar.get("provenance", {}).get("machine", "?")), str(sidecar.get("device", "?")),
+    return TrainedOn(recorded_machine(sidecar.get("provenance", {})), str(sidecar.get("device", "?")),
                      str(sidecar.get("train_precision", "?")))
 
 
