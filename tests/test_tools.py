@@ -240,6 +240,19 @@ def test_seeds_file_is_the_checkpoints_own_recipes_even_when_a_run_name_collides
     assert ur._seeds_for(named("frontier_l"), [before]) is None
 
 
+def test_seeds_paragraph_says_which_seeds_trained_on_part_of_the_cores():
+    """Two seeds trained at once get a core each: their minutes are said to be on 1 of 2 cores, not set
+    beside a run that had both as if the recipe had become slower."""
+    ur = _tool("update_readme")
+    def run(seed, threads):
+        prov = {"machine": "amd-epyc-2c-avx512bf16", "torch_threads": threads, "cpu": {"usable_cpus": 2}}
+        return {"seed": seed, "test_accuracy": 0.9, "train_seconds": 600.0, "train_disturbed": False,
+                "training_record": {"device": "cpu", "train_precision": "float32", "provenance": prov}}
+    acc = {"n": 2, "mean": 0.9, "std": 0.0, "min": 0.9, "max": 0.9}
+    [line] = ur.seeds_lines([{"recipe": "m", "runs": [run(1, 1), run(42, 2)], "test_accuracy": acc}], ["m-seeds.json"])
+    assert "seed 1 90.00 % in 10.0 min on 1 of 2 cores, seed 42 90.00 % in 10.0 min." in line
+
+
 def test_vs_report_best_cell_skips_a_cell_flagged_for_accuracy():
     """The comparison with the report names the fastest cell one could ship: an int8 cell that lost top-1
     (accuracy_flagged) is passed over for the slower cell that kept it."""

@@ -82,6 +82,14 @@ def _on_cpu(run: dict) -> bool:
     return run.get("training_record", {}).get("device", "cpu") == "cpu"
 
 
+def _threads_text(run: dict) -> str:
+    """" on 1 of 2 cores" for a CPU run given fewer threads than the machine has (two seeds trained at once,
+    a core each): its minutes are no training-speed figure beside a run that had them all."""
+    prov = run.get("training_record", {}).get("provenance", {})
+    threads, cores = prov.get("torch_threads"), (prov.get("cpu") or {}).get("usable_cpus")
+    return f" on {threads} of {cores} cores" if _on_cpu(run) and threads and cores and threads < cores else ""
+
+
 class TrainedOn(NamedTuple):
     """Where a run trained: the results folder's machine name, the device type and the precision."""
     machine: str
@@ -114,7 +122,7 @@ def seeds_lines(seed_files: list[dict], paths: list[str]) -> list[str]:
         runs = sorted(f["runs"], key=lambda r: r["seed"])
         per_seed = ", ".join(f"seed {r['seed']} {_pct(r['test_accuracy'])}"
                              + (f" ({_pct(r['test_accuracy_tta'])} TTA)" if r.get("test_accuracy_tta") is not None else "")
-                             + f" in {r['train_seconds'] / 60:,.1f} min"
+                             + f" in {r['train_seconds'] / 60:,.1f} min{_threads_text(r)}"
                              + (" (cores shared)" if r.get("train_disturbed") else
                                 " (load not recorded)" if r.get("train_disturbed") is None and _on_cpu(r) else "")
                              for r in runs)
