@@ -253,6 +253,18 @@ def test_seeds_paragraph_says_which_seeds_trained_on_part_of_the_cores():
     assert "seed 1 90.00 % in 10.0 min on 1 of 2 cores, seed 42 90.00 % in 10.0 min." in line
 
 
+def test_jpeg_table_gives_the_standard_error_of_a_difference_of_seed_means():
+    """Two recipes over 3 seeds each, sds 0.3 and 0.4 pt: the difference's standard error is
+    sqrt(0.3²/3 + 0.4²/3) = 0.29 pt; a single run (no sd) gets none, so no ± is printed."""
+    ur = _tool("update_readme")
+    where = (ur.TrainedOn("m", "cpu", "float32"),)
+    base = {("r", where): (0.90, None, "", ur._spread({"mean": 0.90, "std": 0.003, "n": 3}))}
+    vs = ur._versus(base, "r", where, 0.895, None, ur._spread({"mean": 0.895, "std": 0.004, "n": 3}))
+    assert ur._versus_text(vs) == "-0.50 pt ± 0.29"
+    assert ur._versus_text(ur._versus(base, "r", where, 0.895, None)) == "-0.50 pt"
+    assert ur._spread({"mean": 0.9, "std": None, "n": 1}) is None
+
+
 def test_vs_report_best_cell_skips_a_cell_flagged_for_accuracy():
     """The comparison with the report names the fastest cell one could ship: an int8 cell that lost top-1
     (accuracy_flagged) is passed over for the slower cell that kept it."""
@@ -386,7 +398,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert len(rows) == 4 and rows[0].startswith("| frontier_m (baseline) |") and "2.90 pt (sd 0.20)" in rows[0]
     assert rows[0].split(" | ")[8] == "box (cpu float32)"
     assert rows[1].split(" | ")[:9] == ["| fast_jpeg50", "half JPEG", "3", "92.20 %", "84.60 %", "8.70 pt (sd 0.10)",
-                                        "-1.10 pt", "**missed**: drop, top-1", "gpu (cuda bfloat16)"]
+                                        "-1.10 pt ± 0.08", "**missed**: drop, top-1", "gpu (cuda bfloat16)"]
     assert rows[2].startswith("| fast (baseline) | the shipped recipe |")
     assert rows[3].split(" | ")[1:9] == ["80 % JPEG", "1 (seed 0)", "87.80 % (TTA 88.11 %)", "85.90 %", "1.90 pt", "-0.80 pt",
                                          "**missed**: top-1", "box (cpu float32)"]
@@ -396,7 +408,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     orphan = {**seeds, "recipe": "frontier_m_jpeg", "runs": runs(gpu2, "gpu twin")}
     rows = ur.jpeg_training_section([fast, elsewhere, seeds, orphan], ["f", "e", "s", "o"], [], [],
                                     rel=lambda p: p).splitlines()[2:]
-    assert rows[1].split(" | ")[6:9] == ["-0.02 pt (vs gpu)", "**missed**: drop", "gpu2 (cuda bfloat16)"]
+    assert rows[1].split(" | ")[6:9] == ["-0.02 pt ± 0.08 (vs gpu)", "**missed**: drop", "gpu2 (cuda bfloat16)"]
     assert rows[3].split(" | ")[6] == "-"
     # Trained on a CPU in fp32 where the baseline trained on another CPU in bf16: compared with that one,
     # the cell naming its machine and precision; never with the GPU baseline.
@@ -405,7 +417,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     fp32_run = {**fast_jpeg, "recipe": "fast_kd", "runs": runs(cpu, "kd"), "test_accuracy": stat(0.930)}
     rows = ur.jpeg_training_section([fast, fast_cpu, fp32_run], ["f", "c", "k"], [], [], rel=lambda p: p).splitlines()[2:]
     # 0.30 point below the baseline is within the goal's 0.3 point.
-    assert rows[2].split(" | ")[6:9] == ["-0.30 pt (vs box2 cpu bfloat16)", "**missed**: drop", "box (cpu float32)"]
+    assert rows[2].split(" | ")[6:9] == ["-0.30 pt ± 0.08 (vs box2 cpu bfloat16)", "**missed**: drop", "box (cpu float32)"]
     # The model's recipe as recorded before the shipped one changed: the baseline; today's recipe is compared with it.
     from cifar_speed.train.recipe import load_recipe
 
@@ -415,7 +427,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     before = {**seeds, "test_accuracy": stat(0.8857), "runs": [{"training_record": {**cpu, "recipe": then}}]}
     rows = ur.jpeg_training_section([seeds, before], ["s", "b"], [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[0].split(" | ")[:2] == ["| frontier_m (shipped)", "the shipped recipe"]
-    assert rows[0].split(" | ")[6] == "+0.03 pt"
+    assert rows[0].split(" | ")[6] == "+0.03 pt ± 0.08"
     assert rows[1].split(" | ")[:2] == ["| frontier_m (baseline)", f"the recipe shipped before: augment.jpeg_fraction {now / 2} (now {now})"]
     assert rows[1].split(" | ")[6] == "-"
     # A record from before the JPEG fields existed trained without JPEG: their defaults, not "unchanged".
@@ -431,7 +443,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     # An experiment of the plain twin's line is compared with the twin, not with the distilled model it shares an architecture with.
     twin_exp = {**seeds, "recipe": "frontier_m_plain_jpeg95", "runs": runs(cpu, "plain, more JPEG"), "test_accuracy": stat(0.879)}
     rows = ur.jpeg_training_section([seeds, twin, twin_exp], ["s", "t", "x"], [], [], rel=lambda p: p).splitlines()[2:]
-    assert rows[2].split(" | ")[:2] == ["| frontier_m_plain_jpeg95", "plain, more JPEG"] and rows[2].split(" | ")[6] == "-0.10 pt"
+    assert rows[2].split(" | ")[:2] == ["| frontier_m_plain_jpeg95", "plain, more JPEG"] and rows[2].split(" | ")[6] == "-0.10 pt ± 0.08"
     assert ur.experiment_line("frontier_m_plain_jpeg95", "frontier_m") == "frontier_m_plain"
     assert ur.experiment_line("fast_jpeg50", "fast") == "fast" and ur.experiment_line("odd", "cnn") == "cnn"
     # The shipped recipe's seeds on this machine without JPEG-75 figures: no row, but the baseline, named.
@@ -439,7 +451,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     cpu_exp = {**fast_jpeg, "recipe": "fast_jpeg80", "runs": runs(cpu, "80 %"), "test_accuracy": stat(0.9309)}
     rows = ur.jpeg_training_section([fast, cpu_fast, cpu_exp], ["f", "c/fast-seeds.json", "x"], [], [],
                                     rel=lambda p: p).splitlines()[2:]
-    assert len(rows) == 2 and rows[1].split(" | ")[6] == "-0.20 pt (vs `fast-seeds.json`)"
+    assert len(rows) == 2 and rows[1].split(" | ")[6] == "-0.20 pt ± 0.08 (vs `fast-seeds.json`)"
     from cifar_speed.harness import relative_se
 
     rse = relative_se([1.0, 1.02, 1.01, 1.03])

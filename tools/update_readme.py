@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -607,10 +608,23 @@ def _tta_text(tta: float | None) -> str:
 
 class Versus(NamedTuple):
     """A run's clean accuracy against its baseline's: fractions, TTA where both have one; `named` says which
-    baseline where it is not the obvious one (another machine, a file that is no row)."""
+    baseline where it is not the obvious one (another machine, a file that is no row); `se`, the standard
+    error of the top-1 difference where both sides have several seeds."""
     top1: float
     tta: float | None
     named: str
+    se: float | None = None
+
+
+def _spread(summary: dict) -> tuple[float, int] | None:
+    """(sample sd, seeds) of a seeds file's top-1 summary; None for a single run, which has no spread."""
+    return (summary["std"], summary["n"]) if summary.get("std") is not None and summary.get("n", 0) > 1 else None
+
+
+def _difference_se(a: tuple[float, int] | None, b: tuple[float, int] | None) -> float | None:
+    """The standard error of the difference of two means over seeds: how far apart two recipes' means can
+    land from seed noise alone (about twice it is the usual bar)."""
+    return None if a is None or b is None else math.sqrt(a[0] ** 2 / a[1] + b[0] ** 2 / b[1])
 
 
 # Issue 15's goal: at most 2 points lost on the JPEG-75 set, clean top-1 within 0.3 point of the baseline.
@@ -620,7 +634,8 @@ JPEG_DROP_GOAL_PT, CLEAN_LOSS_GOAL_PT = 2.0, 0.3
 def _versus_text(vs: Versus | None) -> str:
     if vs is None:
         return "-"
-    text = f"{vs.top1 * 100:+.2f} pt" + (f", TTA {vs.tta * 100:+.2f} pt" if vs.tta is not None else "")
+    text = (f"{vs.top1 * 100:+.2f} pt" + (f" ± {vs.se * 100:.2f}" if vs.se is not None else "")
+            + (f", TTA {vs.tta * 100:+.2f} pt" if vs.tta is not None else ""))
     return text + (f" (vs {vs.named})" if vs.named else "")
 
 
@@ -673,34 +688,37 @@ def jpeg_rows(everything: list[tuple[dict, str, list[str] | None]], base: dict) 
         if diff:
             label, changed, vs = "baseline", "the recipe shipped before: " + ", ".join(diff), None
         elif diff is not None and f["recipe"] in earlier:
-            label, changed, vs = "shipped", "the shipped recipe", _versus(base, f["recipe"], where, acc["mean"], tta)
+            label, changed, vs = "shipped", "the shipped recipe", _versus(base, f["recipe"], where, acc["mean"], tta, _spread(acc))
         elif diff is not None:
             label, changed, vs = "baseline", "the shipped recipe", None
         else:
             label, changed = shipped_as(f, shipped), f["runs"][0]["training_record"]["recipe"].get("description", "")
-            vs = _versus(base, experiment_line(f["recipe"], f["model"]), where, acc["mean"], tta)
+            vs = _versus(base, experiment_line(f["recipe"], f["model"]), where, acc["mean"], tta, _spread(acc))
         rows.append(JpegRow(f, path, label, changed, vs))
     return rows
 
 
 def _baselines(everything: list[tuple[dict, str, list[str] | None]]) -> dict:
     """(recipe, where) -> (mean top-1, mean TTA top-1 or None, the file's name where it is no row of the JPEG
-    table, else "") for every seeds file of a shipped recipe, as (file, path, recipe_changes) triples."""
+    table, else "", its _spread) for every seeds file of a shipped recipe, as (file, path, recipe_changes) triples."""
     base = {}
     # Earlier recipes last, and among equals JPEG-scored files last: they win.
     for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
         if diff is not None:
-            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f), "" if f.get("jpeg75_drop") else Path(path).name)
+            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f),
+                                                "" if f.get("jpeg75_drop") else Path(path).name, _spread(f["test_accuracy"]))
     return base
 
 
-def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float, tta: float | None) -> Versus | None:
+def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float, tta: float | None,
+            spread: tuple[float, int] | None = None) -> Versus | None:
     """Against the baseline trained on the same machine; failing that, on one machine of the same
     device and precision (two lent GPUs: same code path, another host), which the cell names;
     failing that, of the same device in another precision (a CPU whose recipe's "auto" picks fp32
     where another picked bf16), which the cell names with its precision. A baseline without
     JPEG-75 figures is no row here, so the cell names its file. Where both have a TTA top-1 (fast),
-    its difference too: a recipe can keep the plain top-1 and lose the TTA figure a 94 % tier rests on."""
+    its difference too: a recipe can keep the plain top-1 and lose the TTA figure a 94 % tier rests on.
+    `spread`: the run's _spread, for the standard error of the difference."""
     def single_baseline(same):
         """A baseline of this recipe from one machine with this run's `same(where)`, if the run has one kind."""
         if len({(w.device, w.precision) for w in where}) != 1:
@@ -712,10 +730,11 @@ def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float,
         precision = f"{other[0].device} {other[0].precision}"
     if other is None:
         return None
-    mean, base_tta, unlisted = base[recipe, other]
+    mean, base_tta, unlisted, base_spread = base[recipe, other]
     machine = " ".join(n for n in (other[0].machine if other != where else "", precision) if n)
     named = [n for n in (machine, f"`{unlisted}`" if unlisted else "") if n]
-    return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named))
+    return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named),
+                  _difference_se(spread, base_spread))
 
 
 def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
