@@ -177,19 +177,22 @@ def machine_slug() -> str:
     """A folder name for results: the GPU name where there is one, else the CPU model and core count."""
     import torch
 
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-    else:
-        info = cpu_info()
-        name = f"{info['model']}-{info['usable_cpus']}c-{cpu_isa_tier()}"
+    return _slug(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else cpu_slug(cpu_info())
+
+
+def cpu_slug(info: dict) -> str:
+    """The folder name of a CPU from its cpu_info() record, this machine's or one a file recorded."""
+    return _slug(f"{info['model']}-{info['usable_cpus']}c-{cpu_isa_tier(info['features'])}")
+
+
+def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def cpu_isa_tier(features: list[str] | None = None) -> str:
-    """The best matrix/vector tier of this CPU (or of a recorded feature list). Cloud VMs report the same
-    model name ("AMD EPYC") for processors with and without AVX-512, whose speeds differ by 2-4x, so
-    results folders need it."""
-    feats = set(cpu_info()["features"] if features is None else features)
+def cpu_isa_tier(features: list[str]) -> str:
+    """The best matrix/vector tier of a CPU's features. Cloud VMs report the same model name ("AMD EPYC")
+    for processors with and without AVX-512, whose speeds differ by 2-4x, so results folders need it."""
+    feats = set(features)
     for tier, needed in (("amx", "amx_tile"), ("avx512bf16", "avx512_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
         if needed in feats:
             return tier
@@ -199,9 +202,8 @@ def cpu_isa_tier(features: list[str] | None = None) -> str:
 def recorded_machine(prov: dict) -> str:
     """The machine a recorded provenance names, spelled as machine_slug() spells it today. Files written
     before the slug carried the CPU's tier say "amd-epyc-2c" for AMD EPYCs with and without AVX-512;
-    the CPU features they recorded tell which."""
-    machine, cpu = str(prov.get("machine", "?")), prov.get("cpu") or {}
-    if prov.get("gpu") or not cpu.get("features"):
-        return machine
-    tier = cpu_isa_tier(cpu["features"])
-    return machine if machine.endswith(f"-{tier}") else f"{machine}-{tier}"
+    the CPU record they kept tells which."""
+    cpu = prov.get("cpu") or {}
+    if prov.get("gpu") or not {"model", "usable_cpus", "features"} <= cpu.keys():
+        return str(prov.get("machine", "?"))
+    return cpu_slug(cpu)

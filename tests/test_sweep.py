@@ -278,14 +278,18 @@ def test_default_results_path_is_per_machine():
 def test_recorded_machine_spells_an_old_slug_with_its_cpu_tier():
     """Files from before the slug carried the CPU's tier name both AMD EPYCs "amd-epyc-2c"; their recorded
     features tell which, so a baseline and a run from the same kind of machine compare as one machine."""
-    from cifar_speed.provenance import recorded_machine
-    avx512 = {"machine": "amd-epyc-2c", "gpu": None, "cpu": {"features": ["avx2", "avx512f", "avx512_bf16"]}}
+    from cifar_speed.provenance import cpu_info, gpu_info, machine_slug, recorded_machine
+    epyc = {"model": "AMD EPYC", "usable_cpus": 2, "features": ["avx2", "avx512f", "avx512_bf16"]}
+    avx512 = {"machine": "amd-epyc-2c", "gpu": None, "cpu": epyc}
     assert recorded_machine(avx512) == "amd-epyc-2c-avx512bf16"
-    assert recorded_machine({**avx512, "cpu": {"features": ["avx2"]}}) == "amd-epyc-2c-avx2"
+    assert recorded_machine({**avx512, "cpu": {**epyc, "features": ["avx2"]}}) == "amd-epyc-2c-avx2"
     assert recorded_machine({**avx512, "machine": "amd-epyc-2c-avx512bf16"}) == "amd-epyc-2c-avx512bf16"
     assert recorded_machine({**avx512, "machine": "nvidia-h200", "gpu": {"name": "NVIDIA H200"}}) == "nvidia-h200"
     assert recorded_machine({"machine": "amd-epyc-2c"}) == "amd-epyc-2c"   # no features recorded: as written
     assert recorded_machine({}) == "?"
+    # This machine's own record spells as machine_slug() does: one spelling, not two that could drift.
+    # (where a GPU names the machine, the recorded name stands).
+    assert recorded_machine({"machine": "x", "gpu": gpu_info(), "cpu": cpu_info()}) == ("x" if gpu_info() else machine_slug())
 
 
 def test_validate_rejects_foreign():
