@@ -258,7 +258,7 @@ def test_jpeg_table_gives_the_standard_error_of_a_difference_of_seed_means():
     sqrt(0.3²/3 + 0.4²/3) = 0.29 pt; a single run (no sd) gets none, so no ± is printed."""
     ur = _tool("update_readme")
     where = (ur.TrainedOn("m", "cpu", "float32"),)
-    base = {("r", where): (0.90, None, "", ur._spread({"mean": 0.90, "std": 0.003, "n": 3}))}
+    base = {("r", where): ur.Baseline(0.90, None, "", ur._spread({"mean": 0.90, "std": 0.003, "n": 3}))}
     vs = ur._versus(base, "r", where, 0.895, None, ur._spread({"mean": 0.895, "std": 0.004, "n": 3}))
     assert ur._versus_text(vs) == "-0.50 pt ± 0.29"
     assert ur._versus_text(ur._versus(base, "r", where, 0.895, None)) == "-0.50 pt"

@@ -698,15 +698,24 @@ def jpeg_rows(everything: list[tuple[dict, str, list[str] | None]], base: dict) 
     return rows
 
 
-def _baselines(everything: list[tuple[dict, str, list[str] | None]]) -> dict:
-    """(recipe, where) -> (mean top-1, mean TTA top-1 or None, the file's name where it is no row of the JPEG
-    table, else "", its _spread) for every seeds file of a shipped recipe, as (file, path, recipe_changes) triples."""
+class Baseline(NamedTuple):
+    """A shipped recipe's seeds file as the JPEG table compares runs with it: mean top-1, mean TTA top-1 (or
+    None), the file's name where it is no row of the table (else ""), and its top-1 _spread."""
+    top1: float
+    tta: float | None
+    unlisted: str
+    spread: tuple[float, int] | None
+
+
+def _baselines(everything: list[tuple[dict, str, list[str] | None]]) -> dict[tuple, Baseline]:
+    """(recipe, where) -> Baseline for every seeds file of a shipped recipe, as (file, path, recipe_changes) triples."""
     base = {}
     # Earlier recipes last, and among equals JPEG-scored files last: they win.
     for f, path, diff in sorted(everything, key=lambda row: (bool(row[2]), bool(row[0].get("jpeg75_drop")))):
         if diff is not None:
-            base[f["recipe"], trained_on(f)] = (f["test_accuracy"]["mean"], _tta_mean(f),
-                                                "" if f.get("jpeg75_drop") else Path(path).name, _spread(f["test_accuracy"]))
+            base[f["recipe"], trained_on(f)] = Baseline(f["test_accuracy"]["mean"], _tta_mean(f),
+                                                        "" if f.get("jpeg75_drop") else Path(path).name,
+                                                        _spread(f["test_accuracy"]))
     return base
 
 
@@ -730,11 +739,11 @@ def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float,
         precision = f"{other[0].device} {other[0].precision}"
     if other is None:
         return None
-    mean, base_tta, unlisted, base_spread = base[recipe, other]
+    b = base[recipe, other]
     machine = " ".join(n for n in (other[0].machine if other != where else "", precision) if n)
-    named = [n for n in (machine, f"`{unlisted}`" if unlisted else "") if n]
-    return Versus(clean - mean, None if tta is None or base_tta is None else tta - base_tta, ", ".join(named),
-                  _difference_se(spread, base_spread))
+    named = [n for n in (machine, f"`{b.unlisted}`" if b.unlisted else "") if n]
+    return Versus(clean - b.top1, None if tta is None or b.tta is None else tta - b.tta, ", ".join(named),
+                  _difference_se(spread, b.spread))
 
 
 def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
