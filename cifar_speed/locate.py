@@ -94,3 +94,14 @@ def resolve_model(ref: str | os.PathLike) -> ModelRef:
 def results_dir(machine: str) -> Path:
     """./results/<machine>/ under the current folder: where bench writes unless --out says otherwise."""
     return Path.cwd() / "results" / machine
+
+
+def results_roots() -> list[Path]:
+    """The results folders that exist: ./results (where bench writes), then the checkout's (the committed
+    measurements); `recommend` reads both by default."""
+    found: list[Path] = []
+    for base in (Path.cwd(), _CHECKOUT):
+        d = (base / "results").resolve()
+        if d.is_dir() and d not in found:
+            found.append(d)
+    return found

@@ -11,6 +11,8 @@ earlier weights', so the answer says so and gives the shipped weights' own top-1
 """
 from __future__ import annotations
 
+import json
+import re
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,9 +189,56 @@ def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Ship
     return {m: (_choice(b[1], b[2], b[3], shipped or {}) if b else None) for m, b in best.items()}
 
 
-def default_results_files(root: Path) -> list[Path]:
-    files = sorted(root.glob("*/sweep-*.json"))
+# The results files the README's answer tables are made from, listed by tools/update_readme.py in the results
+# folder, so that `recommend` answers what the README says it answers: a machine's folder also keeps repeated
+# runs and probes, and reading them all would hand each bar the luckiest of several runs of one cell.
+ANSWERS_INDEX = "answers.json"
+ANSWERS_FORMAT = "cifar-speed-answers/1"
+OWN_RUNS = "bench-*.json"      # what `cifar-speed bench` writes without --name: the user's own runs
+UNINDEXED = "sweep-*.json"     # what a results folder without an index is read for
+_ENTRY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*\.json")
+
+
+def answer_index(root: Path) -> list[Path] | None:
+    """The files `<root>/answers.json` names, each checked to be a plain file of a machine's folder right
+    under root (never a path of its choosing elsewhere, never a link); None where root has no index."""
+    path = Path(root) / ANSWERS_INDEX
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CifarSpeedError(f"{path}: unreadable ({type(e).__name__}); regenerate it (tools/regen_readme.sh)") from None
+    if not isinstance(data, dict) or data.get("format") != ANSWERS_FORMAT or not isinstance(data.get("files"), list):
+        raise CifarSpeedError(f"{path} is not a cifar-speed answers index ({ANSWERS_FORMAT})")
+    files = []
+    for entry in data["files"]:
+        if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
+            raise CifarSpeedError(f"{path} lists {entry!r}: each entry must be <machine>/<name>.json")
+        f = Path(root) / entry
+        if f.is_symlink() or not f.is_file() or f.parent.is_symlink():
+            raise CifarSpeedError(f"{path} lists {entry}, which is {'a link' if f.is_symlink() or f.parent.is_symlink() else 'missing'}; "
+                                  "regenerate the index (tools/regen_readme.sh) or pass --results")
+        files.append(f)
+    return files
+
+
+def machine_files(folder: Path, index: list[Path] | None) -> list[Path]:
+    """What recommend reads of one machine's folder: the files the index names there (every sweep-*.json
+    where its results folder has no index), then the runs `cifar-speed bench` wrote there unnamed."""
+    folder = Path(folder)
+    chosen = sorted(folder.glob(UNINDEXED)) if index is None else [f for f in index if f.parent.name == folder.name]
+    return chosen + [f for f in sorted(folder.glob(OWN_RUNS)) if f not in chosen]
+
+
+def default_results_files(roots: list[Path]) -> list[Path]:
+    """machine_files of every machine folder of each results root (locate.results_roots)."""
+    files: list[Path] = []
+    for root in roots:
+        index = answer_index(root)
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()):
+            files += [f for f in machine_files(folder, index) if f not in files]
     if not files:
-        raise CifarSpeedError(f"no results files (sweep-*.json) under {root}/*/: run `cifar-speed bench` "
-                              "or pass --results FILE")
+        where = ", ".join(str(r) for r in roots) or "./results"
+        raise CifarSpeedError(f"no results to recommend from under {where}: run `cifar-speed bench` or pass --results FILE")
     return files

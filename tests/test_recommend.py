@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from _fakedata import REPO
 
-from cifar_speed.recommend import Query, recommend
+from cifar_speed.errors import CifarSpeedError
+from cifar_speed.recommend import ANSWERS_FORMAT, ANSWERS_INDEX, Query, default_results_files, recommend
 from cifar_speed.sweep import Cell
 
 
@@ -151,4 +153,52 @@ def test_cli_takes_a_machine_folder_for_its_sweep_files(tmp_path):
     assert by_folder.returncode == 0, by_folder.stderr
     assert json.loads(by_folder.stdout)["answer"] == json.loads(_cli("--min-top1", "85", "--results", str(path), "--json").stdout)["answer"]
     empty = _cli("--min-top1", "85", "--results", str(tmp_path))
-    assert empty.returncode == 2 and "no results files named sweep-*.json" in empty.stderr and "Traceback" not in empty.stderr
+    assert empty.returncode == 2 and "no sweep-*.json, no bench-*.json" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def _index(root, *entries):
+    (root / ANSWERS_INDEX).write_text(json.dumps({"format": ANSWERS_FORMAT, "files": list(entries)}))
+
+
+def _machine_folders(root):
+    """m1: a run the index names, a faster repeat of it that it does not, the user's own unnamed run;
+    m2: only a probe the index does not name."""
+    for name, ips in (("m1/sweep-a.json", 1_000), ("m1/sweep-a-2.json", 9_000), ("m1/bench-20261207-080000.json", 2_000),
+                      ("m2/sweep-probe.json", 5_000)):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text(json.dumps(_results([_cell("big", "eager", "fp32", ips, 0.95)])))
+
+
+def test_the_default_reads_the_files_the_readme_answers_from_and_the_users_own_runs(tmp_path):
+    _machine_folders(tmp_path)
+    read = lambda: [f.relative_to(tmp_path).as_posix() for f in default_results_files([tmp_path])]  # noqa: E731
+    # Without an index, a folder is read for every sweep-*.json, as before the index existed.
+    assert read() == ["m1/sweep-a-2.json", "m1/sweep-a.json", "m1/bench-20261207-080000.json", "m2/sweep-probe.json"]
+    _index(tmp_path, "m1/sweep-a.json")
+    assert read() == ["m1/sweep-a.json", "m1/bench-20261207-080000.json"]   # not the lucky repeat, not the probe
+    by_folder = _cli("--min-top1", "90", "--results", str(tmp_path / "m1"), "--json")
+    assert by_folder.returncode == 0, by_folder.stderr
+    assert json.loads(by_folder.stdout)["answer"]["m1"]["images_per_s"] == 2_000   # the user's run is faster
+    probe_only = _cli("--min-top1", "90", "--results", str(tmp_path / "m2"))
+    assert probe_only.returncode == 2 and "none named in" in probe_only.stderr and "Traceback" not in probe_only.stderr
+
+
+@pytest.mark.parametrize("entry", ["../m1/sweep-a.json", "/etc/passwd", "m1/../../x.json", "m1/sub/x.json", "m1/x.txt",
+                                   "m1/link.json", "m1/missing.json", 7])
+def test_an_index_is_refused_for_an_entry_outside_a_machine_folder_a_link_or_a_missing_file(tmp_path, entry):
+    _machine_folders(tmp_path)
+    (tmp_path / "m1" / "link.json").symlink_to(tmp_path / "m1" / "sweep-a.json")
+    _index(tmp_path, "m1/sweep-a.json", entry)
+    with pytest.raises(CifarSpeedError) as err:
+        default_results_files([tmp_path])
+    assert "\n" not in str(err.value) and str(tmp_path / ANSWERS_INDEX) in str(err.value)
+    r = _cli("--min-top1", "90", "--results", str(tmp_path / "m1"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreadable_index_is_one_line(tmp_path):
+    _machine_folders(tmp_path)
+    for text in ("{", json.dumps({"format": "other", "files": []}), json.dumps([1])):
+        (tmp_path / ANSWERS_INDEX).write_text(text)
+        with pytest.raises(CifarSpeedError, match="answers.json"):
+            default_results_files([tmp_path])

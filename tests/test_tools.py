@@ -166,6 +166,24 @@ def test_every_relative_link_in_the_readme_names_a_file_of_the_repository():
     assert sorted(t for t in targets if not (REPO / t).exists()) == []
 
 
+def test_recommend_answers_from_the_files_the_readme_answer_tables_come_from():
+    # The README calls its answer tables what `cifar-speed recommend` prints, and the command reads the files
+    # results/answers.json names: the tables, computed again from exactly those, must be the README's.
+    import os
+
+    from cifar_speed.recommend import answer_index
+    from cifar_speed.report import load_results
+
+    ur = _tool("update_readme")
+    paths = [str(f) for f in answer_index(REPO / "results")]
+    results = [load_results(p) for p in paths]
+    ur._tag_machines(paths, results)
+    section = ur.answer_section(paths, results, lambda p: os.path.relpath(p, REPO), ur.earlier_weights(paths, results))
+    readme = (REPO / "README.md").read_text().split("<!-- BEGIN answer -->")[1].split("<!-- END answer -->")[0]
+    rows = lambda text: [line for line in text.splitlines() if line.startswith(("| ≥", "**"))]  # noqa: E731
+    assert rows(section) and rows(section) == rows(readme)
+
+
 def test_readme_dawnbench_table_is_per_machine_and_names_compile_modes():
     ur = _tool("update_readme")
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from cifar_speed.checkpoint import shipped_sidecars, trained_weights_sha256  # noqa: E402
 from cifar_speed.commands.compare import (CANARY_SHIFT_SHOWN, SHORT, cell_name, check_bounds, compare, figure_of,  # noqa: E402
                                           host_speed_change, parse_within, slow_around)
-from cifar_speed.fileio import atomic_write_text  # noqa: E402
+from cifar_speed.fileio import atomic_write_many  # noqa: E402
 from cifar_speed.harness import FIGURE_QUANTILE, relative_se  # noqa: E402
 from cifar_speed.models import count_params, create_model  # noqa: E402
 from cifar_speed.processes import remerge  # noqa: E402
@@ -892,9 +892,33 @@ def main() -> int:
     if args.jpeg_experiment or args.jpeg_overhead or args.jpeg_seeds:
         text = replace(text, "jpeg-training", jpeg_training_section(jpeg_files, jpeg_paths, args.jpeg_experiment,
                                                                     args.jpeg_overhead, rel_any, args.jpeg_breakdown))
-    atomic_write_text(args.readme, text)
-    print(f"updated {args.readme}")
+    files = {args.readme: text.encode()}
+    index = answer_index_file(args.readme.parent / "results", paths) if results else None
+    if index is not None:
+        files[index[0]] = index[1]
+    atomic_write_many(files)   # one set: the README and the index of its answers never disagree
+    print(f"updated {', '.join(map(str, files))}")
     return 0
+
+
+def answer_index_file(root: Path, paths: list[str]) -> tuple[Path, bytes] | None:
+    """results/answers.json: the files the answer tables were made from, which `cifar-speed recommend` reads
+    by default, so that the command answers what the README says it does. None (and a line saying why)
+    where a file lies outside a machine folder of `root`: the index names files there only."""
+    from cifar_speed.recommend import ANSWERS_FORMAT, ANSWERS_INDEX
+
+    root, entries = root.resolve(), []
+    for p in paths:
+        f = Path(p).resolve()
+        if not f.is_relative_to(root) or len(f.relative_to(root).parts) != 2:
+            print(f"{ANSWERS_INDEX} not written: {p} is not in a machine folder of {root}")
+            return None
+        entries.append(f.relative_to(root).as_posix())
+    index = {"format": ANSWERS_FORMAT, "written_by": "tools/update_readme.py (tools/regen_readme.sh)",
+             "about": "the results files behind the README's answer tables: `cifar-speed recommend` reads these, "
+                      "and every bench-*.json, by default",
+             "files": sorted(set(entries))}
+    return root / ANSWERS_INDEX, (json.dumps(index, indent=1) + "\n").encode()
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="only cells of this device (default: each machine's "
                    "fastest, on whichever device its results were measured)")
     p.add_argument("--results", nargs="+", metavar="PATH",
-                   help="results files, or folders standing for their sweep-*.json (default: every "
-                   "results/*/sweep-*.json); machines are never mixed")
+                   help="results files, or machine folders (default: every machine folder of ./results and "
+                   "of the checkout's results). A folder is read for the files its results folder's "
+                   "answers.json names (those the README's answer tables come from; all its sweep-*.json "
+                   "where there is no index) and for the bench-*.json runs `cifar-speed bench` writes "
+                   "without --name; machines are never mixed")
     p.add_argument("--mode", default="device", choices=["device", "host", "async"],
                    help="device: one call at a time on resident inputs (default); async: requests in flight")
     p.add_argument("--include-disturbed", action="store_true",
@@ -40,15 +43,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import shipped_sidecars
-    from ..locate import CHECKPOINTS, shipped_dirs
+    from ..locate import results_roots
     from ..recommend import Query, default_results_files, recommend, shipped_weights
     from ..report import load_results
 
-    if args.results:
-        files = _expand_folders(args.results)
-    else:
-        roots = [d.parent for d in shipped_dirs()] or [CHECKPOINTS.parent]
-        files = [str(f) for f in default_results_files(roots[0])]
+    files = _expand_folders(args.results) if args.results else [str(f) for f in default_results_files(results_roots())]
     loaded = [(str(f), load_results(f)) for f in files]
     q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
               min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
@@ -63,20 +62,25 @@ def run(args) -> int:
 
 
 def _expand_folders(paths: list[str]) -> list[str]:
-    """--results as given, each folder replaced by its sweep-*.json files (a machine's folder, as the default
-    reads it)."""
+    """--results as given, each folder replaced by what the default reads of a machine's folder
+    (recommend.machine_files)."""
     from pathlib import Path
 
     from ..errors import CifarSpeedError
+    from ..recommend import ANSWERS_INDEX, OWN_RUNS, UNINDEXED, answer_index, machine_files
 
     files = []
     for path in paths:
-        if not Path(path).is_dir():
+        folder = Path(path)
+        if not folder.is_dir():
             files.append(path)
             continue
-        found = sorted(Path(path).glob("sweep-*.json"))
+        index = answer_index(folder.resolve().parent)
+        found = machine_files(folder, index)
         if not found:
-            raise CifarSpeedError(f"{path} holds no results files named sweep-*.json: give the files themselves")
+            named = f"none named in {folder.resolve().parent / ANSWERS_INDEX}" if index is not None else f"no {UNINDEXED}"
+            raise CifarSpeedError(f"{path} holds no results files recommend reads ({named}, no {OWN_RUNS}): "
+                                  "give the files themselves")
         files += map(str, found)
     return files
 
