@@ -349,7 +349,7 @@ def test_readme_jpeg_section_shows_each_breakdown_row_from_its_file(tmp_path):
     path.write_text(json.dumps({"quality": 75, "provenance": {"machine": "box"}, "rows": [
         {"checkpoint": "fast", "top1": 0.9342, "drop_points": 9.04, "drop_quantisation_points": 5.77,
          "drop_subsampling_points": 0.96}]}))
-    text = ur.jpeg_training_section([], [], [], [], rel=lambda p: "results/box/jpeg-breakdown.json", breakdown=[str(path)])
+    text = ur.jpeg_training_section(ur.jpeg_table([], []), [], [], rel=lambda p: "results/box/jpeg-breakdown.json", breakdown=[str(path)])
     assert "[`jpeg-breakdown.json`](results/box/jpeg-breakdown.json)" in text and "on box" in text
     assert text.splitlines()[-1] == "| fast | 93.42 % | 9.04 pt | 5.77 pt | 0.96 pt |"
 
@@ -365,7 +365,7 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
                "test_accuracy_jpeg75": one(0.8069), "jpeg75_drop": one(0.0877)}
     robust = {"model": "mobilenetv3_small", "recipe": "mobilenetv3_small_jpeg95", "runs": runs("95 % JPEG"),
               "test_accuracy": three(0.8930), "test_accuracy_jpeg75": three(0.8750), "jpeg75_drop": three(0.018)}
-    rows = ur.jpeg_training_section([shipped, robust], ["b", "x"], [], [], rel=lambda p: p).splitlines()[2:]
+    rows = ur.jpeg_training_section(ur.jpeg_table([shipped, robust], ["b", "x"]), [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[0].split(" | ")[:6] == ["| mobilenetv3_small (baseline)", "the shipped recipe", "1 (seed 42)", "89.46 %", "80.69 %",
                                         "8.77 pt"]   # one run: no spread to print
     assert rows[1].split(" | ")[5:8] == ["1.80 pt (sd 0.10)", "-0.16 pt", "met"]
@@ -373,14 +373,14 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     # A model with test-time augmentation (fast) shows that mean beside the plain one, and its difference
     # where the baseline has one too: within 0.3 point on the plain top-1 but not with TTA misses the goal.
     with_tta = {**robust, "test_accuracy_tta": three(0.9354)}
-    row = ur.jpeg_training_section([shipped, with_tta], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
+    row = ur.jpeg_training_section(ur.jpeg_table([shipped, with_tta], ["b", "x"]), [], [], rel=lambda p: p).splitlines()[3]
     assert row.split(" | ")[3] == "89.30 % (TTA 93.54 %)" and row.split(" | ")[6] == "-0.16 pt"
     shipped_tta = {**shipped, "test_accuracy_tta": one(0.9388)}
-    row = ur.jpeg_training_section([shipped_tta, with_tta], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
+    row = ur.jpeg_training_section(ur.jpeg_table([shipped_tta, with_tta], ["b", "x"]), [], [], rel=lambda p: p).splitlines()[3]
     assert row.split(" | ")[6:8] == ["-0.16 pt, TTA -0.34 pt", "**missed**: TTA"]
     # Judged on the exact means: a miss that the two decimals print as the bound itself says by how much.
     tie = {**with_tta, "test_accuracy_tta": three(0.9388 - 0.003033)}
-    row = ur.jpeg_training_section([shipped_tta, tie], ["b", "x"], [], [], rel=lambda p: p).splitlines()[3]
+    row = ur.jpeg_training_section(ur.jpeg_table([shipped_tta, tie], ["b", "x"]), [], [], rel=lambda p: p).splitlines()[3]
     assert row.split(" | ")[6:8] == ["-0.16 pt, TTA -0.30 pt", "**missed**: TTA (-0.303 pt)"]
 
 
@@ -410,7 +410,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
                                 "overhead_range": [-0.2, 0.6], "rounds": 40, "threads": 2,
                                 "trials": {"step": plain, "jpeg+step": jpeg},
                                 "provenance": {"machine": "box"}}))
-    text = ur.jpeg_training_section([seeds, old, fast_jpeg, fast], ["s.json", "o.json", "j.json", "f.json"],
+    text = ur.jpeg_training_section(ur.jpeg_table([seeds, old, fast_jpeg, fast], ["s.json", "o.json", "j.json", "f.json"]),
                                     [str(exp), str(stale)], [str(cost)], rel=lambda p: p)
     rows = text.split("\n\n")[0].splitlines()[2:]
     assert len(rows) == 4 and rows[0].startswith("| frontier_m (baseline) |") and "2.90 pt (sd 0.20)" in rows[0]
@@ -424,7 +424,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     gpu2 = {"provenance": {"machine": "gpu2"}, "device": "cuda", "train_precision": "bfloat16"}
     elsewhere = {**fast_jpeg, "recipe": "fast_jpeg50_q60", "runs": runs(gpu2, "q60"), "test_accuracy": stat(0.9328)}
     orphan = {**seeds, "recipe": "frontier_m_jpeg", "runs": runs(gpu2, "gpu twin")}
-    rows = ur.jpeg_training_section([fast, elsewhere, seeds, orphan], ["f", "e", "s", "o"], [], [],
+    rows = ur.jpeg_training_section(ur.jpeg_table([fast, elsewhere, seeds, orphan], ["f", "e", "s", "o"]), [], [],
                                     rel=lambda p: p).splitlines()[2:]
     assert rows[1].split(" | ")[6:9] == ["-0.02 pt ± 0.08 (vs gpu)", "**missed**: drop", "gpu2 (cuda bfloat16)"]
     assert rows[3].split(" | ")[6] == "-"
@@ -433,7 +433,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     bf16_box = {"provenance": {"machine": "box2"}, "device": "cpu", "train_precision": "bfloat16"}
     fast_cpu = {**fast, "runs": runs(bf16_box)}
     fp32_run = {**fast_jpeg, "recipe": "fast_kd", "runs": runs(cpu, "kd"), "test_accuracy": stat(0.930)}
-    rows = ur.jpeg_training_section([fast, fast_cpu, fp32_run], ["f", "c", "k"], [], [], rel=lambda p: p).splitlines()[2:]
+    rows = ur.jpeg_training_section(ur.jpeg_table([fast, fast_cpu, fp32_run], ["f", "c", "k"]), [], [], rel=lambda p: p).splitlines()[2:]
     # 0.30 point below the baseline is within the goal's 0.3 point.
     assert rows[2].split(" | ")[6:9] == ["-0.30 pt ± 0.08 (vs box2 cpu bfloat16)", "**missed**: drop", "box (cpu float32)"]
     # The model's recipe as recorded before the shipped one changed: the baseline; today's recipe is compared with it.
@@ -443,7 +443,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     now = shipped_recipe["augment"]["jpeg_fraction"]
     then = {**shipped_recipe, "seed": 7, "augment": {**shipped_recipe["augment"], "jpeg_fraction": now / 2}}
     before = {**seeds, "test_accuracy": stat(0.8857), "runs": [{"training_record": {**cpu, "recipe": then}}]}
-    rows = ur.jpeg_training_section([seeds, before], ["s", "b"], [], [], rel=lambda p: p).splitlines()[2:]
+    rows = ur.jpeg_training_section(ur.jpeg_table([seeds, before], ["s", "b"]), [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[0].split(" | ")[:2] == ["| frontier_m (shipped)", "the shipped recipe"]
     assert rows[0].split(" | ")[6] == "+0.03 pt ± 0.08"
     assert rows[1].split(" | ")[:2] == ["| frontier_m (baseline)", f"the recipe shipped before: augment.jpeg_fraction {now / 2} (now {now})"]
@@ -455,19 +455,19 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": shipped_recipe}}]}) == []
     # A shipped twin of another recipe (frontier_m_plain): its own baseline, never compared with frontier_m's.
     twin = {**seeds, "recipe": "frontier_m_plain", "test_accuracy": stat(0.88)}
-    rows = ur.jpeg_training_section([before, twin], ["b", "t"], [], [], rel=lambda p: p).splitlines()[2:]
+    rows = ur.jpeg_training_section(ur.jpeg_table([before, twin], ["b", "t"]), [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[1].split(" | ")[:2] == ["| frontier_m_plain (baseline)", "the shipped recipe"]
     assert rows[1].split(" | ")[6] == "-"
     # An experiment of the plain twin's line is compared with the twin, not with the distilled model it shares an architecture with.
     twin_exp = {**seeds, "recipe": "frontier_m_plain_jpeg95", "runs": runs(cpu, "plain, more JPEG"), "test_accuracy": stat(0.879)}
-    rows = ur.jpeg_training_section([seeds, twin, twin_exp], ["s", "t", "x"], [], [], rel=lambda p: p).splitlines()[2:]
+    rows = ur.jpeg_training_section(ur.jpeg_table([seeds, twin, twin_exp], ["s", "t", "x"]), [], [], rel=lambda p: p).splitlines()[2:]
     assert rows[2].split(" | ")[:2] == ["| frontier_m_plain_jpeg95", "plain, more JPEG"] and rows[2].split(" | ")[6] == "-0.10 pt ± 0.08"
     assert ur.experiment_line("frontier_m_plain_jpeg95", "frontier_m") == "frontier_m_plain"
     assert ur.experiment_line("fast_jpeg50", "fast") == "fast" and ur.experiment_line("odd", "cnn") == "cnn"
     # The shipped recipe's seeds on this machine without JPEG-75 figures: no row, but the baseline, named.
     cpu_fast = {"model": "fast", "recipe": "fast", "test_accuracy": stat(0.9329), "runs": runs(cpu)}
     cpu_exp = {**fast_jpeg, "recipe": "fast_jpeg80", "runs": runs(cpu, "80 %"), "test_accuracy": stat(0.9309)}
-    rows = ur.jpeg_training_section([fast, cpu_fast, cpu_exp], ["f", "c/fast-seeds.json", "x"], [], [],
+    rows = ur.jpeg_training_section(ur.jpeg_table([fast, cpu_fast, cpu_exp], ["f", "c/fast-seeds.json", "x"]), [], [],
                                     rel=lambda p: p).splitlines()[2:]
     assert len(rows) == 2 and rows[1].split(" | ")[6] == "-0.20 pt ± 0.08 (vs `fast-seeds.json`)"
     from cifar_speed.harness import relative_se
@@ -477,7 +477,7 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     assert "on box with 2 threads" in text
     recorded = {**json.loads(cost.read_text()), "overhead_rse": 0.05}   # recorded: taken as it is
     cost.write_text(json.dumps(recorded))
-    assert "(± 9.8% at 95 % confidence)" in ur.jpeg_training_section([], [], [], [str(cost)], rel=lambda p: p)
+    assert "(± 9.8% at 95 % confidence)" in ur.jpeg_training_section(ur.jpeg_table([], []), [], [str(cost)], rel=lambda p: p)
 
 
 def test_gpu_train_parts_unpack_to_the_same_batches(tmp_path):
@@ -637,9 +637,9 @@ def test_readme_models_table_says_whether_the_seeds_behind_a_checkpoint_meet_the
     robust = {**fast, "recipe": "fast_kd_jpeg75", "runs": [run("a" * 64)], "test_accuracy": stat(0.931),
               "test_accuracy_tta": stat(0.9385), "test_accuracy_jpeg75": stat(0.912), "jpeg75_drop": stat(0.019)}
     monkeypatch.setattr(ur, "shipped_by_weights", lambda: {"a" * 64: "fast_jpeg", "b" * 64: "fast"})
-    assert ur.jpeg_goals([fast, robust], ["f", "r"]) == {"fast_jpeg": "met"}
-    assert ur.jpeg_goals([fast, {**robust, "jpeg75_drop": stat(0.021)}], ["f", "r"]) == {"fast_jpeg": "**missed**: drop"}
-    assert ur.jpeg_goals([robust], ["r"]) == {}   # no baseline to judge against: no verdict
+    assert ur.jpeg_goals(ur.jpeg_table([fast, robust], ["f", "r"])) == {"fast_jpeg": "met"}
+    assert ur.jpeg_goals(ur.jpeg_table([fast, {**robust, "jpeg75_drop": stat(0.021)}], ["f", "r"])) == {"fast_jpeg": "**missed**: drop"}
+    assert ur.jpeg_goals(ur.jpeg_table([robust], ["r"])) == {}   # no baseline to judge against: no verdict
     row = next(r for r in ur.models_section(goals={"fast_jpeg": "met"}).splitlines() if r.startswith("| [fast_jpeg]("))
     assert "| JPEG goal (drop ≤ 2 pt, top-1 within 0.3 pt): met |" in row
 
@@ -803,7 +803,7 @@ def test_readme_jpeg_training_table_compares_a_fine_tune_with_its_start(tmp_path
         "recipe": {"description": "fine-tuned", "seed": 0}, "provenance": {"machine": "box"}, "device": "cpu",
         "train_precision": "bfloat16",
         "fine_tuned_from": {"checkpoint": "results/checkpoints/bases/fast-airbench94.json", "test_accuracy": 0.9342}}))
-    row = ur.jpeg_training_section([], [], [str(tuned)], [], rel=lambda p: p).splitlines()[2]
+    row = ur.jpeg_training_section(ur.jpeg_table([], []), [str(tuned)], [], rel=lambda p: p).splitlines()[2]
     assert row.split(" | ")[5:8] == ["2.59 pt", "-1.35 pt (vs its start, fast-airbench94)", "**missed**: drop, top-1"]
 
 

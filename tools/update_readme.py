@@ -746,11 +746,24 @@ def _versus(base: dict, recipe: str, where: tuple[TrainedOn, ...], clean: float,
                   _difference_se(spread, b.spread))
 
 
-def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
+class JpegTable(NamedTuple):
+    """The JPEG table's multi-seed rows (jpeg_rows) and the baselines they were judged against, which judge
+    the single-run experiments too; built once per README for the models table and the JPEG table alike."""
+    rows: list[JpegRow]
+    base: dict[tuple, Baseline]
+
+
+def jpeg_table(seed_files: list[dict], seed_paths: list[str]) -> JpegTable:
+    everything = _with_recipe_changes(seed_files, seed_paths)
+    base = _baselines(everything)
+    return JpegTable(jpeg_rows(everything, base), base)
+
+
+def jpeg_goals(table: JpegTable) -> dict[str, str]:
     """Shipped checkpoint -> issue 15's verdict on the seeds file that holds its weights ("met", "**missed**: ..."),
     for the models table; only where the file has a baseline to judge it against."""
-    shipped, out, everything = shipped_by_weights(), {}, _with_recipe_changes(seed_files, seed_paths)
-    for row in jpeg_rows(everything, _baselines(everything)):
+    shipped, out = shipped_by_weights(), {}
+    for row in table.rows:
         for run in row.seeds.get("runs", []):
             name = shipped.get(run.get("weights_sha256"))
             if name and row.versus is not None:
@@ -758,16 +771,15 @@ def jpeg_goals(seed_files: list[dict], seed_paths: list[str]) -> dict[str, str]:
     return out
 
 
-def jpeg_training_section(seed_files: list[dict], seed_paths: list[str], experiments: list[str],
-                          overhead: list[str], rel, breakdown: list[str] = ()) -> str:
+def jpeg_training_section(table: JpegTable, experiments: list[str], overhead: list[str], rel,
+                          breakdown: list[str] = ()) -> str:
     """Issue 15's table: each multi-seed file that records JPEG-75 accuracy (jpeg_rows), then each single-run
     experiment (a training sidecar: its recipe says what changed); the goal column says whether the run keeps
     within the issue's bars (_goal_text); then what the augmentation costs a step."""
     rows = ["| run | what changed | seeds | top-1 | top-1 JPEG-75 | drop | top-1 vs baseline | goal | trained on | source |",
             "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
-    everything = _with_recipe_changes(seed_files, seed_paths)
-    base = _baselines(everything)   # also the single-run experiments' below
-    for f, path, label, changed, vs in jpeg_rows(everything, base):
+    base = table.base   # also the single-run experiments' below
+    for f, path, label, changed, vs in table.rows:
         jpeg, drop = f["test_accuracy_jpeg75"], f["jpeg75_drop"]
         rows.append(f"| {f['recipe']}{f' ({label})' if label else ''} | {changed} | {_seeds_text(f)} | {_top1_text(f)} | "
                     f"{_pct(jpeg['mean'])} | {drop['mean'] * 100:.2f} pt{_sd_text(drop)} | {_versus_text(vs)} | "
@@ -856,8 +868,9 @@ def main() -> int:
     rel = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
     jpeg_files = seed_files + [json.loads(Path(p).read_text()) for p in args.jpeg_seeds]
     jpeg_paths = seed_paths + [rel(p) for p in args.jpeg_seeds]
+    jpeg = jpeg_table(jpeg_files, jpeg_paths)
     text = replace(text, "models", models_section(seed_files, seed_paths, jpeg75_from_bench(paths, results), rel,
-                                                  jpeg_goals(jpeg_files, jpeg_paths)))
+                                                  jpeg_goals(jpeg)))
     if results:
         machines: dict[Path, list[dict]] = {}
         earlier = earlier_weights(paths, results)
@@ -882,16 +895,15 @@ def main() -> int:
         if "<!-- BEGIN dawnbench -->" in text:
             text = replace(text, "dawnbench", dawnbench_section(paths, results, rel))
     text = replace(text, "vs-report", vs_report_section(results))
-    rel_any = lambda p: os.path.relpath(p, args.readme.parent)  # noqa: E731
     if args.aoti:
-        text = replace(text, "aoti", aoti_section(args.aoti, rel_any))
+        text = replace(text, "aoti", aoti_section(args.aoti, rel))
     if args.accept_pair:
-        text = replace(text, "acceptance", acceptance_section(args.accept_pair, rel_any))
+        text = replace(text, "acceptance", acceptance_section(args.accept_pair, rel))
     if args.ov_profile:
-        text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel_any))
+        text = replace(text, "ov-profile", ov_profile_section(args.ov_profile, rel))
     if args.jpeg_experiment or args.jpeg_overhead or args.jpeg_seeds:
-        text = replace(text, "jpeg-training", jpeg_training_section(jpeg_files, jpeg_paths, args.jpeg_experiment,
-                                                                    args.jpeg_overhead, rel_any, args.jpeg_breakdown))
+        text = replace(text, "jpeg-training", jpeg_training_section(jpeg, args.jpeg_experiment, args.jpeg_overhead,
+                                                                    rel, args.jpeg_breakdown))
     files = {args.readme: text.encode()}
     index = answer_index_file(args.readme.parent / "results", paths) if results else None
     if index is not None:
