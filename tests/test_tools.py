@@ -767,8 +767,10 @@ def test_ship_checkpoints_stores_fp16_only_where_every_figure_it_ships_stays(tmp
     shipping = json.loads((out / "fast_s0.json").read_text())["shipping"]
     assert set(shipping["checked"]) == {"top-1", "JPEG-75 top-1", "fast_tta top-1", "fast_tta JPEG-75 top-1"}
     real = ship.top1_by_set
-    monkeypatch.setattr(ship, "top1_by_set", lambda sidecar, sets, fp16: {
-        **real(sidecar, sets, fp16), **({"fast_tta top-1": -1.0} if fp16 else {})})
+    def tta_changed(sidecar, sets):
+        fp32, fp16 = real(sidecar, sets)
+        return fp32, {**fp16, "fast_tta top-1": -1.0}
+    monkeypatch.setattr(ship, "top1_by_set", tta_changed)
     ship.ship(run, out, fake_data)
     shipping = json.loads((out / "fast_s0.json").read_text())["shipping"]
     assert shipping["storage"] == "float32" and shipping["why"] == "fp16 rounding changed the fast_tta top-1"

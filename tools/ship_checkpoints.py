@@ -27,29 +27,31 @@ from cifar_speed.checkpoint import SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint,
 from cifar_speed.evaluation import evaluate  # noqa: E402
 
 
-def top1_by_set(sidecar: Path, sets: dict[str, D.Split], fp16_rounded: bool) -> dict[str, float]:
+def top1_by_set(sidecar: Path, sets: dict[str, D.Split]) -> tuple[dict[str, float], dict[str, float]]:
     """Top-1 of the checkpoint on each set, and of its view (fast_tta) where it has one, with the weights as
-    trained or rounded to fp16: {"top-1": .., "JPEG-75 top-1": .., "fast_tta top-1": ..}."""
-    out = {}
+    trained and then rounded to fp16, each model loaded once: ({"top-1": .., "JPEG-75 top-1": ..,
+    "fast_tta top-1": ..}, the same keys for the fp16-rounded weights)."""
+    as_trained, rounded = {}, {}
     architecture = read_sidecar(sidecar).architecture
     # fast's test-time-augmentation figure is one of its headline numbers: fp16 storage must keep it too.
     for view in [None] + ([SHARED_WEIGHTS[architecture]] if architecture in SHARED_WEIGHTS else []):
         model, meta = load_checkpoint(sidecar, model_name=view)
-        if fp16_rounded:
-            with torch.no_grad():
-                for p in model.state_dict().values():
-                    if p.is_floating_point():
-                        p.copy_(p.half().float())
-        for name, split in sets.items():
-            out[f"{view + ' ' if view else ''}{name}"] = evaluate(model, split, meta.mean, meta.std, "cpu")["accuracy"]
-    return out
+        for scores in (as_trained, rounded):
+            if scores is rounded:
+                with torch.no_grad():
+                    for p in model.state_dict().values():
+                        if p.is_floating_point():
+                            p.copy_(p.half().float())
+            for name, split in sets.items():
+                scores[f"{view + ' ' if view else ''}{name}"] = evaluate(model, split, meta.mean, meta.std, "cpu")["accuracy"]
+    return as_trained, rounded
 
 
 def ship(sidecar: Path, out_dir: Path, data_dir, name: str | None = None) -> str:
     model, meta = load_checkpoint(sidecar)
     test = D.load_split("test", data_dir)
     sets = {"top-1": test, "JPEG-75 top-1": D.jpeg_version(test, 75)}
-    fp32, fp16 = top1_by_set(sidecar, sets, False), top1_by_set(sidecar, sets, True)
+    fp32, fp16 = top1_by_set(sidecar, sets)
     changed = [k for k in fp32 if fp16[k] != fp32[k]]
     same = not changed
     source_sha = meta.get("weights_sha256")
