@@ -17,14 +17,19 @@ CHECKPOINTS = Path("results") / "checkpoints"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def shipped_dirs() -> list[Path]:
-    """The results/checkpoints folders that exist: under the current folder, then the checkout's."""
+def _existing_under_cwd_and_checkout(relative: Path) -> list[Path]:
+    """`relative` under the current folder, then under the checkout, where it is a folder (once if both are one)."""
     found: list[Path] = []
     for base in (Path.cwd(), _CHECKOUT):
-        d = (base / CHECKPOINTS).resolve()
+        d = (base / relative).resolve()
         if d.is_dir() and d not in found:
             found.append(d)
     return found
+
+
+def shipped_dirs() -> list[Path]:
+    """The results/checkpoints folders that exist: under the current folder, then the checkout's."""
+    return _existing_under_cwd_and_checkout(CHECKPOINTS)
 
 
 def shipped() -> dict[str, Path]:
@@ -99,9 +104,4 @@ def results_dir(machine: str) -> Path:
 def results_roots() -> list[Path]:
     """The results folders that exist: ./results (where bench writes), then the checkout's (the committed
     measurements); `recommend` reads both by default."""
-    found: list[Path] = []
-    for base in (Path.cwd(), _CHECKOUT):
-        d = (base / "results").resolve()
-        if d.is_dir() and d not in found:
-            found.append(d)
-    return found
+    return _existing_under_cwd_and_checkout(CHECKPOINTS.parent)

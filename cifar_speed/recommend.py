@@ -216,8 +216,9 @@ def answer_index(root: Path) -> list[Path] | None:
         if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
             raise CifarSpeedError(f"{path} lists {entry!r}: each entry must be <machine>/<name>.json")
         f = Path(root) / entry
-        if f.is_symlink() or not f.is_file() or f.parent.is_symlink():
-            raise CifarSpeedError(f"{path} lists {entry}, which is {'a link' if f.is_symlink() or f.parent.is_symlink() else 'missing'}; "
+        link = f.is_symlink() or f.parent.is_symlink()
+        if link or not f.is_file():
+            raise CifarSpeedError(f"{path} lists {entry}, which is {'a link' if link else 'missing'}; "
                                   "regenerate the index (tools/regen_readme.sh) or pass --results")
         files.append(f)
     return files
@@ -228,7 +229,8 @@ def machine_files(folder: Path, index: list[Path] | None) -> list[Path]:
     where its results folder has no index), then the runs `cifar-speed bench` wrote there unnamed."""
     folder = Path(folder)
     chosen = sorted(folder.glob(UNINDEXED)) if index is None else [f for f in index if f.parent.name == folder.name]
-    return chosen + [f for f in sorted(folder.glob(OWN_RUNS)) if f not in chosen]
+    named = {f.name for f in chosen}   # by name: the index's paths and the folder's may be spelled differently
+    return chosen + [f for f in sorted(folder.glob(OWN_RUNS)) if f.name not in named]
 
 
 def default_results_files(roots: list[Path]) -> list[Path]:

@@ -75,10 +75,11 @@ def _expand_folders(paths: list[str]) -> list[str]:
         if not folder.is_dir():
             files.append(path)
             continue
-        index = answer_index(folder.resolve().parent)
+        root = folder.resolve().parent
+        index = answer_index(root)
         found = machine_files(folder, index)
         if not found:
-            named = f"none named in {folder.resolve().parent / ANSWERS_INDEX}" if index is not None else f"no {UNINDEXED}"
+            named = f"none named in {root / ANSWERS_INDEX}" if index is not None else f"no {UNINDEXED}"
             raise CifarSpeedError(f"{path} holds no results files recommend reads ({named}, no {OWN_RUNS}): "
                                   "give the files themselves")
         files += map(str, found)
