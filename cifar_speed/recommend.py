@@ -233,12 +233,25 @@ def machine_files(folder: Path, index: list[Path] | None) -> list[Path]:
     return chosen + [f for f in sorted(folder.glob(OWN_RUNS)) if f.name not in named]
 
 
+def _machine_folders(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def is_results_root(folder: Path) -> bool:
+    """Whether a folder holds machine folders (like ./results) rather than being one machine's: it has an
+    answers index, or no results files of its own while a folder under it has some."""
+    folder = Path(folder)
+    if (folder / ANSWERS_INDEX).is_file():
+        return True
+    return not machine_files(folder, None) and any(machine_files(sub, None) for sub in _machine_folders(folder))
+
+
 def default_results_files(roots: list[Path]) -> list[Path]:
     """machine_files of every machine folder of each results root (locate.results_roots)."""
     files: list[Path] = []
     for root in roots:
         index = answer_index(root)
-        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()):
+        for folder in _machine_folders(root):
             files += [f for f in machine_files(folder, index) if f not in files]
     if not files:
         where = ", ".join(str(r) for r in roots) or "./results"

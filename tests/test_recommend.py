@@ -152,7 +152,8 @@ def test_cli_takes_a_machine_folder_for_its_sweep_files(tmp_path):
     by_folder = _cli("--min-top1", "85", "--results", str(path.parent), "--json")
     assert by_folder.returncode == 0, by_folder.stderr
     assert json.loads(by_folder.stdout)["answer"] == json.loads(_cli("--min-top1", "85", "--results", str(path), "--json").stdout)["answer"]
-    empty = _cli("--min-top1", "85", "--results", str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    empty = _cli("--min-top1", "85", "--results", str(tmp_path / "empty"))
     assert empty.returncode == 2 and "no sweep-*.json, no bench-*.json" in empty.stderr and "Traceback" not in empty.stderr
 
 
@@ -181,6 +182,16 @@ def test_the_default_reads_the_files_the_readme_answers_from_and_the_users_own_r
     assert json.loads(by_folder.stdout)["answer"]["m1"]["images_per_s"] == 2_000   # the user's run is faster
     probe_only = _cli("--min-top1", "90", "--results", str(tmp_path / "m2"))
     assert probe_only.returncode == 2 and "none named in" in probe_only.stderr and "Traceback" not in probe_only.stderr
+
+
+def test_a_results_folder_of_machine_folders_is_read_as_the_default_reads_it(tmp_path):
+    _machine_folders(tmp_path)
+    answer = lambda *args: json.loads(_cli("--min-top1", "90", *args, "--json").stdout)["answer"]  # noqa: E731
+    every = [str(f) for f in default_results_files([tmp_path])]
+    assert answer("--results", str(tmp_path)) == answer("--results", *every)   # without an index: each machine
+    _index(tmp_path, "m1/sweep-a.json")
+    indexed = answer("--results", str(tmp_path))
+    assert set(indexed) == {"m1"} and indexed["m1"]["images_per_s"] == 2_000
 
 
 @pytest.mark.parametrize("entry", ["../m1/sweep-a.json", "/etc/passwd", "m1/../../x.json", "m1/sub/x.json", "m1/x.txt",

@@ -28,8 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="only cells of this device (default: each machine's "
                    "fastest, on whichever device its results were measured)")
     p.add_argument("--results", nargs="+", metavar="PATH",
-                   help="results files, or machine folders (default: every machine folder of ./results and "
-                   "of the checkout's results). A folder is read for the files its results folder's "
+                   help="results files, machine folders, or results folders of machine folders (default: every "
+                   "machine folder of ./results and of the checkout's results). A machine folder is read for the "
+                   "files its results folder's "
                    "answers.json names (those the README's answer tables come from; all its sweep-*.json "
                    "where there is no index) and for the bench-*.json runs `cifar-speed bench` writes "
                    "without --name; machines are never mixed")
@@ -62,18 +63,22 @@ def run(args) -> int:
 
 
 def _expand_folders(paths: list[str]) -> list[str]:
-    """--results as given, each folder replaced by what the default reads of a machine's folder
-    (recommend.machine_files)."""
+    """--results as given, each machine folder replaced by what the default reads of it
+    (recommend.machine_files), each results folder of machine folders by what the default reads of it all."""
     from pathlib import Path
 
     from ..errors import CifarSpeedError
-    from ..recommend import ANSWERS_INDEX, OWN_RUNS, UNINDEXED, answer_index, machine_files
+    from ..recommend import (ANSWERS_INDEX, OWN_RUNS, UNINDEXED, answer_index, default_results_files,
+                             is_results_root, machine_files)
 
     files = []
     for path in paths:
         folder = Path(path)
         if not folder.is_dir():
             files.append(path)
+            continue
+        if is_results_root(folder):   # e.g. `--results results`: every machine folder under it, as the default
+            files += map(str, default_results_files([folder]))
             continue
         root = folder.resolve().parent
         index = answer_index(root)
