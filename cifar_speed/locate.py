@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .errors import CifarSpeedError
 
-CHECKPOINTS = Path("results") / "checkpoints"
+RESULTS = Path("results")
+CHECKPOINTS = RESULTS / "checkpoints"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -98,10 +99,10 @@ def resolve_model(ref: str | os.PathLike) -> ModelRef:
 
 def results_dir(machine: str) -> Path:
     """./results/<machine>/ under the current folder: where bench writes unless --out says otherwise."""
-    return Path.cwd() / "results" / machine
+    return Path.cwd() / RESULTS / machine
 
 
 def results_roots() -> list[Path]:
     """The results folders that exist: ./results (where bench writes), then the checkout's (the committed
     measurements); `recommend` reads both by default."""
-    return _existing_under_cwd_and_checkout(CHECKPOINTS.parent)
+    return _existing_under_cwd_and_checkout(RESULTS)
