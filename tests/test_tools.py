@@ -384,7 +384,7 @@ def test_readme_jpeg_training_table_takes_a_single_shipped_run_as_a_baseline():
     assert row.split(" | ")[6:8] == ["-0.16 pt, TTA -0.30 pt", "**missed**: TTA (-0.303 pt)"]
 
 
-def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path):
+def test_readme_jpeg_training_table_compares_experiments_with_their_models_baseline(tmp_path, monkeypatch):
     ur = _tool("update_readme")
     stat = lambda m, sd=0.001: {"n": 3, "mean": m, "std": sd, "min": m, "max": m}   # noqa: E731
     cpu = {"provenance": {"machine": "box"}, "device": "cpu", "train_precision": "float32"}
@@ -452,6 +452,15 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
     old_fields = {k: v for k, v in shipped_recipe["augment"].items() if not k.startswith("jpeg_")}
     older = {**before, "runs": [{"training_record": {**cpu, "recipe": {**then, "augment": old_fields}}}]}
     assert ur.recipe_changes(older)[0] == f"augment.jpeg_fraction 0.0 (now {now})"
+    # ... and the quality range it never used is not a change (inert while the fraction is 0).
+    assert not [c for c in ur.recipe_changes(older) if c.startswith("augment.jpeg_quality")]
+    # Distillation off in the record: only its switch is a change, and an empty value prints as "none".
+    undistilled = {**then, "augment": old_fields, "distill": {"kind": "", "soft_weight": 0.25}}
+    now_distilled = {**shipped_recipe, "distill": {**shipped_recipe["distill"], "kind": "kd", "teacher": "x", "soft_weight": 0.7}}
+    with monkeypatch.context() as m:
+        m.setattr(ur, "load_recipe", lambda path: type("R", (), {"to_dict": lambda self: now_distilled})())
+        changes = ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": undistilled}}]})
+    assert [c for c in changes if c.startswith("distill.")] == ["distill.kind none (now kd)"]
     assert ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": shipped_recipe}}]}) == []
     # A shipped twin of another recipe (frontier_m_plain): its own baseline, never compared with frontier_m's.
     twin = {**seeds, "recipe": "frontier_m_plain", "test_accuracy": stat(0.88)}

@@ -525,6 +525,21 @@ def _ratio_rse_of_trials(trials: dict) -> float | None:
 
 # Recorded recipe fields that do not change what is trained.
 _NOT_THE_RECIPE = {"seed", "name", "path", "description"}
+# Fields that do nothing while their switch is off: a recipe without JPEG augmentation or without
+# distillation trained the same whatever they hold, so a change of them says nothing about the runs.
+_INERT_WHILE_OFF = {("augment", "jpeg_fraction"): ("augment", ("jpeg_quality_min", "jpeg_quality_max")),
+                    ("distill", "kind"): ("distill", None)}   # None: every other field of the section
+
+
+def _inert_fields(then: dict, now: dict) -> set[tuple[str, str]]:
+    """(section, field) pairs that are inert in the recorded recipe or in today's: their switch is off."""
+    inert = set()
+    for (switch_section, switch), (section, fields) in _INERT_WHILE_OFF.items():
+        if all((r.get(switch_section) or {}).get(switch) for r in (then, now)):
+            continue
+        names = fields if fields is not None else [f for f in (now.get(section) or {}) if f != switch]
+        inert |= {(section, f) for f in names}
+    return inert
 
 
 def recipe_changes(f: dict) -> list[str] | None:
@@ -545,6 +560,7 @@ def recipe_changes(f: dict) -> list[str] | None:
     # A teacher pinned after the runs trained: what they trained with is the teacher their record names.
     defaults["distill"]["teacher_sha256"] = (record.get("teacher") or {}).get("weights_sha256", "")
     filled = with_added_fields(then, defaults)
+    inert = _inert_fields(filled, now)
     out = []
     for section in then:   # a section the record does not hold: nothing to say
         if section in _NOT_THE_RECIPE:
@@ -553,9 +569,14 @@ def recipe_changes(f: dict) -> list[str] | None:
         pairs = value.items() if isinstance(value, dict) else [(None, value)]
         for field, v in pairs:
             current = now.get(section) if field is None else (now.get(section) or {}).get(field)
-            if v != current:
-                out.append(f"{section}{'.' + field if field else ''} {v} (now {current})")
+            if v != current and (section, field) not in inert:
+                out.append(f"{section}{'.' + field if field else ''} {_shown(v)} (now {_shown(current)})")
     return out
+
+
+def _shown(value) -> str:
+    """A recipe value as the changes list prints it: an empty string (a switch off, no teacher) as "none"."""
+    return "none" if value == "" else str(value)
 
 
 def shipped_by_weights() -> dict[str, str]:
