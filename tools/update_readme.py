@@ -416,7 +416,10 @@ def summary_markdown(paths: list[str], results_list: list[dict], reports: list[s
                    + ", ".join(f"[`{Path(p).name}`]({rel(p)})" for p, _ in mine)
                    + (f". Every cell, with spreads, accuracy and plots: [`{rel(report)}`]({rel(report)})" if report else "")
                    + f". Fastest = the highest img/s ({figure}) among cells whose top-1 "
-                   f"stays within the run's tolerance of eager fp32; x = {ratio} at that batch.\n")
+                   f"stays within the run's tolerance of eager fp32; x = {ratio} at that batch"
+                   + (". A model marked *(earlier weights)* was retrained after its file ran: its speeds hold, its "
+                      "top-1s are the earlier weights' (*Earlier weights* at the end of this section)"
+                      if any(c.get("superseded") for _, r in mine for c in r["cells"]) else "") + ".\n")
         out.append(best_cells_markdown([r for _, r in mine]) + "\n")
     return "\n".join(out) + ("\n" if out else "")
 
@@ -902,7 +905,9 @@ def main() -> int:
             overview = plot_overview(group, folder, machine=folder.name)
             if overview:
                 answer += f"\n\n![{folder.name}: every model, backend and precision at the largest batch]({rel(overview)})"
-        md = summary_markdown(args.bench_summary, summarised, args.summary_report, rel)
+        # A summary row's top-1 is the weights its file timed: a model retrained since gets a row of its own name.
+        md = summary_markdown(args.bench_summary, earlier_weights_apart(args.bench_summary, summarised, earlier),
+                              args.summary_report, rel)
         for folder in dict.fromkeys(Path(p).parent for p in args.bench):
             group = [r for p, r in zip(args.bench, full) if Path(p).parent == folder]
             md += render_markdown(group)
