@@ -385,7 +385,8 @@ def _mode_tables(results: dict) -> list[str]:
                 "above the peak of a file written before the conv-shaped probe: its one square-matmul probe, "
                 "judged at 0.6 x threads, could read low under contention" if (last.peak_fraction or 0) > 1 else None)
             if note:
-                notes.append(f"{model} {backend} {precision} {layout} {threads}t: {note}")
+                label = " ".join(part for part in (model, backend, precision, layout) if part)   # no layout: no gap
+                notes.append(f"{label} {threads}t ({mode} table): {note}")   # numbered across both tables
                 frac += f" [{len(notes)}]"
             row += [f"{last.latency['median_ms']:.2f}", f"{p99:.2f}" if p99 is not None else "n < 100", frac,
                     f"{acc['top1'] * 100:.2f}%" + (" ⚠" if "accuracy drop" in flags else "") if "top1" in acc else "",

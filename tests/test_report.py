@@ -100,7 +100,9 @@ def test_spread_p99_and_peak_note_of_trial_cells():
     r["cells"] = [c]
     md = report.render_markdown([r])
     assert "| cnn | eager | fp32 | nchw | 2 | **1,000 ±10% range (1.00x)** | 32.00 | 40.00 | 120.0% [1] | 80.00% | 70.00% |" in md
-    assert "1. cnn eager fp32 nchw 2t: above 100 % of the best fp32 probe: test" in md
+    assert "1. cnn eager fp32 nchw 2t (device table): above 100 % of the best fp32 probe: test" in md
+    c["memory_format"] = None   # a backend with no layout of its own: no double space where it would be
+    assert "1. cnn eager fp32 2t (device table): above" in report.render_markdown([r])
 
 
 def test_reads_pytest_benchmark_json(tmp_path):
