@@ -530,15 +530,15 @@ def _ratio_rse_of_trials(trials: dict) -> float | None:
 _NOT_THE_RECIPE = {"seed", "name", "path", "description"}
 # Fields that do nothing while their switch is off: a recipe without JPEG augmentation or without
 # distillation trained the same whatever they hold, so a change of them says nothing about the runs.
-_INERT_WHILE_OFF = {("augment", "jpeg_fraction"): ("augment", ("jpeg_quality_min", "jpeg_quality_max")),
-                    ("distill", "kind"): ("distill", None)}   # None: every other field of the section
+_INERT_WHILE_OFF = {("augment", "jpeg_fraction"): ("jpeg_quality_min", "jpeg_quality_max"),
+                    ("distill", "kind"): None}   # None: every other field of the switch's section
 
 
 def _inert_fields(then: dict, now: dict) -> set[tuple[str, str]]:
     """(section, field) pairs that are inert in the recorded recipe or in today's: their switch is off."""
     inert = set()
-    for (switch_section, switch), (section, fields) in _INERT_WHILE_OFF.items():
-        if all((r.get(switch_section) or {}).get(switch) for r in (then, now)):
+    for (section, switch), fields in _INERT_WHILE_OFF.items():
+        if all((r.get(section) or {}).get(switch) for r in (then, now)):
             continue
         names = fields if fields is not None else [f for f in (now.get(section) or {}) if f != switch]
         inert |= {(section, f) for f in names}
@@ -898,16 +898,17 @@ def main() -> int:
     if results:
         machines: dict[Path, list[dict]] = {}
         earlier = earlier_weights(paths, results)
-        for path, res in zip(paths, earlier_weights_apart(paths, results, earlier)):
+        apart = earlier_weights_apart(paths, results, earlier)
+        for path, res in zip(paths, apart):
             machines.setdefault(Path(path).parent, []).append(res)
         answer = answer_section(paths, results, rel, earlier)
         for folder, group in machines.items():  # plots never mix machines
             overview = plot_overview(group, folder, machine=folder.name)
             if overview:
                 answer += f"\n\n![{folder.name}: every model, backend and precision at the largest batch]({rel(overview)})"
-        # A summary row's top-1 is the weights its file timed: a model retrained since gets a row of its own name.
-        md = summary_markdown(args.bench_summary, earlier_weights_apart(args.bench_summary, summarised, earlier),
-                              args.summary_report, rel)
+        # A summary row's top-1 is the weights its file timed: a model retrained since gets a row of its own name
+        # (the summary files are the last of `paths`).
+        md = summary_markdown(args.bench_summary, apart[len(full):], args.summary_report, rel)
         for folder in dict.fromkeys(Path(p).parent for p in args.bench):
             group = [r for p, r in zip(args.bench, full) if Path(p).parent == folder]
             md += render_markdown(group)
