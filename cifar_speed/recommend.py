@@ -103,21 +103,30 @@ def _top1(cell: Cell) -> float | None:
     return acc.get("top1")
 
 
-def meets(cell: Cell, q: Query) -> bool:
-    top1 = _top1(cell)
-    if cell.status != "ok" or top1 is None or cell.images_per_s is None:
+def _jpeg(cell: Cell) -> float | None:
+    return (cell.accuracy or {}).get("top1_jpeg75")
+
+
+def eligible(cell: Cell, q: Query) -> bool:
+    """Whether the cell answers the query's question at all, bars aside: measured, scored on the whole
+    test set, of the query's device, batch and mode, and (unless asked) not mostly disturbed."""
+    if cell.status != "ok" or _top1(cell) is None or cell.images_per_s is None:
         return False
     if (q.device and cell.device != q.device) or cell.batch_size != q.batch or cell.mode != q.mode:
         return False
-    if cell.disturbed and not q.include_disturbed:
-        return False
-    if top1 < q.min_top1:
-        return False
-    if q.min_top1_jpeg is not None:
-        jpeg = (cell.accuracy or {}).get("top1_jpeg75")
-        if jpeg is None or jpeg < q.min_top1_jpeg:
-            return False
-    return True
+    return q.include_disturbed or not cell.disturbed
+
+
+def _meets_top1(cell: Cell, q: Query) -> bool:
+    return _top1(cell) >= q.min_top1
+
+
+def _meets_jpeg(cell: Cell, q: Query) -> bool:
+    return q.min_top1_jpeg is None or (_jpeg(cell) is not None and _jpeg(cell) >= q.min_top1_jpeg)
+
+
+def meets(cell: Cell, q: Query) -> bool:
+    return eligible(cell, q) and _meets_top1(cell, q) and _meets_jpeg(cell, q)
 
 
 def variant_values(cell: Cell) -> str | None:
@@ -187,6 +196,46 @@ def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Ship
             if best[machine] is None or cell.images_per_s > best[machine][0]:
                 best[machine] = (cell.images_per_s, cell, res, path)
     return {m: (_choice(b[1], b[2], b[3], shipped or {}) if b else None) for m, b in best.items()}
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """A cell that comes nearest where none meets the query: `meets` names the bar it does meet
+    ("top1_jpeg75" or "top1"), or is "" for the most accurate cell measured, which meets neither."""
+    meets: str
+    choice: Choice
+
+    def to_dict(self) -> dict:
+        return {"meets": self.meets, **self.choice.to_dict()}
+
+
+def closest(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shipped] | None = None) -> dict[str, list[NearMiss]]:
+    """machine folder -> where no cell meets the query, the cells that come nearest (an empty list where
+    one meets it, or none was measured at that batch): with a JPEG bar, the most accurate cell that meets
+    it and the most JPEG-robust cell that meets the top-1 bar; where neither exists, or there is no JPEG
+    bar, the most accurate cell measured. Of cells that score the same, the fastest."""
+    found: dict[str, list[tuple[Cell, dict, str]]] = {}
+    for path, res in results:
+        found.setdefault(folder_of(path), []).extend((c, res, path) for c in cells_of(res) if eligible(c, q))
+    out: dict[str, list[NearMiss]] = {}
+    for machine, rows in found.items():
+        out[machine] = [] if any(meets(c, q) for c, _, _ in rows) else _nearest(rows, q, shipped or {})
+    return out
+
+
+def _nearest(rows: list[tuple[Cell, dict, str]], q: Query, shipped: dict[str, Shipped]) -> list[NearMiss]:
+    def best(bar: str, keep, score) -> list[NearMiss]:
+        kept = [r for r in rows if keep(r[0])]
+        if not kept:
+            return []
+        cell, res, path = max(kept, key=lambda r: (score(r[0]), r[0].images_per_s))
+        return [NearMiss(bar, _choice(cell, res, path, shipped))]
+
+    near = []
+    if q.min_top1_jpeg is not None:
+        near += best("top1_jpeg75", lambda c: _meets_jpeg(c, q), _top1)
+        near += best("top1", lambda c: _meets_top1(c, q) and _jpeg(c) is not None, _jpeg)
+    return near or best("", lambda c: True, _top1)
 
 
 # The results files the README's answer tables are made from, listed by tools/update_readme.py in the results

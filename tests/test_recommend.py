@@ -10,7 +10,7 @@ import pytest
 from _fakedata import REPO
 
 from cifar_speed.errors import CifarSpeedError
-from cifar_speed.recommend import ANSWERS_FORMAT, ANSWERS_INDEX, Query, default_results_files, recommend
+from cifar_speed.recommend import ANSWERS_FORMAT, ANSWERS_INDEX, Query, closest, default_results_files, recommend
 from cifar_speed.sweep import Cell
 
 
@@ -76,6 +76,27 @@ def test_machines_are_never_mixed():
     assert answer["slow"].images_per_s == 500 and answer["fast"].images_per_s == 5_000
 
 
+def test_where_no_cell_meets_the_bars_the_nearest_on_each_bar_are_named():
+    # A JPEG bar: the most accurate cell that meets it, and the most JPEG-robust that meets the top-1 bar.
+    accurate, robust = _cell("acc", "eager", "fp32", 500, 0.942, jpeg=0.86), _cell("rob", "eager", "fp32", 400, 0.93, jpeg=0.915)
+    pair = [("results/m1/sweep-a.json", _results([accurate, robust]))]
+    near = closest(pair, Query(min_top1=0.94, min_top1_jpeg=0.91))["m1"]
+    assert [(n.meets, n.choice.checkpoint) for n in near] == [("top1_jpeg75", "rob"), ("top1", "acc")]
+    res = [("results/m1/sweep-a.json", _results(CELLS))]
+    near = closest(res, Query(min_top1=0.936, min_top1_jpeg=0.93))["m1"]   # only the top-1 bar is met
+    assert [(n.meets, n.choice.backend, n.choice.top1_jpeg75) for n in near] == [("top1", "eager", 0.921)]
+    # Neither bar met by any cell, or no JPEG bar: the most accurate cell; of equal top-1s the fastest.
+    tied = _results([*CELLS, _cell("big", "compile", "fp32", 2_000, 0.936, jpeg=0.921)])
+    for q in (Query(min_top1=0.99), Query(min_top1=0.99, min_top1_jpeg=0.99)):
+        (n,) = closest([("results/m1/sweep-a.json", tied)], q)["m1"]
+        assert (n.meets, n.choice.backend, n.choice.top1) == ("", "compile", 0.936)
+    # The cells recommend would not read are not offered either (subset-scored, disturbed, failed, other batch).
+    (n,) = closest(res, Query(min_top1=0.99, batch=128))["m1"]
+    assert n.choice.top1 == 0.936
+    assert closest(res, Query(min_top1=0.85, batch=1))["m1"] == []       # nothing measured at that batch
+    assert closest(res, Query(min_top1=0.85))["m1"] == []                 # a cell meets it: nothing to offer
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "cifar_speed", "recommend", *args], capture_output=True, text=True)
 
@@ -88,7 +109,13 @@ def test_cli_json_and_exit_codes(tmp_path):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)["answer"]["m1"]
     assert (got["backend"], got["precision"]) == ("compile", "fp32")
-    assert _cli("--min-top1", "99", "--results", str(path)).returncode == 1  # nothing meets it
+    missed = _cli("--min-top1", "99", "--min-top1-jpeg", "92.1", "--results", str(path))
+    assert missed.returncode == 1   # nothing meets it; the nearest is named, with its command
+    lines = " ".join(missed.stdout.split())
+    assert ("nearest with JPEG-75 top-1 >= 92.1%: big eager fp32, 2 threads — 1,000 img/s, 128.000 ms per batch; "
+            "top-1 93.60%, JPEG-75 92.10%") in lines and "reproduce: cifar-speed bench big --backend eager" in lines
+    near = json.loads(_cli("--min-top1", "99", "--results", str(path), "--json").stdout)
+    assert near["answer"]["m1"] is None and [(n["meets"], n["backend"]) for n in near["closest"]["m1"]] == [("", "eager")]
     bad = _cli("--min-top1", "850", "--results", str(path))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 

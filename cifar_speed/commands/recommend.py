@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..checkpoint import shipped_sidecars
     from ..locate import results_roots
-    from ..recommend import Query, default_results_files, recommend, shipped_weights
+    from ..recommend import Query, closest, default_results_files, recommend, shipped_weights
     from ..report import load_results
 
     files = _expand_folders(args.results) if args.results else [str(f) for f in default_results_files(results_roots())]
@@ -53,12 +53,13 @@ def run(args) -> int:
     q = Query(min_top1=args.min_top1 / 100, batch=args.batch, device=args.device,
               min_top1_jpeg=None if args.min_top1_jpeg is None else args.min_top1_jpeg / 100,
               include_disturbed=args.include_disturbed, mode=args.mode)
-    answer = recommend(loaded, q, shipped_weights(shipped_sidecars()))
+    shipped = shipped_weights(shipped_sidecars())
+    answer, near = recommend(loaded, q, shipped), closest(loaded, q, shipped)
     if args.json:
-        print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()}},
-                         indent=2))
+        print(json.dumps({"query": q.__dict__, "answer": {m: c.to_dict() if c else None for m, c in answer.items()},
+                          "closest": {m: [n.to_dict() for n in ns] for m, ns in near.items() if ns}}, indent=2))
         return 0 if any(answer.values()) else 1
-    _print(answer, q)
+    _print(answer, near, q)
     return 0 if any(answer.values()) else 1
 
 
@@ -91,22 +92,35 @@ def _expand_folders(paths: list[str]) -> list[str]:
     return files
 
 
-def _print(answer, q) -> None:
+def _print(answer, near, q) -> None:
     from ..console import make_console
 
     out = make_console()
-    bar = f"top-1 >= {q.min_top1:.1%}" + (f" and JPEG-75 top-1 >= {q.min_top1_jpeg:.1%}" if q.min_top1_jpeg else "")
+    top1_bar = f"top-1 >= {q.min_top1:.1%}"
+    jpeg_bar = f"JPEG-75 top-1 >= {q.min_top1_jpeg:.1%}" if q.min_top1_jpeg is not None else ""
+    bar = top1_bar + (f" and {jpeg_bar}" if jpeg_bar else "")
     for machine, c in sorted(answer.items()):
         if c is None:
             out.print(f"[bold]{machine}[/]: no measured {q.device + ' ' if q.device else ''}cell at batch {q.batch} "
                       f"meets {bar}")
+            for n in near.get(machine, []):
+                what = {"top1_jpeg75": f"nearest with {jpeg_bar}", "top1": f"nearest with {top1_bar}"}.get(
+                    n.meets, "most accurate measured")
+                out.print(f"  {what}: {_cell_line(n.choice)}")
+                out.print(f"    from {n.choice.results_file}; reproduce: {n.choice.command}")
             continue
-        speed = f"{c.images_per_s:,.0f} img/s" + (f", {c.latency_ms:.3f} ms per batch" if c.latency_ms else "")
-        jpeg = f", JPEG-75 {c.top1_jpeg75:.2%}" if c.top1_jpeg75 is not None else ""
-        out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.label()}[/] — {speed}; top-1 {c.top1:.2%}{jpeg}")
+        out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.label()}[/] — {_cell_line(c, label=False)}")
         out.print(f"  from {c.results_file}; reproduce: {c.command}")
         if c.shipped_now:
             out.print(f"  [yellow]earlier weights[/]: {_retrained(c.shipped_now)}")
+
+
+def _cell_line(c, label: bool = True) -> str:
+    """"frontier_l openvino int8, 2 threads — 3,413 img/s, 0.293 ms per batch; top-1 91.68%, JPEG-75 89.81%"."""
+    speed = f"{c.images_per_s:,.0f} img/s" + (f", {c.latency_ms:.3f} ms per batch" if c.latency_ms else "")
+    jpeg = f", JPEG-75 {c.top1_jpeg75:.2%}" if c.top1_jpeg75 is not None else ""
+    old = " (earlier weights)" if c.shipped_now else ""
+    return (f"{c.label()}{old} — " if label else "") + f"{speed}; top-1 {c.top1:.2%}{jpeg}"
 
 
 def _retrained(now) -> str:
