@@ -200,6 +200,14 @@ def test_models_lists_registry_and_shipped(shipped_here, capsys):
     tiny = next(r for r in doc["shipped"] if r["name"] == "tiny")
     assert tiny["model"] == "lightnn" and tiny["params"] == lightnn["params"] and tiny["test_top1"] == 0.1
     assert tiny["test_top1_jpeg75"] is None   # its sidecar records none: shown as "-", never as a number
+    assert cli.main(["models"]) == 0
+    assert "- never scored" in " ".join(capsys.readouterr().out.split())
+    sidecar = shipped_here / "results" / "checkpoints" / "tiny.json"
+    meta = json.loads(sidecar.read_text())   # scored after training (tools/ship_checkpoints.py --score-jpeg): marked
+    sidecar.write_text(json.dumps({**meta, "test_accuracy_jpeg75": 0.0834, "test_accuracy_jpeg75_scored_by": "x"}))
+    assert cli.main(["models"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "8.34 %*" in out and "* scored on the shipped weights after training" in out
 
 
 # -- one width policy; results under the current folder ------------------------------------------

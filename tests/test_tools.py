@@ -616,10 +616,12 @@ def test_readme_marks_files_that_timed_weights_retrained_since():
     assert ur.earlier_weights_note({}, rel=lambda p: p) == ""
 
 
-def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_of_the_same_weights():
+def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_of_the_same_weights(monkeypatch):
     ur = _tool("update_readme")
     fast = json.loads((ur.ROOT / "results" / "checkpoints" / "fast.json").read_text())
-    assert fast.get("test_accuracy_jpeg75") is None   # trained before the JPEG-75 set: the case this covers
+    for key in ("test_accuracy_jpeg75", "test_accuracy_jpeg75_scored_by"):   # trained before the JPEG-75 set
+        fast.pop(key, None)                                                  # and never scored since
+    monkeypatch.setattr(ur, "shipped_sidecars", lambda: {"fast": fast})
     cell = lambda jpeg, images=10_000: {"model": "fast", "backend": "eager", "precision": "fp32", "status": "ok",  # noqa: E731
                                         "accuracy": {"top1": fast["test_accuracy"], "top1_jpeg75": jpeg, "images": images}}
     other_weights = {"models": {"fast": {"weights_sha256": "0" * 64}}, "cells": [cell(0.5)]}
@@ -632,6 +634,44 @@ def test_readme_models_table_takes_jpeg_top1_of_older_checkpoints_from_a_bench_o
     assert f"| 84.00 % ({(0.84 - fast['test_accuracy']) * 100:+.2f} pt) [†](m/c.json) |" in row
     assert "† the training record has no JPEG-75 top-1" in table
     assert "†" not in ur.models_section()
+
+
+def test_readme_models_table_marks_a_jpeg_top1_scored_after_training(monkeypatch):
+    ur = _tool("update_readme")
+    fast = json.loads((ur.ROOT / "results" / "checkpoints" / "fast.json").read_text())
+    later = {**fast, "test_accuracy_jpeg75": 0.8438, "test_accuracy_jpeg75_scored_by": "tools/ship_checkpoints.py --score-jpeg"}
+    monkeypatch.setattr(ur, "shipped_sidecars", lambda: {"fast": later})
+    table = ur.models_section(jpeg_bench={"fast": (0.5, "m/c.json")})   # the sidecar's own figure wins
+    row = next(r for r in table.splitlines() if r.startswith("| [fast]("))
+    assert f"| 84.38 % ({(0.8438 - fast['test_accuracy']) * 100:+.2f} pt) ‡ |" in row
+    assert "‡ trained before the JPEG-75 set existed: scored on the shipped weights afterwards" in table and "†" not in table
+    monkeypatch.setattr(ur, "shipped_sidecars", lambda: {"fast": {**later, "test_accuracy_jpeg75_scored_by": None}})
+    assert "‡" not in ur.models_section()   # recorded by training: no mark
+
+
+def test_ship_checkpoints_score_jpeg_records_the_figure_only_where_the_sidecar_has_none(tmp_path, fake_data):
+    ship = _tool("ship_checkpoints")
+    from cifar_speed import data as D
+    from cifar_speed.checkpoint import load_checkpoint
+    from cifar_speed.evaluation import evaluate
+
+    old, recorded = _run(tmp_path, 0, 0.90), _run(tmp_path, 1, 0.92, jpeg=0.5)
+    before = {p: json.loads(p.read_text()) for p in (old, recorded)}
+    assert ship.main(["--score-jpeg", "--data-dir", str(fake_data), "--out", str(tmp_path)]) == 0
+    model, meta = load_checkpoint(old)   # the weights are untouched: their hash still checks
+    jpeg = D.jpeg_test_split(fake_data)
+    after = json.loads(old.read_text())
+    assert after["test_accuracy_jpeg75"] == evaluate(model, jpeg, meta.mean, meta.std, "cpu")["accuracy"]
+    assert after["jpeg75_sha256"] == D.content_sha256(jpeg)
+    assert after["test_accuracy_jpeg75_scored_by"] == "tools/ship_checkpoints.py --score-jpeg"
+    assert "git_commit" in after["test_accuracy_jpeg75_provenance"]
+    added = {"test_accuracy_jpeg75", "jpeg75_sha256", "test_accuracy_jpeg75_scored_by", "test_accuracy_jpeg75_provenance"}
+    assert {k: v for k, v in after.items() if k not in added} == before[old]   # the training record as it was
+    assert json.loads(recorded.read_text()) == before[recorded]                  # training recorded one: unchanged
+    again = old.read_text()
+    assert ship.main(["--score-jpeg", str(old), "--data-dir", str(fake_data)]) == 0 and old.read_text() == again
+    with pytest.raises(SystemExit):
+        ship.main(["--score-jpeg", "--as", "x"])
 
 
 def test_readme_models_table_says_whether_the_seeds_behind_a_checkpoint_meet_the_jpeg_goal(monkeypatch):

@@ -11,10 +11,19 @@ keeps the training record and says which storage was chosen and why.
 
 --as ships one run under the model's name (a seed of an experiment whose recipe became the shipped
 one); the sidecar keeps the run's own name in shipping.trained_as.
+
+    .venv/bin/python tools/ship_checkpoints.py --score-jpeg [results/checkpoints/fast.json ...]
+
+--score-jpeg ships nothing: it scores the shipped checkpoints whose training predates the JPEG-75 set
+(by default every one under --out without a JPEG-75 top-1) on that set, with the weights as shipped and
+as training scores it, and records the figure in the sidecar, marked as scored here
+(`test_accuracy_jpeg75_scored_by`, with this run's provenance), so that every top-1 the tool prints has its
+JPEG-75 figure beside it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cifar_speed import data as D  # noqa: E402
 from cifar_speed.checkpoint import SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint, read_sidecar, save_checkpoint  # noqa: E402
 from cifar_speed.evaluation import evaluate  # noqa: E402
+from cifar_speed.fileio import atomic_write_json  # noqa: E402
+from cifar_speed.provenance import provenance  # noqa: E402
+
+SCORED_BY = "tools/ship_checkpoints.py --score-jpeg"
 
 
 def top1_by_set(sidecar: Path, sets: dict[str, D.Split]) -> tuple[dict[str, float], dict[str, float]]:
@@ -72,13 +85,40 @@ def ship(sidecar: Path, out_dir: Path, data_dir, name: str | None = None) -> str
     return f"{meta['name']}: fp32 / fp16-rounded weights: {scores} -> stored as {meta['shipping']['storage']}"
 
 
+def score_jpeg(sidecar: Path, data_dir) -> str:
+    """Record a shipped checkpoint's JPEG-75 top-1 where its sidecar has none: the weights as shipped,
+    scored as training scores it (eager fp32 on CPU), the set's sha256 and who scored it, when, where. The
+    rest of the sidecar, the training record, is left as training and shipping wrote it."""
+    meta = json.loads(sidecar.read_text())
+    if meta.get("test_accuracy_jpeg75") is not None:
+        return f"{sidecar.stem}: JPEG-75 top-1 {meta['test_accuracy_jpeg75']:.4f} recorded already, unchanged"
+    model, ckpt = load_checkpoint(sidecar)
+    jpeg = D.jpeg_test_split(data_dir, 75)
+    top1 = evaluate(model, jpeg, ckpt.mean, ckpt.std, "cpu")["accuracy"]
+    meta.update(test_accuracy_jpeg75=top1, jpeg75_sha256=D.content_sha256(jpeg),
+                test_accuracy_jpeg75_scored_by=SCORED_BY, test_accuracy_jpeg75_provenance=provenance())
+    atomic_write_json(sidecar, meta)
+    return f"{sidecar.stem}: top-1 {meta['test_accuracy']:.4f}, JPEG-75 top-1 {top1:.4f} (scored now, recorded)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sidecars", nargs="+", type=Path)
+    ap.add_argument("sidecars", nargs="*", type=Path)
     ap.add_argument("--out", type=Path, default=SHIPPED_DIR)
     ap.add_argument("--data-dir")
     ap.add_argument("--as", dest="name", metavar="NAME", help="ship the one run given under this name")
+    ap.add_argument("--score-jpeg", action="store_true",
+                    help="ship nothing: record the JPEG-75 top-1 of shipped checkpoints whose sidecar has none "
+                         "(the sidecars given, else every one under --out)")
     args = ap.parse_args(argv)
+    if args.score_jpeg:
+        if args.name:
+            ap.error("--score-jpeg ships nothing: --as does not apply")
+        for s in args.sidecars or sorted(args.out.glob("*.json")):
+            print(score_jpeg(s, args.data_dir))
+        return 0
+    if not args.sidecars:
+        ap.error("give the sidecars of the runs to ship")
     if args.name and len(args.sidecars) != 1:
         ap.error("--as names one run: give one sidecar")
     for s in args.sidecars:

@@ -171,7 +171,7 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                    jpeg_bench: dict[str, tuple[float, str]] | None = None, rel=lambda p: p,
                    goals: dict[str, str] | None = None) -> str:
     """The shipped checkpoints' table; `goals`: jpeg_goals, issue 15's verdict per checkpoint, in its target cell."""
-    seed_files, jpeg_bench, goals, from_bench = seed_files or [], jpeg_bench or {}, goals or {}, False
+    seed_files, jpeg_bench, goals, from_bench, scored_later = seed_files or [], jpeg_bench or {}, goals or {}, False, False
     rows = ["| checkpoint | model | params | MFLOP/image | test top-1 | JPEG-75 top-1 (drop) | target | epochs | training time | train img/s | where trained | stored |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     shipped = shipped_sidecars()
@@ -213,6 +213,8 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
         prov = m.get("provenance", {})
         where = f"{m.get('device')} {m.get('train_precision')}, {prov.get('cpu', {}).get('model', '?')}"
         jpeg, jpeg_source = m.get("test_accuracy_jpeg75"), ""
+        if jpeg is not None and m.get("test_accuracy_jpeg75_scored_by"):
+            jpeg_source, scored_later = " ‡", True
         if jpeg is None and m.get("name") in jpeg_bench:
             jpeg, path = jpeg_bench[m["name"]]
             jpeg_source, from_bench = f" [†]({rel(path)})", True
@@ -223,6 +225,10 @@ def models_section(seed_files: list[dict] | None = None, seed_paths: list[str] |
                     f"{m.get('storage_dtype')} |")
     if len(rows) == 2:
         rows.append("| (no checkpoint shipped yet) | | | | | | | | | | | |")
+    if scored_later:
+        rows += ["", "‡ trained before the JPEG-75 set existed: scored on the shipped weights afterwards, as training "
+                 "scores it (`tools/ship_checkpoints.py --score-jpeg`; the sidecar's `test_accuracy_jpeg75_scored_by` "
+                 "and `test_accuracy_jpeg75_provenance` say by what, when and where)."]
     if from_bench:
         rows += ["", "† the training record has no JPEG-75 top-1 (trained before the set existed): the top-1 of the "
                  "eager fp32 cell of a bench run that timed these same weights (linked), on the same 10,000 images."]

@@ -24,7 +24,8 @@ class ShippedRow:
     flops_per_image: int
     test_top1: float | None
     test_top1_tta: float | None
-    test_top1_jpeg75: float | None   # None: trained before the JPEG-75 set existed (`eval NAME` scores it)
+    test_top1_jpeg75: float | None   # None: trained before the JPEG-75 set existed, never scored since
+    test_top1_jpeg75_scored_by: str | None   # set where that figure was scored after training, by this
     sidecar: str
 
 
@@ -61,8 +62,15 @@ def shipped_rows(registry: list[RegistryRow]) -> list[ShippedRow]:
         else:
             params, flops = counted[ckpt.architecture]
         rows.append(ShippedRow(name, ckpt.architecture, params, flops, ckpt.test_accuracy,
-                               ckpt.get("test_accuracy_tta"), ckpt.get("test_accuracy_jpeg75"), str(sidecar)))
+                               ckpt.get("test_accuracy_tta"), ckpt.get("test_accuracy_jpeg75"),
+                               ckpt.get("test_accuracy_jpeg75_scored_by"), str(sidecar)))
     return rows
+
+
+def _jpeg_text(r: ShippedRow) -> str:
+    if r.test_top1_jpeg75 is None:
+        return "-"
+    return f"{r.test_top1_jpeg75 * 100:.2f} %" + ("*" if r.test_top1_jpeg75_scored_by else "")
 
 
 def _mflops(n: int) -> str:
@@ -87,16 +95,20 @@ def run(args) -> int:
     for r in registry:
         t.add_row(r.name, f"{r.params:,}", _mflops(r.flops_per_image))
     console.print(t)
+    later = any(r.test_top1_jpeg75_scored_by for r in ckpts)
     t = Table(title="shipped checkpoints (pass the name to bench, eval, compile or export)",
               caption="JPEG-75: top-1 on the test images after a JPEG round trip at quality 75, as recorded at "
-                      "training; - where the checkpoint predates that set (`cifar-speed eval NAME` scores it)")
+                      "training" + ("; * scored on the shipped weights after training (the checkpoint predates "
+                                    "that set)" if later else "")
+                      + ("; - never scored (`cifar-speed eval NAME` scores it)"
+                         if any(r.test_top1_jpeg75 is None for r in ckpts) else ""))
     for col, just in (("name", "left"), ("model", "left"), ("params", "right"), ("MFLOP/image", "right"),
                       ("test top-1", "right"), ("JPEG-75", "right"), ("with TTA", "right")):
         t.add_column(col, justify=just, no_wrap=True)
     for r in ckpts:
         t.add_row(r.name, r.model, f"{r.params:,}", _mflops(r.flops_per_image),
                   f"{r.test_top1 * 100:.2f} %" if r.test_top1 is not None else "-",
-                  f"{r.test_top1_jpeg75 * 100:.2f} %" if r.test_top1_jpeg75 is not None else "-",
+                  _jpeg_text(r),
                   f"{r.test_top1_tta * 100:.2f} %" if r.test_top1_tta is not None else "")
     console.print(t)
     if not ckpts:
