@@ -1,7 +1,8 @@
 """`cifar-speed models`: the model registry and the shipped checkpoints, with params, FLOPs, top-1 and JPEG-75 top-1.
 
 Registry figures are counted from a freshly built model (PyTorch's FlopCounterMode, 2 FLOPs per MAC);
-a shipped checkpoint's figures come from its sidecar, written when it was trained and evaluated.
+a shipped checkpoint's figures come from its sidecar, written when it was trained and evaluated (a JPEG-75
+top-1 of a checkpoint older than that set: scored since by tools/ship_checkpoints.py --score-jpeg, marked *).
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def shipped_rows(registry: list[RegistryRow]) -> list[ShippedRow]:
 
 
 def _jpeg_text(r: ShippedRow) -> str:
+    """"84.38 %*" for a figure scored after training (rich trims a pad in the mark's place: no padding)."""
     if r.test_top1_jpeg75 is None:
         return "-"
     return f"{r.test_top1_jpeg75 * 100:.2f} %" + ("*" if r.test_top1_jpeg75_scored_by else "")
