@@ -649,7 +649,7 @@ def test_readme_models_table_marks_a_jpeg_top1_scored_after_training(monkeypatch
     assert "‡" not in ur.models_section()   # recorded by training: no mark
 
 
-def test_ship_checkpoints_score_jpeg_records_the_figure_only_where_the_sidecar_has_none(tmp_path, fake_data):
+def test_ship_checkpoints_score_jpeg_records_the_figure_only_where_the_sidecar_has_none(tmp_path, fake_data, capsys):
     ship = _tool("ship_checkpoints")
     from cifar_speed import data as D
     from cifar_speed.checkpoint import load_checkpoint
@@ -669,7 +669,11 @@ def test_ship_checkpoints_score_jpeg_records_the_figure_only_where_the_sidecar_h
     assert {k: v for k, v in after.items() if k not in added} == before[old]   # the training record as it was
     assert json.loads(recorded.read_text()) == before[recorded]                  # training recorded one: unchanged
     again = old.read_text()
-    assert ship.main(["--score-jpeg", str(old), "--data-dir", str(fake_data)]) == 0 and old.read_text() == again
+    assert ship.main(["--score-jpeg", str(old.with_suffix(".safetensors")), "--data-dir", str(fake_data)]) == 0
+    assert old.read_text() == again and load_checkpoint(old)   # named by its weights file: neither file rewritten
+    (tmp_path / "x.json").write_text("{}")
+    assert ship.main(["--score-jpeg", str(tmp_path / "x.json")]) == 2   # not a sidecar: one line, nothing written
+    assert "not a cifar-speed checkpoint sidecar" in capsys.readouterr().err and (tmp_path / "x.json").read_text() == "{}"
     with pytest.raises(SystemExit):
         ship.main(["--score-jpeg", "--as", "x"])
 

@@ -23,7 +23,6 @@ JPEG-75 figure beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,7 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifar_speed import data as D  # noqa: E402
-from cifar_speed.checkpoint import SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint, read_sidecar, save_checkpoint  # noqa: E402
+from cifar_speed.checkpoint import (SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint, paths_for, read_sidecar,  # noqa: E402
+                                    save_checkpoint)
+from cifar_speed.errors import CifarSpeedError  # noqa: E402
 from cifar_speed.evaluation import evaluate  # noqa: E402
 from cifar_speed.fileio import atomic_write_json  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
@@ -89,7 +90,8 @@ def score_jpeg(sidecar: Path, data_dir) -> str:
     """Record a shipped checkpoint's JPEG-75 top-1 where its sidecar has none: the weights as shipped,
     scored as training scores it (eager fp32 on CPU), the set's sha256 and who scored it, when, where. The
     rest of the sidecar, the training record, is left as training and shipping wrote it."""
-    meta = json.loads(sidecar.read_text())
+    sidecar = paths_for(sidecar)[1]      # given as its .json or its .safetensors: the .json is written
+    meta = dict(read_sidecar(sidecar))   # checked: a cifar-speed sidecar, whose weights file is there
     if meta.get("test_accuracy_jpeg75") is not None:
         return f"{sidecar.stem}: JPEG-75 top-1 {meta['test_accuracy_jpeg75']:.4f} recorded already, unchanged"
     model, ckpt = load_checkpoint(sidecar)
@@ -114,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.score_jpeg:
         if args.name:
             ap.error("--score-jpeg ships nothing: --as does not apply")
-        for s in args.sidecars or sorted(args.out.glob("*.json")):
-            print(score_jpeg(s, args.data_dir))
+        try:
+            for s in args.sidecars or sorted(args.out.glob("*.json")):
+                print(score_jpeg(s, args.data_dir))
+        except CifarSpeedError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if not args.sidecars:
         ap.error("give the sidecars of the runs to ship")
