@@ -103,11 +103,16 @@ def _print(answer, near, q) -> None:
         if c is None:
             out.print(f"[bold]{machine}[/]: no measured {q.device + ' ' if q.device else ''}cell at batch {q.batch} "
                       f"meets {bar}")
-            for n in near.get(machine, []):
-                what = {"top1_jpeg75": f"nearest with {jpeg_bar}", "top1": f"nearest with {top1_bar}"}.get(
-                    n.meets, "most accurate measured")
-                out.print(f"  {what}: {_cell_line(n.choice)}")
-                out.print(f"    from {n.choice.results_file}; reproduce: {n.choice.command}")
+            for meets in dict.fromkeys(n.meets for n in near.get(machine, [])):
+                what = {"top1_jpeg75": f"with {jpeg_bar}, the most accurate (then each faster cell down to 1 point "
+                                       "under the top-1 bar)",
+                        "top1": f"with {top1_bar}, the most JPEG-robust (then each faster cell down to 1 point under "
+                                "the JPEG-75 bar)"}.get(meets, "the most accurate measured (then each faster cell down "
+                                                               "to 1 point under the top-1 bar)")
+                out.print(f"  {what}:")
+                for n in (n for n in near[machine] if n.meets == meets):
+                    out.print(f"    {_cell_line(n.choice)}")
+                    out.print(f"      from {n.choice.results_file}; reproduce: {n.choice.command}")
             continue
         out.print(f"[bold]{machine}[/], batch {q.batch}, {bar}: [bold]{c.label()}[/] — {_cell_line(c, label=False)}")
         out.print(f"  from {c.results_file}; reproduce: {c.command}")
