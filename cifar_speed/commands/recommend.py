@@ -94,6 +94,7 @@ def _expand_folders(paths: list[str]) -> list[str]:
 
 def _print(answer, near, q) -> None:
     from ..console import make_console
+    from ..recommend import NEAR_DEPTH
 
     out = make_console()
     top1_bar = f"top-1 >= {q.min_top1:.1%}"
@@ -104,12 +105,10 @@ def _print(answer, near, q) -> None:
             out.print(f"[bold]{machine}[/]: no measured {q.device + ' ' if q.device else ''}cell at batch {q.batch} "
                       f"meets {bar}")
             for meets in dict.fromkeys(n.meets for n in near.get(machine, [])):
-                what = {"top1_jpeg75": f"with {jpeg_bar}, the most accurate (then each faster cell down to 1 point "
-                                       "under the top-1 bar)",
-                        "top1": f"with {top1_bar}, the most JPEG-robust (then each faster cell down to 1 point under "
-                                "the JPEG-75 bar)"}.get(meets, "the most accurate measured (then each faster cell down "
-                                                               "to 1 point under the top-1 bar)")
-                out.print(f"  {what}:")
+                what, missed = {"top1_jpeg75": (f"with {jpeg_bar}, the most accurate", "top-1"),
+                                 "top1": (f"with {top1_bar}, the most JPEG-robust", "JPEG-75")}.get(
+                    meets, ("the most accurate measured", "top-1"))
+                out.print(f"  {what} (then each faster cell down to {NEAR_DEPTH * 100:g} point under the {missed} bar):")
                 for n in (n for n in near[machine] if n.meets == meets):
                     out.print(f"    {_cell_line(n.choice)}")
                     out.print(f"      from {n.choice.results_file}; reproduce: {n.choice.command}")
