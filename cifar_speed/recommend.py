@@ -183,19 +183,26 @@ def folder_of(path: str) -> str:
     return Path(path).parent.name
 
 
-def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shipped] | None = None) -> dict[str, Choice | None]:
-    """machine folder -> the fastest cell meeting the query (None where no cell does). `shipped`
-    (shipped_weights): what is shipped today, so that an answer from earlier weights says so."""
-    best: dict[str, tuple[float, Cell, dict, str] | None] = {}
+Row = tuple[Cell, dict, str]   # a cell, its results file's document, that file's path
+
+
+def eligible_rows(results: list[tuple[str, dict]], q: Query) -> dict[str, list[Row]]:
+    """machine folder -> the cells of its files that answer the query bars aside (eligible), in file
+    order; every machine read is a key, with no rows where nothing was measured for the query."""
+    rows: dict[str, list[Row]] = {}
     for path, res in results:
-        machine = folder_of(path)
-        best.setdefault(machine, None)
-        for cell in cells_of(res):
-            if not meets(cell, q):
-                continue
-            if best[machine] is None or cell.images_per_s > best[machine][0]:
-                best[machine] = (cell.images_per_s, cell, res, path)
-    return {m: (_choice(b[1], b[2], b[3], shipped or {}) if b else None) for m, b in best.items()}
+        rows.setdefault(folder_of(path), []).extend((c, res, path) for c in cells_of(res) if eligible(c, q))
+    return rows
+
+
+def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shipped] | None = None) -> dict[str, Choice | None]:
+    """machine folder -> the fastest cell meeting the query (None where no cell does; the first of equal
+    speeds). `shipped` (shipped_weights): what is shipped today, so that an answer from earlier weights says so."""
+    out: dict[str, Choice | None] = {}
+    for machine, rows in eligible_rows(results, q).items():
+        best = max((r for r in rows if meets(r[0], q)), key=lambda r: r[0].images_per_s, default=None)
+        out[machine] = _choice(*best, shipped or {}) if best else None
+    return out
 
 
 @dataclass(frozen=True)
@@ -219,19 +226,14 @@ def closest(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shippe
     top-1, and those that meet the top-1 bar ranked by JPEG-75 top-1; where neither exists, or there is
     no JPEG bar, all ranked by top-1. Of each ranking the best cell (the fastest of equal scores), then
     each faster cell down to NEAR_DEPTH under the bar missed, at most NEAR_CELLS: what relaxing it buys."""
-    found: dict[str, list[tuple[Cell, dict, str]]] = {}
-    for path, res in results:
-        found.setdefault(folder_of(path), []).extend((c, res, path) for c in cells_of(res) if eligible(c, q))
-    out: dict[str, list[NearMiss]] = {}
-    for machine, rows in found.items():
-        out[machine] = [] if any(meets(c, q) for c, _, _ in rows) else _nearest(rows, q, shipped or {})
-    return out
+    return {machine: [] if any(meets(c, q) for c, _, _ in rows) else _nearest(rows, q, shipped or {})
+            for machine, rows in eligible_rows(results, q).items()}
 
 
-def _nearest(rows: list[tuple[Cell, dict, str]], q: Query, shipped: dict[str, Shipped]) -> list[NearMiss]:
+def _nearest(rows: list[Row], q: Query, shipped: dict[str, Shipped]) -> list[NearMiss]:
     def frontier(bar: str, keep, score, missed: float) -> list[NearMiss]:
         ranked = sorted((r for r in rows if keep(r[0])), key=lambda r: (-score(r[0]), -r[0].images_per_s))
-        picked: list[tuple[Cell, dict, str]] = []
+        picked: list[Row] = []
         for r in ranked:
             if len(picked) == NEAR_CELLS or (picked and score(r[0]) < missed - NEAR_DEPTH):
                 break
