@@ -29,3 +29,12 @@ def evaluate(model: nn.Module, split: D.Split, mean, std, device, dtype=torch.fl
     model.train(was_training)
     pred = torch.cat(preds)
     return {"accuracy": (pred == split.labels).float().mean().item(), "loss": loss_sum / len(split), "pred": pred}
+
+
+def jpeg75_scores(model: nn.Module, test_split: D.Split, mean, std, device) -> dict:
+    """The sidecar's JPEG-75 keys: top-1 on the test images after a quality-75 round trip (the same
+    images as users' JPEGs arrive) and that set's content sha256. Training records them; the tools that
+    score a checkpoint trained before the set existed record the same keys, scored the same way."""
+    jpeg = D.jpeg_version(test_split, 75)
+    return {"test_accuracy_jpeg75": evaluate(model, jpeg, mean, std, device)["accuracy"],
+            "jpeg75_sha256": D.content_sha256(jpeg)}

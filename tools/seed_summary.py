@@ -61,11 +61,10 @@ def _settings(recorded: dict) -> dict:
 def _score_jpeg75(model, meta, data_dir) -> dict:
     """The JPEG-75 top-1 of a checkpoint whose training did not record it, scored as training scores it."""
     from cifar_speed import data as D
-    from cifar_speed.evaluation import evaluate
+    from cifar_speed.evaluation import jpeg75_scores
 
-    jpeg = D.jpeg_test_split(data_dir, 75)
-    return {"test_accuracy_jpeg75": evaluate(model, jpeg, meta.mean, meta.std, "cpu")["accuracy"],
-            "jpeg75_sha256": D.content_sha256(jpeg), "test_accuracy_jpeg75_scored_by": "tools/seed_summary.py"}
+    return {**jpeg75_scores(model, D.load_split("test", data_dir), meta.mean, meta.std, "cpu"),
+            "test_accuracy_jpeg75_scored_by": "tools/seed_summary.py"}
 
 
 def _jpeg75(run: dict) -> float | None:

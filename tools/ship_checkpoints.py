@@ -34,7 +34,7 @@ from cifar_speed import data as D  # noqa: E402
 from cifar_speed.checkpoint import (SHARED_WEIGHTS, SHIPPED_DIR, load_checkpoint, paths_for, read_sidecar,  # noqa: E402
                                     save_checkpoint)
 from cifar_speed.errors import CifarSpeedError  # noqa: E402
-from cifar_speed.evaluation import evaluate  # noqa: E402
+from cifar_speed.evaluation import evaluate, jpeg75_scores  # noqa: E402
 from cifar_speed.fileio import atomic_write_json  # noqa: E402
 from cifar_speed.provenance import provenance  # noqa: E402
 
@@ -95,12 +95,11 @@ def score_jpeg(sidecar: Path, data_dir) -> str:
     if meta.get("test_accuracy_jpeg75") is not None:
         return f"{sidecar.stem}: JPEG-75 top-1 {meta['test_accuracy_jpeg75']:.4f} recorded already, unchanged"
     model, ckpt = load_checkpoint(sidecar)
-    jpeg = D.jpeg_test_split(data_dir, 75)
-    top1 = evaluate(model, jpeg, ckpt.mean, ckpt.std, "cpu")["accuracy"]
-    meta.update(test_accuracy_jpeg75=top1, jpeg75_sha256=D.content_sha256(jpeg),
-                test_accuracy_jpeg75_scored_by=SCORED_BY, test_accuracy_jpeg75_provenance=provenance())
+    meta |= jpeg75_scores(model, D.load_split("test", data_dir), ckpt.mean, ckpt.std, "cpu")
+    meta.update(test_accuracy_jpeg75_scored_by=SCORED_BY, test_accuracy_jpeg75_provenance=provenance())
     atomic_write_json(sidecar, meta)
-    return f"{sidecar.stem}: top-1 {meta['test_accuracy']:.4f}, JPEG-75 top-1 {top1:.4f} (scored now, recorded)"
+    return (f"{sidecar.stem}: top-1 {meta['test_accuracy']:.4f}, JPEG-75 top-1 {meta['test_accuracy_jpeg75']:.4f} "
+            "(scored now, recorded)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from torch import nn
 from .. import data as D
 from .. import harness
 from ..checkpoint import save_checkpoint
-from ..evaluation import evaluate
+from ..evaluation import evaluate, jpeg75_scores
 from ..models import count_params, flops_per_image
 from ..provenance import provenance
 from .recipe import Recipe
@@ -69,10 +69,7 @@ def _variant_accuracies(recipe: Recipe, model: nn.Module, test_split: D.Split, m
         out["test_accuracy_tta"] = evaluate(model, test_split, mean, std, device)["accuracy"]
         out["tta_level"] = recipe.train.eval_tta
         model.tta_level = 0
-    jpeg = D.jpeg_version(test_split, 75)  # the same images as users' JPEGs arrive (issue: robustness)
-    out["test_accuracy_jpeg75"] = evaluate(model, jpeg, mean, std, device)["accuracy"]
-    out["jpeg75_sha256"] = D.content_sha256(jpeg)
-    return out
+    return out | jpeg75_scores(model, test_split, mean, std, device)
 
 
 def _per_class(pred: torch.Tensor, labels: torch.Tensor) -> dict:
