@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from cifar_speed.train import distill
@@ -146,3 +147,52 @@ def test_kd_from_the_students_views_trains_and_caches_nothing(fake_data, tmp_pat
 
     assert json.loads(sidecar.read_text())["recipe"]["distill"]["teacher_view"] == "view"
     assert not (tmp_path / "cache" / "teacher-logits").exists()   # computed per step, never cached
+
+
+def test_an_ensemble_teacher_averages_its_members_cached_logits(fake_data, tmp_path, monkeypatch):
+    """[distill] ensemble: each further teacher, found by name or path and holding its pinned weights,
+    gets its logits cached like the teacher's; the soft target is their mean; the sidecar names them."""
+    import json
+
+    from cifar_speed.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
+    from cifar_speed.data import CIFAR_MEAN, CIFAR_STD
+    from cifar_speed.models import create_model
+    from cifar_speed.train.objectives import make_objective
+    from cifar_speed.train.recipe import parse_recipe
+    from cifar_speed.train.teacher import cached_teacher_logits, targets_for
+
+    from _infer_util import fake_split
+
+    torch.manual_seed(1)
+    member = save_checkpoint(tmp_path / "member", create_model("frontier_s"), {
+        "model": "frontier_s", "name": "member", "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}})
+    sha = read_sidecar(member).weights_sha256
+    sidecar = _kd_student(fake_data, tmp_path, monkeypatch,
+                          f'teacher_tta = 1\nensemble = ["{member}"]\nensemble_sha256 = ["{sha}"]')
+    meta = json.loads(sidecar.read_text())
+    assert [m["weights_sha256"] for m in meta["teacher"]["ensemble"]] == [sha]
+    assert meta["recipe"]["distill"]["ensemble"] == [str(member)]
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*-tta1-*.npy"))) == 2
+
+    recipe = parse_recipe(f'model = "frontier_s"\n[distill]\nkind = "kd"\nteacher = "{tmp_path / "teacher.json"}"\n'
+                          f'ensemble = ["{member}"]\nensemble_sha256 = ["{sha}"]')
+    split, cpu = fake_split(40), torch.device("cpu")
+    (t, t_meta), (m, m_meta) = load_checkpoint(tmp_path / "teacher.json"), load_checkpoint(member)
+    t, m = t.eval(), m.eval()
+    got = targets_for(t, t_meta, recipe, make_objective(recipe, 1), split, CIFAR_MEAN, CIFAR_STD, cpu, torch.float32,
+                      augmenting=True, ensemble=[(m, m_meta)]).precomputed
+    each = [cached_teacher_logits(n, n_meta, 0, split, CIFAR_MEAN, CIFAR_STD, cpu, torch.float32)
+            for n, n_meta in ((t, t_meta), (m, m_meta))]
+    assert not torch.allclose(each[0], each[1])
+    assert torch.allclose(got, (each[0] + each[1]) / 2)
+
+
+def test_an_ensemble_member_missing_or_not_holding_its_pin_is_a_one_line_error(tmp_path):
+    from cifar_speed.errors import CifarSpeedError
+    from cifar_speed.train.recipe import parse_recipe
+    from cifar_speed.train.teacher import find_ensemble
+
+    recipe = parse_recipe('model = "lightnn"\n[distill]\nkind = "kd"\nteacher = "deepnn"\n'
+                          f'ensemble = ["deepnn"]\nensemble_sha256 = ["{"0" * 64}"]')
+    with pytest.raises(CifarSpeedError, match=r"ensemble: no checkpoint 'deepnn' with weights 000000000000\.\.\. \(looked in "):
+        find_ensemble(recipe, tmp_path)

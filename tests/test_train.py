@@ -358,6 +358,14 @@ def _pinned(sha: str, teacher: str = "deepnn") -> str:
 @pytest.mark.parametrize("text, message", [
     (_pinned("abc"), "teacher_sha256 must be 64 lowercase hex digits"),
     ('model = "lightnn"\n[distill]\nteacher_sha256 = "' + "a" * 64 + '"\n', "pins the weights of a teacher the recipe does not name"),
+    (_pinned("a" * 64) + 'ensemble = ["fast"]\n', r"ensemble names 1 teacher\(s\) but ensemble_sha256 pins 0"),
+    (_pinned("a" * 64) + 'ensemble = ["fast"]\nensemble_sha256 = ["abc"]\n', "ensemble_sha256 must be 64 lowercase hex"),
+    (_pinned("a" * 64) + 'ensemble = "fast"\n', r"ensemble must be a list of strings, got 'fast'"),
+    (_pinned("a" * 64) + 'ensemble = ["fast", 3]\n', "ensemble must be a list of strings"),
+    (_pinned("a" * 64).replace('"kd"', '"cosine"') + 'ensemble = ["x"]\nensemble_sha256 = ["' + "a" * 64 + '"]\n',
+     "ensemble needs kind = 'kd' and teacher_view = 'stored'"),
+    (_pinned("a" * 64) + 'teacher_view = "view"\nensemble = ["x"]\nensemble_sha256 = ["' + "a" * 64 + '"]\n',
+     "ensemble needs kind = 'kd' and teacher_view = 'stored'"),
 ])
 def test_bad_teacher_pins_are_refused(text, message):
     with pytest.raises(CifarSpeedError, match=message):

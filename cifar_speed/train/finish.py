@@ -54,11 +54,17 @@ def save_final(run: Run, model: nn.Module, progress: dict) -> Path:
     meta.update(_variant_accuracies(recipe, model, test_split, mean, std, dev))
     if run.teacher_meta is not None:
         t = run.teacher_meta
-        meta["teacher"] = {"name": t.get("name"), "weights_sha256": t.get("weights_sha256"),
-                           "test_accuracy": t.get("test_accuracy")}
+        meta["teacher"] = _teacher_record(t)
+        if t.get("ensemble"):   # [distill] ensemble: the further teachers whose logits were averaged in
+            meta["teacher"]["ensemble"] = [_teacher_record(m) for m in t["ensemble"]]
     if run.start is not None:
         meta["fine_tuned_from"] = run.start
     return save_checkpoint(run.out_dir / recipe.name, model, meta)
+
+
+def _teacher_record(meta: dict) -> dict:
+    return {"name": meta.get("name"), "weights_sha256": meta.get("weights_sha256"),
+            "test_accuracy": meta.get("test_accuracy")}
 
 
 def _variant_accuracies(recipe: Recipe, model: nn.Module, test_split: D.Split, mean, std, device) -> dict:

@@ -33,7 +33,7 @@ from .objectives import Objective, make_objective
 from .optim import Lookahead, build_optimizer, build_schedule
 from .recipe import Recipe, load_recipe
 from .state import TrainingState
-from .teacher import TeacherTargets, check_pin, find_teacher, prepare_teacher, targets_for, teacher_recipe_path
+from .teacher import TeacherTargets, check_pin, find_ensemble, find_teacher, prepare_teacher, targets_for, teacher_recipe_path
 
 NORMALIZATION = {"cifar": (D.CIFAR_MEAN, D.CIFAR_STD), "imagenet": (D.IMAGENET_MEAN, D.IMAGENET_STD)}
 
@@ -62,8 +62,12 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
                                                epochs=epochs if epochs != recipe.train.epochs else None,
                                                show_progress=show_progress)
         teacher = prepare_teacher(teacher, teacher_meta, recipe, objective, dev, data.mean)
+        ensemble = [(prepare_teacher(m, m_meta, recipe, objective, dev, data.mean), m_meta)
+                    for m, m_meta in map(load_checkpoint, find_ensemble(recipe, out_dir))]
         targets = targets_for(teacher, teacher_meta, recipe, objective, data.train, data.mean, data.std, dev, dtype,
-                              data.augmenting, _status_line(ddp.main))
+                              data.augmenting, _status_line(ddp.main), ensemble)
+        if ensemble:
+            teacher_meta = {**teacher_meta, "ensemble": [m_meta for _, m_meta in ensemble]}
     objective.build(recipe.seed, dev)
 
     steps_per_epoch = math.ceil(len(data.train) / recipe.data.batch_size)

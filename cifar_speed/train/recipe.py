@@ -93,6 +93,10 @@ class DistillCfg:
     # The sha256 of the teacher's weights file: a distilled recipe keeps its teacher after a newer
     # checkpoint ships under the teacher's name (the older one is found in results/checkpoints/bases/).
     teacher_sha256: str = ""
+    # kd from an ensemble: further teachers (sidecar paths or names, found as `teacher` is) and the
+    # weights each must hold; their cached logits and the teacher's are averaged into one target.
+    ensemble: list[str] = field(default_factory=list)
+    ensemble_sha256: list[str] = field(default_factory=list)
     temperature: float = 2.0
     soft_weight: float = 0.25     # weight of the distillation term
     ce_weight: float = 0.75       # weight of the hard-label cross-entropy
@@ -225,6 +229,8 @@ def _build(cls, table: dict, where: str, source: str = "the recipe"):
             check_field(where, key, value, source)
         if isinstance(default, str) and not isinstance(value, str):
             raise CifarSpeedError(f"[{where}] {key} must be a string, got {_short(value)}")
+        if fields[key].default_factory is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise CifarSpeedError(f"[{where}] {key} must be a list of strings, got {_short(value)}")
         if (where, key) in _CHOICES and value not in _CHOICES[(where, key)]:
             raise CifarSpeedError(f"[{where}] {key} = {_short(value)} is not one of {', '.join(sorted(map(repr, _CHOICES[(where, key)])))}")
         values[key] = value
@@ -290,6 +296,7 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
     _check_sha256(recipe.distill.teacher_sha256, "[distill] teacher_sha256", source)
     if recipe.distill.teacher_sha256 and not recipe.distill.teacher:
         raise CifarSpeedError(f"{source}: [distill] teacher_sha256 pins the weights of a teacher the recipe does not name")
+    _check_ensemble(recipe.distill, source)
     i = recipe.init
     if bool(i.checkpoint) != bool(i.weights_sha256):
         raise CifarSpeedError(f"{source}: [init] needs both checkpoint and weights_sha256 (the weights it starts from)")
@@ -299,6 +306,20 @@ def build_recipe(raw: dict, name: str = "recipe", path: str = "") -> Recipe:
         raise CifarSpeedError(f"{source}: [augment] jpeg_quality_min = {a.jpeg_quality_min} is above "
                               f"jpeg_quality_max = {a.jpeg_quality_max}")
     return recipe
+
+
+def _check_ensemble(d: DistillCfg, source: str) -> None:
+    """An ensemble averages cached kd logits: it needs kd on the stored images and a pin per member."""
+    if not d.ensemble and not d.ensemble_sha256:
+        return
+    if d.kind != "kd" or d.teacher_view != "stored":
+        raise CifarSpeedError(f"{source}: [distill] ensemble needs kind = 'kd' and teacher_view = 'stored' "
+                              "(its members' logits are computed once per training image and averaged)")
+    if len(d.ensemble) != len(d.ensemble_sha256):
+        raise CifarSpeedError(f"{source}: [distill] ensemble names {len(d.ensemble)} teacher(s) but ensemble_sha256 "
+                              f"pins {len(d.ensemble_sha256)}: one pin per member")
+    for sha in d.ensemble_sha256:
+        _check_sha256(sha, "[distill] ensemble_sha256", source)
 
 
 def named_file(path: str | Path) -> Path:

@@ -4,7 +4,7 @@ Training a missing teacher is the loop's explicit prerequisite step (loop.ensure
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -26,15 +26,7 @@ def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
     results/checkpoints/bases/ that does. None when it is missing but the recipe names a teacher
     recipe to train; an error otherwise."""
     t, pin = recipe.distill.teacher, recipe.distill.teacher_sha256
-    # A path: relative to the working folder or else to the repository, as [distill] teacher_recipe.
-    candidates = [Path(t), REPO_ROOT / t] if t.endswith(".json") else []
-    name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
-    candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
-    looked = ", ".join(map(str, candidates)) + (f", {SHIPPED_DIR / 'bases'}" if pin else "")
-    if pin:
-        candidates += sorted((SHIPPED_DIR / "bases").glob("*.json"))
-    present = [c for c in candidates if paths_for(c)[1].is_file()]
-    found = next((c for c in present if not pin or _holds(c, pin)), None)
+    found, present, looked = _locate(t, pin, out_dir)
     if found is not None:
         return found
     if present:   # never retrain a teacher over a checkpoint of that name: the pin says which one to use
@@ -45,6 +37,33 @@ def find_teacher(recipe: Recipe, out_dir: Path) -> Path | None:
         raise CifarSpeedError(f"teacher checkpoint {t!r}{pinned} not found (looked in {looked}); "
                               "train it first or set [distill] teacher_recipe")
     return None
+
+
+def find_ensemble(recipe: Recipe, out_dir: Path) -> list[Path]:
+    """The checkpoints of [distill] ensemble, each found as the teacher is and holding its pinned weights;
+    a member missing is an error (no recipe trains it)."""
+    paths = []
+    for member, pin in zip(recipe.distill.ensemble, recipe.distill.ensemble_sha256):
+        found, _, looked = _locate(member, pin, out_dir)
+        if found is None:
+            raise CifarSpeedError(f"[distill] ensemble: no checkpoint {member!r} with weights {pin[:12]}... "
+                                  f"(looked in {looked}); train it first")
+        paths.append(found)
+    return paths
+
+
+def _locate(t: str, pin: str, out_dir: Path) -> tuple[Path | None, list[Path], str]:
+    """(the checkpoint named `t` holding the weights `pin` where one is given, or None; the candidates
+    that exist; where it looked, for the error)."""
+    # A path: relative to the working folder or else to the repository, as [distill] teacher_recipe.
+    candidates = [Path(t), REPO_ROOT / t] if t.endswith(".json") else []
+    name = Path(t.removesuffix(".json")).name  # "deepnn" or "x/deepnn.json": look for deepnn.json, never deepnn.json.json
+    candidates += [out_dir / f"{name}.json", SHIPPED_DIR / f"{name}.json"]
+    looked = ", ".join(map(str, candidates)) + (f", {SHIPPED_DIR / 'bases'}" if pin else "")
+    if pin:
+        candidates += sorted((SHIPPED_DIR / "bases").glob("*.json"))
+    present = [c for c in candidates if paths_for(c)[1].is_file()]
+    return next((c for c in present if not pin or _holds(c, pin)), None), present, looked
 
 
 def _holds(sidecar: Path, weights_sha256: str) -> bool:
@@ -137,17 +156,22 @@ class TeacherTargets:
 
 
 def targets_for(teacher: nn.Module, meta: dict, recipe: Recipe, objective: Distillation, split: D.Split, mean, std,
-                device, dtype, augmenting: bool, say: Callable[[str], None] = lambda line: None) -> TeacherTargets:
+                device, dtype, augmenting: bool, say: Callable[[str], None] = lambda line: None,
+                ensemble: Sequence[tuple[nn.Module, dict]] = ()) -> TeacherTargets:
     """kd: the teacher sees each clean training image once; the student learns those soft targets
     through its own augmentations (flip, crop, JPEG). Cached on disk: every seed and every student of
     one teacher reuses them. The feature objectives compute theirs up front unless the run augments.
     [distill] teacher_view = "view": none up front; the teacher sees each step's flipped and cropped
-    batch before JPEG (the loop passes it). `say`: where a status line goes (cached_teacher_logits)."""
+    batch before JPEG (the loop passes it). `say`: where a status line goes (cached_teacher_logits).
+    `ensemble`: the further kd teachers ([distill] ensemble, prepared), whose cached logits are averaged
+    with the teacher's."""
     output = lambda x: objective.teacher_output(teacher, x)  # noqa: E731
     if recipe.distill.teacher_view == "view":   # the loop hands each batch's views in
         pre = None
     elif objective.cached_targets:
-        pre = cached_teacher_logits(teacher, meta, recipe.distill.teacher_tta, split, mean, std, device, dtype, say)
+        members = [(teacher, meta), *ensemble]
+        pre = torch.stack([cached_teacher_logits(m, m_meta, recipe.distill.teacher_tta, split, mean, std, device,
+                                                 dtype, say) for m, m_meta in members]).mean(0)
     elif not augmenting:
         pre = teacher_targets(output, split, mean, std, device, dtype)
     else:
