@@ -205,9 +205,15 @@ def test_models_lists_registry_and_shipped(shipped_here, capsys):
     sidecar = shipped_here / "results" / "checkpoints" / "tiny.json"
     meta = json.loads(sidecar.read_text())   # scored after training (tools/ship_checkpoints.py --score-jpeg): marked
     sidecar.write_text(json.dumps({**meta, "test_accuracy_jpeg75": 0.0834, "test_accuracy_jpeg75_scored_by": "x"}))
+    other = make_checkpoint(shipped_here / "results" / "checkpoints", "lightnn", stem="tinier")   # recorded at training
+    other.write_text(json.dumps({**json.loads(other.read_text()), "test_accuracy_jpeg75": 0.6421}))
     assert cli.main(["models"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    text = capsys.readouterr().out
+    out = " ".join(text.split())
     assert "8.34 %*" in out and "* scored on the shipped weights after training" in out
+    # The mark takes no place of its own: the two figures' decimal points share a column.
+    marked, unmarked = (next(line for line in text.splitlines() if f" {n} " in line) for n in ("tiny", "tinier"))
+    assert marked.index(".34 %*") == unmarked.index(".21 %")
 
 
 # -- one width policy; results under the current folder ------------------------------------------

@@ -69,10 +69,11 @@ def shipped_rows(registry: list[RegistryRow]) -> list[ShippedRow]:
 
 
 def _jpeg_text(r: ShippedRow) -> str:
-    """"84.38 %*" for a figure scored after training (rich trims a pad in the mark's place: no padding)."""
+    """"84.38 %*" for a figure scored after training. Printed in a left-justified column at a fixed width
+    so the decimals line up whether or not a mark follows (rich trims a trailing pad, even a no-break one)."""
     if r.test_top1_jpeg75 is None:
         return "-"
-    return f"{r.test_top1_jpeg75 * 100:.2f} %" + ("*" if r.test_top1_jpeg75_scored_by else "")
+    return f"{r.test_top1_jpeg75 * 100:6.2f} %" + ("*" if r.test_top1_jpeg75_scored_by else "")
 
 
 def _mflops(n: int) -> str:
@@ -105,7 +106,7 @@ def run(args) -> int:
                       + ("; - never scored (`cifar-speed eval NAME` scores it)"
                          if any(r.test_top1_jpeg75 is None for r in ckpts) else ""))
     for col, just in (("name", "left"), ("model", "left"), ("params", "right"), ("MFLOP/image", "right"),
-                      ("test top-1", "right"), ("JPEG-75", "right"), ("with TTA", "right")):
+                      ("test top-1", "right"), ("JPEG-75", "left"), ("with TTA", "right")):
         t.add_column(col, justify=just, no_wrap=True)
     for r in ckpts:
         t.add_row(r.name, r.model, f"{r.params:,}", _mflops(r.flops_per_image),
