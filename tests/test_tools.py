@@ -461,6 +461,12 @@ def test_readme_jpeg_training_table_compares_experiments_with_their_models_basel
         m.setattr(ur, "load_recipe", lambda path: type("R", (), {"to_dict": lambda self: now_distilled})())
         changes = ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": undistilled}}]})
     assert [c for c in changes if c.startswith("distill.")] == ["distill.kind none (now kd)"]
+    # A record from before [distill] ensemble existed learnt from one teacher: an empty list, "none".
+    with monkeypatch.context() as m:
+        ensembled = {**now_distilled, "distill": {**now_distilled["distill"], "ensemble": ["y"]}}
+        m.setattr(ur, "load_recipe", lambda path: type("R", (), {"to_dict": lambda self: ensembled})())
+        changes = ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": {**then, "distill": now_distilled["distill"]}}}]})
+    assert [c for c in changes if c.startswith("distill.")] == ["distill.ensemble none (now ['y'])"]
     assert ur.recipe_changes({**older, "runs": [{"training_record": {**cpu, "recipe": shipped_recipe}}]}) == []
     # A shipped twin of another recipe (frontier_m_plain): its own baseline, never compared with frontier_m's.
     twin = {**seeds, "recipe": "frontier_m_plain", "test_accuracy": stat(0.88)}

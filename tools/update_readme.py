@@ -588,8 +588,8 @@ def recipe_changes(f: dict) -> list[str] | None:
 
 
 def _shown(value) -> str:
-    """A recipe value as the changes list prints it: an empty string (a switch off, no teacher) as "none"."""
-    return "none" if value == "" else str(value)
+    """A recipe value as the changes list prints it: an empty string or list (a switch off, no teacher, no ensemble) as "none"."""
+    return "none" if value in ("", []) else str(value)
 
 
 def shipped_by_weights() -> dict[str, str]:
