@@ -58,12 +58,13 @@ def train(recipe: Recipe, *, data_dir=None, device: str = "cpu", out_dir: str | 
     teacher_meta, targets = None, None
     if objective.distills:
         objective.check_student(recipe.model)
+        members = find_ensemble(recipe, out_dir)   # before a teacher trains: a missing member fails at once
         teacher, teacher_meta = ensure_teacher(recipe, out_dir, data_dir=data_dir, device=device,
                                                epochs=epochs if epochs != recipe.train.epochs else None,
                                                show_progress=show_progress)
         teacher = prepare_teacher(teacher, teacher_meta, recipe, objective, dev, data.mean)
         ensemble = [(prepare_teacher(m, m_meta, recipe, objective, dev, data.mean), m_meta)
-                    for m, m_meta in map(load_checkpoint, find_ensemble(recipe, out_dir))]
+                    for m, m_meta in map(load_checkpoint, members)]
         targets = targets_for(teacher, teacher_meta, recipe, objective, data.train, data.mean, data.std, dev, dtype,
                               data.augmenting, _status_line(ddp.main), ensemble)
         if ensemble:
