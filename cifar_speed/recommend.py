@@ -125,8 +125,9 @@ def _meets_jpeg(cell: Cell, q: Query) -> bool:
     return q.min_top1_jpeg is None or (_jpeg(cell) is not None and _jpeg(cell) >= q.min_top1_jpeg)
 
 
-def meets(cell: Cell, q: Query) -> bool:
-    return eligible(cell, q) and _meets_top1(cell, q) and _meets_jpeg(cell, q)
+def meets_bars(cell: Cell, q: Query) -> bool:
+    """Whether an eligible cell meets the query's top-1 bar and its JPEG-75 bar, where it sets one."""
+    return _meets_top1(cell, q) and _meets_jpeg(cell, q)
 
 
 def variant_values(cell: Cell) -> str | None:
@@ -200,7 +201,7 @@ def recommend(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Ship
     speeds). `shipped` (shipped_weights): what is shipped today, so that an answer from earlier weights says so."""
     out: dict[str, Choice | None] = {}
     for machine, rows in eligible_rows(results, q).items():
-        best = max((r for r in rows if meets(r[0], q)), key=lambda r: r[0].images_per_s, default=None)
+        best = max((r for r in rows if meets_bars(r[0], q)), key=lambda r: r[0].images_per_s, default=None)
         out[machine] = _choice(*best, shipped or {}) if best else None
     return out
 
@@ -226,7 +227,7 @@ def closest(results: list[tuple[str, dict]], q: Query, shipped: dict[str, Shippe
     top-1, and those that meet the top-1 bar ranked by JPEG-75 top-1; where neither exists, or there is
     no JPEG bar, all ranked by top-1. Of each ranking the best cell (the fastest of equal scores), then
     each faster cell down to NEAR_DEPTH under the bar missed, at most NEAR_CELLS: what relaxing it buys."""
-    return {machine: [] if any(meets(c, q) for c, _, _ in rows) else _nearest(rows, q, shipped or {})
+    return {machine: [] if any(meets_bars(c, q) for c, _, _ in rows) else _nearest(rows, q, shipped or {})
             for machine, rows in eligible_rows(results, q).items()}
 
 
